@@ -1,0 +1,595 @@
+//! Core Kubernetes kinds: `v1 Service`, `discovery.k8s.io/v1 EndpointSlice`, `v1 Node`,
+//! `v1 Namespace` (field names from k8s.io/api core/v1 and discovery/v1 types).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{NameRule, ObjectMeta, null_as_default};
+use crate::net::{self, TargetPort};
+use crate::validate::{Issues, idx, join, normalise_cidr};
+
+// ---------------------------------------------------------------------------------------------
+// Service
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ServiceSpec,
+    #[serde(default, skip_serializing_if = "ServiceStatus::is_empty")]
+    pub status: ServiceStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(rename = "type", default)]
+    pub type_: ServiceType,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ServicePort>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    #[serde(
+        rename = "clusterIP",
+        default,
+        deserialize_with = "opt_cluster_ip",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cluster_ip: Option<ClusterIp>,
+    #[serde(
+        rename = "clusterIPs",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cluster_ips: Vec<ClusterIp>,
+    #[serde(rename = "externalIPs", default, with = "net::vec_ip", skip_serializing_if = "Vec::is_empty")]
+    pub external_ips: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<String>,
+    /// Deprecated in Kubernetes 1.24 but still honoured by Cilium LB-IPAM and MetalLB.
+    #[serde(rename = "loadBalancerIP", default, with = "net::opt_ip", skip_serializing_if = "Option::is_none")]
+    pub load_balancer_ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
+    #[serde(default, with = "net::vec_cidr", skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<IpNet>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub ip_families: Vec<IpFamily>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_family_policy: Option<IpFamilyPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_traffic_policy: Option<TrafficPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<SessionAffinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocate_load_balancer_node_ports: Option<bool>,
+    #[serde(default, with = "net::opt_port", skip_serializing_if = "Option::is_none")]
+    pub health_check_node_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_not_ready_addresses: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    ExternalName,
+}
+
+/// `spec.clusterIP`: an address, or `None` for a headless Service. An empty string means
+/// "allocate one" and deserializes as absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClusterIp {
+    Headless,
+    Addr(IpAddr),
+}
+
+impl ClusterIp {
+    pub fn addr(&self) -> Option<IpAddr> {
+        match self {
+            ClusterIp::Headless => None,
+            ClusterIp::Addr(a) => Some(*a),
+        }
+    }
+}
+
+impl Serialize for ClusterIp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ClusterIp::Headless => s.serialize_str("None"),
+            ClusterIp::Addr(a) => s.collect_str(a),
+        }
+    }
+}
+
+/// `Some(ClusterIp)`, or `None` for the empty string ("allocate one").
+struct ClusterIpElem(Option<ClusterIp>);
+
+impl<'de> Deserialize<'de> for ClusterIpElem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ClusterIpElem;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an IP address or \"None\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ClusterIpElem, E> {
+                match s {
+                    "" => Ok(ClusterIpElem(None)),
+                    "None" => Ok(ClusterIpElem(Some(ClusterIp::Headless))),
+                    _ => net::parse_ip(s).map(|a| ClusterIpElem(Some(ClusterIp::Addr(a)))).map_err(E::custom),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterIp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ClusterIpElem::deserialize(d)?.0.ok_or_else(|| serde::de::Error::custom("empty cluster IP"))
+    }
+}
+
+fn opt_cluster_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ClusterIp>, D::Error> {
+    Ok(Option::<ClusterIpElem>::deserialize(d)?.and_then(|e| e.0))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum IpFamily {
+    IPv4,
+    IPv6,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IpFamilyPolicy {
+    SingleStack,
+    PreferDualStack,
+    RequireDualStack,
+}
+
+/// `externalTrafficPolicy` / `internalTrafficPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TrafficPolicy {
+    Cluster,
+    Local,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SessionAffinity {
+    None,
+    ClientIP,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(with = "net::port")]
+    pub port: u16,
+    /// Defaults to `port` when absent (Kubernetes defaulting); see [`ServicePort::target_port`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<TargetPort>,
+    #[serde(default, with = "net::opt_port", skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+}
+
+impl ServicePort {
+    pub fn target_port(&self) -> TargetPort {
+        self.target_port.clone().unwrap_or(TargetPort::Number(self.port))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    #[serde(default, skip_serializing_if = "LoadBalancerStatus::is_empty")]
+    pub load_balancer: LoadBalancerStatus,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<serde_json::Value>,
+}
+
+impl ServiceStatus {
+    pub fn is_empty(&self) -> bool {
+        self.load_balancer.is_empty() && self.conditions.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerStatus {
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<LoadBalancerIngress>,
+}
+
+impl LoadBalancerStatus {
+    pub fn is_empty(&self) -> bool {
+        self.ingress.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerIngress {
+    #[serde(default, with = "net::opt_ip", skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `VIP` or `Proxy` (Kubernetes 1.30+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_mode: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<serde_json::Value>,
+}
+
+impl Service {
+    pub(crate) fn check(&mut self, issues: &mut Issues) {
+        self.metadata.check(NameRule::Rfc1035Label, issues);
+        let spec = &mut self.spec;
+        let mut seen = BTreeMap::new();
+        for (i, p) in spec.ports.iter().enumerate() {
+            let path = idx("spec.ports", i);
+            if let Some(name) = &p.name {
+                if !crate::validate::is_dns1123_label(name) {
+                    issues.error(join(&path, "name"), format!("invalid port name {name:?}: must be a DNS-1123 label"));
+                }
+                if let Some(prev) = seen.insert(name.clone(), i) {
+                    issues
+                        .error(join(&path, "name"), format!("duplicate port name {name:?} (also spec.ports[{prev}])"));
+                }
+            } else if spec.ports.len() > 1 {
+                // Kubernetes requires names once there is more than one port.
+                issues.error(join(&path, "name"), "port name is required when a Service has more than one port");
+            }
+            if let Some(TargetPort::Name(n)) = &p.target_port
+                && (n.is_empty()
+                    || n.len() > 15
+                    || !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            {
+                issues.error(join(&path, "targetPort"), format!("invalid target port name {n:?}"));
+            }
+        }
+        // Same (port, protocol) twice is rejected by the API server.
+        for (i, a) in spec.ports.iter().enumerate() {
+            if let Some(j) = spec.ports[..i].iter().position(|b| b.port == a.port && b.protocol == a.protocol) {
+                issues.error(
+                    idx("spec.ports", i),
+                    format!("duplicate port {}/{:?} (also spec.ports[{j}])", a.port, a.protocol),
+                );
+            }
+        }
+        if spec.ip_families.len() > 2 || (spec.ip_families.len() == 2 && spec.ip_families[0] == spec.ip_families[1]) {
+            issues.error("spec.ipFamilies", "at most one entry per IP family (IPv4, IPv6) is allowed");
+        }
+        if spec.ip_families.len() == 2 && spec.ip_family_policy == Some(IpFamilyPolicy::SingleStack) {
+            issues.error("spec.ipFamilies", "two IP families need ipFamilyPolicy PreferDualStack or RequireDualStack");
+        }
+        if let (Some(ClusterIp::Addr(first)), Some(ClusterIp::Addr(c0))) = (spec.cluster_ip, spec.cluster_ips.first())
+            && first != *c0
+        {
+            issues.error("spec.clusterIPs", "clusterIPs[0] must equal clusterIP");
+        }
+        if spec.type_ == ServiceType::ExternalName && spec.external_name.as_deref().unwrap_or("").is_empty() {
+            issues.error("spec.externalName", "required for type ExternalName");
+        }
+        if spec.type_ != ServiceType::LoadBalancer {
+            if spec.load_balancer_ip.is_some() {
+                issues.warn("spec.loadBalancerIP", "ignored: only used by Services of type LoadBalancer");
+            }
+            if spec.load_balancer_class.is_some() {
+                issues.error("spec.loadBalancerClass", "may only be set on Services of type LoadBalancer");
+            }
+        }
+        if spec.external_traffic_policy.is_some()
+            && !matches!(spec.type_, ServiceType::LoadBalancer | ServiceType::NodePort)
+            && spec.external_ips.is_empty()
+        {
+            issues.warn(
+                "spec.externalTrafficPolicy",
+                "ignored: only used by NodePort and LoadBalancer Services or with externalIPs",
+            );
+        }
+        for (i, r) in spec.load_balancer_source_ranges.iter_mut().enumerate() {
+            normalise_cidr(r, &idx("spec.loadBalancerSourceRanges", i), issues);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// EndpointSlice
+// ---------------------------------------------------------------------------------------------
+
+/// Label linking an EndpointSlice to its Service (discovery/v1 `LabelServiceName`).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSlice {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub address_type: AddressType,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<EndpointPort>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AddressType {
+    IPv4,
+    IPv6,
+    #[serde(rename = "FQDN")]
+    Fqdn,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// Kept as strings because `addressType: FQDN` slices hold host names; see
+    /// [`Endpoint::ip_addresses`]. IP addresses are checked against `addressType`.
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub conditions: EndpointConditions,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<ObjectReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hints: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated_topology: Option<BTreeMap<String, String>>,
+}
+
+impl Endpoint {
+    /// The addresses that parse as IPs (all of them for IPv4/IPv6 slices, which are validated).
+    pub fn ip_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.addresses.iter().filter_map(|a| a.parse().ok())
+    }
+
+    /// discovery/v1 semantics: a nil `ready` means ready.
+    pub fn is_ready(&self) -> bool {
+        self.conditions.ready.unwrap_or(true)
+    }
+
+    /// discovery/v1 semantics: a nil `serving` falls back to `ready`.
+    pub fn is_serving(&self) -> bool {
+        self.conditions.serving.unwrap_or_else(|| self.is_ready())
+    }
+
+    pub fn is_terminating(&self) -> bool {
+        self.conditions.terminating.unwrap_or(false)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointConditions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminating: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_path: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointPort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `nil` means "all ports" in discovery/v1.
+    #[serde(default, with = "net::opt_port", skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+}
+
+impl EndpointSlice {
+    /// The Service this slice belongs to (`kubernetes.io/service-name` label).
+    pub fn service_name(&self) -> Option<&str> {
+        self.metadata.labels.get(SERVICE_NAME_LABEL).map(String::as_str)
+    }
+
+    pub(crate) fn check(&mut self, issues: &mut Issues) {
+        self.metadata.check(NameRule::Subdomain, issues);
+        if self.service_name().is_none() {
+            issues.warn(
+                "metadata.labels",
+                format!("no {SERVICE_NAME_LABEL:?} label: this slice belongs to no Service and is not used"),
+            );
+        }
+        if self.endpoints.len() > 1000 {
+            issues.error("endpoints", "at most 1000 endpoints per slice");
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let p = join(&idx("endpoints", i), "addresses");
+            if e.addresses.is_empty() || e.addresses.len() > 100 {
+                issues.error(p.clone(), "an endpoint needs 1-100 addresses");
+            }
+            for (j, a) in e.addresses.iter().enumerate() {
+                let ok = match self.address_type {
+                    AddressType::IPv4 => a.parse::<std::net::Ipv4Addr>().is_ok(),
+                    AddressType::IPv6 => a.parse::<std::net::Ipv6Addr>().is_ok(),
+                    AddressType::Fqdn => crate::validate::is_dns1123_subdomain(a),
+                };
+                if !ok {
+                    issues.error(idx(&p, j), format!("invalid {:?} address {a:?}", self.address_type));
+                }
+            }
+        }
+        if self.ports.len() > 100 {
+            issues.error("ports", "at most 100 ports per slice");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node and Namespace
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: NodeSpec,
+    #[serde(default)]
+    pub status: NodeStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSpec {
+    #[serde(rename = "podCIDR", default, with = "net::opt_cidr", skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<IpNet>,
+    #[serde(rename = "podCIDRs", default, with = "net::vec_cidr", skip_serializing_if = "Vec::is_empty")]
+    pub pod_cidrs: Vec<IpNet>,
+    #[serde(rename = "providerID", default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unschedulable: Option<bool>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<serde_json::Value>,
+    #[serde(rename = "externalID", default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_source: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<NodeAddress>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    /// `InternalIP`, `ExternalIP`, `Hostname`, `InternalDNS`, `ExternalDNS`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub address: String,
+}
+
+impl Node {
+    /// All pod CIDRs: `spec.podCIDRs`, or `spec.podCIDR` when only that is set.
+    pub fn pod_cidrs(&self) -> Vec<IpNet> {
+        if self.spec.pod_cidrs.is_empty() {
+            self.spec.pod_cidr.into_iter().collect()
+        } else {
+            self.spec.pod_cidrs.clone()
+        }
+    }
+
+    /// The first address of the given type (`InternalIP`, …) that is an IP.
+    pub fn address_of_type(&self, type_: &str) -> Option<IpAddr> {
+        self.status.addresses.iter().filter(|a| a.type_ == type_).find_map(|a| a.address.parse().ok())
+    }
+
+    pub(crate) fn check(&mut self, issues: &mut Issues) {
+        self.metadata.check(NameRule::Subdomain, issues);
+        if let Some(c) = &mut self.spec.pod_cidr {
+            normalise_cidr(c, "spec.podCIDR", issues);
+        }
+        for (i, c) in self.spec.pod_cidrs.iter_mut().enumerate() {
+            normalise_cidr(c, &idx("spec.podCIDRs", i), issues);
+        }
+        if self.spec.pod_cidrs.len() > 2
+            || (self.spec.pod_cidrs.len() == 2
+                && self.spec.pod_cidrs[0].addr().is_ipv4() == self.spec.pod_cidrs[1].addr().is_ipv4())
+        {
+            issues.error("spec.podCIDRs", "at most one CIDR per IP family");
+        }
+        if let (Some(a), Some(b)) = (self.spec.pod_cidr, self.spec.pod_cidrs.first())
+            && a != *b
+        {
+            issues.error("spec.podCIDRs", "podCIDRs[0] must equal podCIDR");
+        }
+        for (i, a) in self.status.addresses.iter().enumerate() {
+            if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") && a.address.parse::<IpAddr>().is_err() {
+                issues
+                    .error(join(&idx("status.addresses", i), "address"), format!("invalid IP address {:?}", a.address));
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Namespace {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
+}
+
+impl Namespace {
+    pub(crate) fn check(&mut self, issues: &mut Issues) {
+        self.metadata.check(NameRule::Label, issues);
+    }
+}
