@@ -387,19 +387,24 @@ struct Svc<'a> {
     selector_labels: BTreeMap<String, String>,
 }
 
-#[derive(Default)]
+/// Who holds an IP: the pool it came from and the services (indices into `State::svcs`).
 struct Holder {
     pool: usize,
-    services: Vec<ServiceKey>,
+    services: Vec<usize>,
+    /// Every pool whose free set the IP was taken out of (more than one when pools overlap).
+    taken_from: Vec<usize>,
 }
 
+/// Working state of one reconcile. Services are referred to by index (sorted by key) so that
+/// the hot paths compare integers, not strings.
 struct State<'a> {
     pools: Vec<Pool<'a>>,
-    services: BTreeMap<&'a ServiceKey, Svc<'a>>,
+    svcs: Vec<Svc<'a>>,
     holders: HashMap<IpAddr, Holder>,
     /// IPs held under each sharing key, for finding one to share.
-    shared: BTreeMap<(SharingScheme, &'a str), BTreeSet<IpAddr>>,
-    held: BTreeMap<ServiceKey, Vec<IpAddr>>,
+    shared: HashMap<(SharingScheme, &'a str), BTreeSet<IpAddr>>,
+    /// IPs each service holds, by service index.
+    held: Vec<Vec<IpAddr>>,
     released: Vec<Release>,
 }
 
@@ -473,7 +478,8 @@ fn check_pools<'a>(pools: &'a [PoolSpec], previous: &Assignments) -> Vec<Pool<'a
     // Accepted spans per family: start -> (end, pool name, block).
     let mut accepted: [BTreeMap<u128, (u128, &str, String)>; 2] = [BTreeMap::new(), BTreeMap::new()];
     let mut names = BTreeSet::new();
-    let mut out = Vec::with_capacity(order.len());
+    // (spec, its spans, conflict found without looking at other pools, overlaps another pool)
+    let mut checked = Vec::with_capacity(order.len());
     for spec in order {
         let mut conflict = None;
         if !names.insert(spec.name.as_str()) {
@@ -496,22 +502,41 @@ fn check_pools<'a>(pools: &'a [PoolSpec], previous: &Assignments) -> Vec<Pool<'a
                 conflict.get_or_insert_with(|| format!("block {} overlaps block {} of the same pool", w[1].3, w[0].3));
             }
         }
-        for (fam, s, e, text) in &own {
-            if let Some((_, (pe, other, otext))) = accepted[fam.index()].range(..=*e).next_back()
-                && *pe >= *s
-            {
-                conflict.get_or_insert_with(|| format!("block {text} overlaps block {otext} of pool {other}"));
+        let overlaps = own.iter().any(|(fam, s, e, _)| {
+            accepted[fam.index()].range(..=*e).next_back().is_some_and(|(_, (pe, _, _))| pe >= s)
+        });
+        if conflict.is_none() && !overlaps {
+            for (fam, s, e, text) in &own {
+                accepted[fam.index()].insert(*s, (*e, spec.name.as_str(), text.clone()));
             }
         }
-        if conflict.is_none() {
-            for (fam, s, e, text) in own {
-                accepted[fam.index()].insert(s, (e, spec.name.as_str(), text));
-            }
-        }
-        let free = allocatable(spec);
-        let total = free[0].len().saturating_add(free[1].len());
-        out.push(Pool { spec, free, total, conflict });
+        checked.push((spec, own, conflict, overlaps));
     }
+    // Describe overlaps against the final set of accepted pools, so that the message does not
+    // depend on the order the pools were checked in.
+    let mut out: Vec<Pool<'a>> = checked
+        .into_iter()
+        .map(|(spec, own, mut conflict, overlaps)| {
+            if overlaps && conflict.is_none() {
+                let mut hits: Vec<String> = Vec::new();
+                for (fam, s, e, text) in &own {
+                    for (_, (pe, other, otext)) in accepted[fam.index()].range(..=*e).rev() {
+                        if pe < s {
+                            break;
+                        }
+                        hits.push(format!("block {text} overlaps block {otext} of pool {other}"));
+                    }
+                }
+                hits.sort();
+                conflict = Some(hits.join("; "));
+            }
+            let free = allocatable(spec);
+            let total = free[0].len().saturating_add(free[1].len());
+            Pool { spec, free, total, conflict }
+        })
+        .collect();
+    // Everything downstream iterates pools in name order.
+    out.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     out
 }
 
@@ -541,48 +566,51 @@ fn compatible(a: &ServiceSpec, b: &ServiceSpec) -> bool {
 }
 
 impl<'a> State<'a> {
-    /// Can `svc` take `ip` (held by someone already) by sharing?
-    fn can_share(&self, svc: &ServiceSpec, ip: IpAddr) -> Result<(), String> {
+    /// Can service `si` take `ip` (held by someone already) by sharing?
+    fn can_share(&self, si: usize, ip: IpAddr) -> Result<(), String> {
         let Some(h) = self.holders.get(&ip) else { return Ok(()) };
-        for other in &h.services {
-            let o = self.services[other].spec;
-            if !compatible(svc, o) {
-                return Err(format!("{ip} is already used by service {other}"));
+        let spec = self.svcs[si].spec;
+        for &other in &h.services {
+            if !compatible(spec, self.svcs[other].spec) {
+                return Err(format!("{ip} is already used by service {}", self.svcs[other].spec.key));
             }
         }
         Ok(())
     }
 
-    fn take(&mut self, key: &ServiceKey, ip: IpAddr, pool: usize) {
-        let svc = self.services[key].spec;
-        let h = self.holders.entry(ip).or_insert_with(|| Holder { pool, services: Vec::new() });
-        if h.services.is_empty() {
-            self.pools[pool].free[Family::of(ip).index()].remove(ip_to_u128(ip));
-        }
-        h.services.push(key.clone());
-        if let Some(s) = &svc.sharing {
+    fn take(&mut self, si: usize, ip: IpAddr, pool: usize) {
+        let spec = self.svcs[si].spec;
+        let pools = &mut self.pools;
+        let h = self.holders.entry(ip).or_insert_with(|| {
+            // An IP is held once, whichever pool it came from: take it out of every pool that
+            // has it, so that an overlapping (conflicting) pool cannot hand it out again.
+            let v = ip_to_u128(ip);
+            let taken_from = (0..pools.len()).filter(|&p| pools[p].free[Family::of(ip).index()].remove(v)).collect();
+            Holder { pool, services: Vec::new(), taken_from }
+        });
+        h.services.push(si);
+        if let Some(s) = &spec.sharing {
             self.shared.entry((s.scheme, s.key.as_str())).or_default().insert(ip);
         }
-        self.held.entry(key.clone()).or_default().push(ip);
+        self.held[si].push(ip);
     }
 
-    fn give_back(&mut self, key: &ServiceKey, ip: IpAddr) {
+    fn give_back(&mut self, si: usize, ip: IpAddr) {
         if let Some(h) = self.holders.get_mut(&ip) {
-            h.services.retain(|k| k != key);
+            h.services.retain(|&k| k != si);
             if h.services.is_empty() {
-                let pool = h.pool;
+                for &p in &h.taken_from {
+                    self.pools[p].free[Family::of(ip).index()].insert(ip_to_u128(ip));
+                }
                 self.holders.remove(&ip);
-                self.pools[pool].free[Family::of(ip).index()].insert(ip_to_u128(ip));
-                if let Some(s) = &self.services[key].spec.sharing
+                if let Some(s) = &self.svcs[si].spec.sharing
                     && let Some(set) = self.shared.get_mut(&(s.scheme, s.key.as_str()))
                 {
                     set.remove(&ip);
                 }
             }
         }
-        if let Some(v) = self.held.get_mut(key) {
-            v.retain(|x| *x != ip);
-        }
+        self.held[si].retain(|x| *x != ip);
     }
 
     /// Is `ip` inside pool `p`'s allocatable set (free, or already held from it)?
@@ -592,7 +620,8 @@ impl<'a> State<'a> {
     }
 
     /// Decides whether a previous assignment stays. Returns the pool to keep it in.
-    fn keep_previous(&self, svc: &Svc<'_>, a: &Assignment, kept: &[IpAddr]) -> Result<usize, String> {
+    fn keep_previous(&self, si: usize, a: &Assignment) -> Result<usize, String> {
+        let svc = &self.svcs[si];
         let spec = svc.spec;
         let ip = a.ip;
         let pool = self
@@ -611,6 +640,7 @@ impl<'a> State<'a> {
         if !self.pools[p].selects(svc) {
             return Err(format!("pool {} no longer selects the service", self.pools[p].spec.name));
         }
+        let kept = &self.held[si];
         let fam = Family::of(ip);
         if spec.requested.is_empty() {
             if !spec.wanted_families().contains(&fam) {
@@ -625,7 +655,7 @@ impl<'a> State<'a> {
         if kept.contains(&ip) {
             return Err("duplicate assignment".to_string());
         }
-        self.can_share(spec, ip).map(|()| p)
+        self.can_share(si, ip).map(|()| p)
     }
 }
 
@@ -636,52 +666,58 @@ pub fn reconcile(
     services: &[ServiceSpec],
     previous: &Assignments,
 ) -> Outcome {
+    let mut specs: Vec<&ServiceSpec> = services.iter().collect();
+    specs.sort_by(|a, b| a.key.cmp(&b.key));
+    // A duplicate key keeps the first spec (the caller's model has unique keys).
+    specs.dedup_by(|a, b| a.key == b.key);
+    let svcs: Vec<Svc<'_>> = specs
+        .iter()
+        .map(|spec| {
+            let mut selector_labels = spec.labels.clone();
+            selector_labels.insert(LABEL_SERVICE_NAMESPACE.into(), spec.key.namespace.clone());
+            selector_labels.insert(LABEL_SERVICE_NAME.into(), spec.key.name.clone());
+            Svc { spec, selector_labels }
+        })
+        .collect();
+    let index: HashMap<&ServiceKey, usize> = specs.iter().enumerate().map(|(i, s)| (&s.key, i)).collect();
     let mut st = State {
         pools: check_pools(pools, previous),
-        services: BTreeMap::new(),
-        holders: HashMap::new(),
-        shared: BTreeMap::new(),
-        held: BTreeMap::new(),
+        held: vec![Vec::new(); svcs.len()],
+        svcs,
+        holders: HashMap::with_capacity(previous.len()),
+        shared: HashMap::new(),
         released: Vec::new(),
     };
-    let mut statuses = BTreeMap::new();
-    for spec in services {
-        let mut selector_labels = spec.labels.clone();
-        selector_labels.insert(LABEL_SERVICE_NAMESPACE.into(), spec.key.namespace.clone());
-        selector_labels.insert(LABEL_SERVICE_NAME.into(), spec.key.name.clone());
-        // A duplicate key keeps the first spec (the caller's model has unique keys).
-        st.services.entry(&spec.key).or_insert(Svc { spec, selector_labels });
-    }
 
     // 1. Keep every previous assignment that is still valid, in key order.
     for (key, list) in previous {
-        let handled = st.services.get(key).filter(|s| config.serves(s.spec.load_balancer_class.as_deref()));
-        let Some(svc) = handled else {
-            let why = if st.services.contains_key(key) {
-                "its loadBalancerClass is not served"
-            } else {
-                "the service is gone"
-            };
+        let handled = index.get(key).copied().filter(|&i| config.serves(specs[i].load_balancer_class.as_deref()));
+        let Some(si) = handled else {
+            let why =
+                if index.contains_key(key) { "its loadBalancerClass is not served" } else { "the service is gone" };
             st.released.extend(list.iter().map(|a| Release { service: key.clone(), ip: a.ip, reason: why.into() }));
             continue;
         };
-        let svc = Svc { spec: svc.spec, selector_labels: svc.selector_labels.clone() };
         let mut sorted = list.clone();
         sorted.sort();
         for a in &sorted {
-            let kept = st.held.get(key).cloned().unwrap_or_default();
-            match st.keep_previous(&svc, a, &kept) {
-                Ok(p) => st.take(key, a.ip, p),
+            match st.keep_previous(si, a) {
+                Ok(p) => st.take(si, a.ip, p),
                 Err(reason) => st.released.push(Release { service: key.clone(), ip: a.ip, reason }),
             }
         }
     }
 
     // 2. Allocate for services that still need addresses: older first, then by key.
-    let mut order: Vec<&ServiceSpec> = st.services.values().map(|s| s.spec).collect();
-    order.sort_by(|a, b| (a.created.is_none(), &a.created, &a.key).cmp(&(b.created.is_none(), &b.created, &b.key)));
-    for spec in order {
-        let status = if !config.serves(spec.load_balancer_class.as_deref()) {
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (specs[a], specs[b]);
+        (a.created.is_none(), &a.created, &a.key).cmp(&(b.created.is_none(), &b.created, &b.key))
+    });
+    let mut failures: Vec<Option<(Reason, String)>> = vec![None; specs.len()];
+    for si in order {
+        let spec = specs[si];
+        failures[si] = if !config.serves(spec.load_balancer_class.as_deref()) {
             Some((
                 Reason::Ignored,
                 format!(
@@ -692,44 +728,50 @@ pub fn reconcile(
         } else if let Some(why) = &spec.invalid {
             Some((Reason::InvalidRequest, why.clone()))
         } else if !spec.requested.is_empty() {
-            allocate_requested(&mut st, spec)
+            allocate_requested(&mut st, si)
         } else {
-            allocate_any(&mut st, spec)
+            allocate_any(&mut st, si)
         };
-        statuses.insert(spec.key.clone(), status);
     }
 
     // 3. Report.
     let mut out = Outcome { released: st.released, ..Outcome::default() };
-    for (key, ips) in &st.held {
-        if ips.is_empty() {
-            continue;
-        }
-        let mut list: Vec<Assignment> = ips
+    for (si, failure) in failures.into_iter().enumerate() {
+        let key = &specs[si].key;
+        let mut ips: Vec<Assignment> = st.held[si]
             .iter()
             .map(|ip| Assignment { ip: *ip, pool: st.pools[st.holders[ip].pool].spec.name.clone() })
             .collect();
-        list.sort();
-        out.assignments.insert(key.clone(), list);
-    }
-    for (key, failure) in statuses {
-        let ips = out.assignments.get(&key).cloned().unwrap_or_default();
-        let mut shared_with: Vec<ServiceKey> =
-            ips.iter().flat_map(|a| st.holders[&a.ip].services.iter()).filter(|k| **k != key).cloned().collect();
+        ips.sort();
+        let mut shared_with: Vec<ServiceKey> = ips
+            .iter()
+            .flat_map(|a| st.holders[&a.ip].services.iter())
+            .filter(|&&k| k != si)
+            .map(|&k| specs[k].key.clone())
+            .collect();
         shared_with.sort();
         shared_with.dedup();
+        if !ips.is_empty() {
+            out.assignments.insert(key.clone(), ips.clone());
+        }
         let (satisfied, reason, message) = match failure {
             None => (true, Reason::Satisfied, String::new()),
             Some((r, m)) => (false, r, m),
         };
-        out.services.insert(key, ServiceStatus { ips, satisfied, reason, message, shared_with });
+        out.services.insert(key.clone(), ServiceStatus { ips, satisfied, reason, message, shared_with });
     }
-    for (i, p) in st.pools.iter().enumerate() {
-        let used = st.holders.values().filter(|h| h.pool == i).count() as u128;
+    for p in &st.pools {
         let available = p.free[0].len().saturating_add(p.free[1].len());
         out.pools.insert(
             p.spec.name.clone(),
-            PoolStatus { total: p.total, used, available, disabled: p.spec.disabled, conflict: p.conflict.clone() },
+            PoolStatus {
+                total: p.total,
+                // In use by anyone, whichever pool it was handed out from.
+                used: p.total - available,
+                available,
+                disabled: p.spec.disabled,
+                conflict: p.conflict.clone(),
+            },
         );
     }
     out
@@ -737,37 +779,42 @@ pub fn reconcile(
 
 /// Requested IPs: exactly these, each from a pool that covers it and selects the service.
 /// Returns the failure, if any (IPs that could be had are kept even when another fails).
-fn allocate_requested(st: &mut State<'_>, spec: &ServiceSpec) -> Option<(Reason, String)> {
-    let svc = &st.services[&spec.key];
-    let selects: Vec<bool> = st.pools.iter().map(|p| p.selects(svc)).collect();
+fn allocate_requested(st: &mut State<'_>, si: usize) -> Option<(Reason, String)> {
+    let spec = st.svcs[si].spec;
+    let selects: Vec<bool> = st.pools.iter().map(|p| p.selects(&st.svcs[si])).collect();
     let mut failure = None;
     for &ip in &spec.requested {
-        if st.held.get(&spec.key).is_some_and(|v| v.contains(&ip)) {
+        if st.held[si].contains(&ip) {
             continue;
         }
         let covering: Vec<usize> = (0..st.pools.len()).filter(|&p| st.covers(p, ip)).collect();
         let Some(&p) = covering.iter().find(|&&p| selects[p] && st.pools[p].usable()) else {
-            let why = match covering.first() {
-                None => (Reason::NoPool, format!("requested IP {ip} is not in any pool")),
-                Some(&p) if !selects[p] => (
+            // The reason must not depend on pool order (which follows previous holders):
+            // a usable pool that does not select the service explains more than a disabled one.
+            let mismatch =
+                covering.iter().copied().filter(|&p| st.pools[p].usable()).min_by_key(|&p| &st.pools[p].spec.name);
+            let unusable = covering.iter().copied().min_by_key(|&p| &st.pools[p].spec.name);
+            let why = match (mismatch, unusable) {
+                (Some(p), _) => (
                     Reason::PoolSelectorMismatch,
                     format!(
                         "requested IP {ip} is in pool {} whose selector does not match this service",
                         st.pools[p].spec.name
                     ),
                 ),
-                Some(&p) => {
+                (None, Some(p)) => {
                     let pool = &st.pools[p];
                     let state =
                         pool.conflict.as_deref().map_or("disabled".to_string(), |c| format!("conflicting: {c}"));
                     (Reason::NoPool, format!("requested IP {ip} is in pool {} which is {state}", pool.spec.name))
                 }
+                (None, None) => (Reason::NoPool, format!("requested IP {ip} is not in any pool")),
             };
             failure.get_or_insert(why);
             continue;
         };
-        match st.can_share(spec, ip) {
-            Ok(()) => st.take(&spec.key, ip, p),
+        match st.can_share(si, ip) {
+            Ok(()) => st.take(si, ip, p),
             Err(m) => {
                 failure.get_or_insert((Reason::AlreadyAllocated, m));
             }
@@ -777,15 +824,13 @@ fn allocate_requested(st: &mut State<'_>, spec: &ServiceSpec) -> Option<(Reason,
 }
 
 /// One address per wanted family: shared under the sharing key if possible, else fresh.
-fn allocate_any(st: &mut State<'_>, spec: &ServiceSpec) -> Option<(Reason, String)> {
-    let svc = &st.services[&spec.key];
-    let selects: Vec<bool> = st.pools.iter().map(|p| p.selects(svc)).collect();
-    let have: Vec<Family> =
-        st.held.get(&spec.key).map(|v| v.iter().map(|ip| Family::of(*ip)).collect()).unwrap_or_default();
+fn allocate_any(st: &mut State<'_>, si: usize) -> Option<(Reason, String)> {
+    let spec = st.svcs[si].spec;
+    let selects: Vec<bool> = st.pools.iter().map(|p| p.selects(&st.svcs[si])).collect();
+    let have: Vec<Family> = st.held[si].iter().map(|ip| Family::of(*ip)).collect();
     let mut failures = Vec::new();
     let mut new = Vec::new();
-    let wanted = spec.wanted_families();
-    for &fam in &wanted {
+    for fam in spec.wanted_families() {
         if have.contains(&fam) {
             continue;
         }
@@ -810,48 +855,52 @@ fn allocate_any(st: &mut State<'_>, spec: &ServiceSpec) -> Option<(Reason, Strin
             got = ips
                 .iter()
                 .filter(|ip| Family::of(**ip) == fam)
-                .find(|ip| eligible.contains(&st.holders[ip].pool) && st.can_share(spec, **ip).is_ok())
+                .find(|ip| eligible.contains(&st.holders[ip].pool) && st.can_share(si, **ip).is_ok())
                 .map(|ip| (*ip, st.holders[ip].pool));
         }
         if got.is_none() {
-            for &p in &eligible {
-                if let Some(v) = st.pools[p].free[fam.index()].first() {
-                    got = Some((fam.addr(v), p));
-                    break;
-                }
-            }
+            got = eligible.iter().find_map(|&p| st.pools[p].free[fam.index()].first().map(|v| (fam.addr(v), p)));
         }
         match got {
             Some((ip, p)) => {
-                st.take(&spec.key, ip, p);
+                st.take(si, ip, p);
                 new.push(ip);
             }
             None => {
                 let any_family = st.pools.iter().any(|p| p.has_family(fam));
                 let any_selecting = (0..st.pools.len()).any(|p| selects[p] && st.pools[p].has_family(fam));
-                failures.push(if let Some(pin) = spec.pool_pin.as_ref().filter(|pin| !st.pools.iter().any(|p| p.spec.name == **pin)) {
+                let missing_pin = spec.pool_pin.as_ref().filter(|pin| !st.pools.iter().any(|p| p.spec.name == **pin));
+                failures.push(if let Some(pin) = missing_pin {
                     (Reason::NoPool, format!("pool {pin:?} named by the service does not exist"))
                 } else if !any_family {
                     (Reason::NoPool, format!("no pool has {fam} addresses"))
                 } else if !any_selecting {
                     (Reason::PoolSelectorMismatch, format!("no pool with {fam} addresses selects this service"))
                 } else if eligible.is_empty() {
-                    (Reason::NoPool, format!("every pool with {fam} addresses that selects this service is disabled, conflicting or not auto-assigning"))
+                    (
+                        Reason::NoPool,
+                        format!(
+                            "every pool with {fam} addresses that selects this service is disabled, conflicting \
+                             or not auto-assigning"
+                        ),
+                    )
                 } else {
-                    (Reason::OutOfIps, format!("all pools with {fam} addresses that select this service ran out of IPs"))
+                    (
+                        Reason::OutOfIps,
+                        format!("all pools with {fam} addresses that select this service ran out of IPs"),
+                    )
                 });
             }
         }
     }
-    let holds = st.held.get(&spec.key).map_or(0, |v| v.len());
     match spec.family_policy {
         FamilyPolicy::RequireDualStack if !failures.is_empty() => {
             // All or nothing: do not hold half a dual-stack request taken in this pass.
             for ip in new {
-                st.give_back(&spec.key, ip);
+                st.give_back(si, ip);
             }
         }
-        FamilyPolicy::PreferDualStack if holds > 0 => return None,
+        FamilyPolicy::PreferDualStack if !st.held[si].is_empty() => return None,
         _ => {}
     }
     failures.into_iter().next()

@@ -14,4 +14,4 @@ pub use lbipam::{
     ServiceKey, ServiceSpec, ServiceStatus, Sharing, SharingScheme, reconcile,
 };
 pub use range::Family;
-pub use selector::{LabelSelector, Requirement};
+pub use selector::{LabelSelector, LabelSelectorRequirement, SelectorOperator};

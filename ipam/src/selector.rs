@@ -1,38 +1,78 @@
 //! Kubernetes label selectors (`metav1.LabelSelector`), evaluated against a label map.
 //!
-//! Semantics follow the Kubernetes API conventions: `matchLabels` and every `matchExpressions`
-//! requirement must all hold; an empty selector matches everything.
+//! This is the one definition of the type in Halyard: the model crate deserialises manifests
+//! into it (camelCase, as the Kubernetes API writes it) and adds its validation on top.
+//! Semantics follow the Kubernetes API conventions: every `matchLabels` pair and every
+//! `matchExpressions` requirement must hold; an empty selector matches everything.
 
 use std::collections::BTreeMap;
 
-/// One `matchExpressions` requirement.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Requirement {
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    DoesNotExist(String),
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LabelSelector {
-    pub match_labels: BTreeMap<String, String>,
-    pub match_expressions: Vec<Requirement>,
+/// One `matchExpressions` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// Label selector operators. An unknown operator fails deserialisation at its field path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// Treats an explicit `null` like an absent field (Kubernetes JSON does the same for maps and lists).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl LabelSelector {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|r| match r {
-                Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-                Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
-                Requirement::Exists(k) => labels.contains_key(k),
-                Requirement::DoesNotExist(k) => !labels.contains_key(k),
-            })
+    /// A selector matching exactly these labels.
+    pub fn with_labels<K: Into<String>, V: Into<String>>(labels: impl IntoIterator<Item = (K, V)>) -> Self {
+        LabelSelector {
+            match_labels: labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            match_expressions: Vec::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.match_labels.is_empty() && self.match_expressions.is_empty()
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|e| e.matches(labels))
+    }
+}
+
+impl LabelSelectorRequirement {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let v = labels.get(&self.key);
+        match self.operator {
+            SelectorOperator::In => v.is_some_and(|v| self.values.contains(v)),
+            SelectorOperator::NotIn => v.is_none_or(|v| !self.values.contains(v)),
+            SelectorOperator::Exists => v.is_some(),
+            SelectorOperator::DoesNotExist => v.is_none(),
+        }
     }
 }
 
@@ -44,27 +84,28 @@ mod tests {
         kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    fn req(key: &str, operator: SelectorOperator, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement { key: key.into(), operator, values: values.iter().map(|v| v.to_string()).collect() }
+    }
+
     #[test]
     fn kubernetes_semantics() {
+        use SelectorOperator::*;
         let l = labels(&[("color", "blue"), ("tier", "web")]);
         assert!(LabelSelector::default().matches(&l));
-        let mut s = LabelSelector::default();
-        s.match_labels.insert("color".into(), "blue".into());
+        let mut s = LabelSelector::with_labels([("color", "blue")]);
         assert!(s.matches(&l));
-        s.match_expressions.push(Requirement::NotIn("tier".into(), vec!["db".into()]));
+        s.match_expressions.push(req("tier", NotIn, &["db"]));
         assert!(s.matches(&l));
-        s.match_expressions.push(Requirement::In("tier".into(), vec!["db".into()]));
+        s.match_expressions.push(req("tier", In, &["db"]));
         assert!(!s.matches(&l));
         let s = LabelSelector {
-            match_expressions: vec![Requirement::DoesNotExist("x".into()), Requirement::Exists("tier".into())],
+            match_expressions: vec![req("x", DoesNotExist, &[]), req("tier", Exists, &[])],
             ..Default::default()
         };
         assert!(s.matches(&l));
         // NotIn matches when the key is absent (Kubernetes semantics).
-        let s = LabelSelector {
-            match_expressions: vec![Requirement::NotIn("absent".into(), vec!["a".into()])],
-            ..Default::default()
-        };
+        let s = LabelSelector { match_expressions: vec![req("absent", NotIn, &["a"])], ..Default::default() };
         assert!(s.matches(&l));
     }
 }

@@ -112,56 +112,18 @@ impl NameRule {
 // LabelSelector
 // ---------------------------------------------------------------------------------------------
 
-/// `metav1.LabelSelector`. An empty selector matches everything; callers that give `nil` a
-/// different meaning (e.g. Cilium BGP advertisement `selector`) keep it as `Option<LabelSelector>`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LabelSelector {
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
-    pub match_labels: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
-    pub match_expressions: Vec<LabelSelectorRequirement>,
+/// Label selectors are defined once, in the ipam crate that evaluates them; the model adds the
+/// validation of keys, values and operator/values rules on top.
+pub use halyard_ipam::selector::{LabelSelector, LabelSelectorRequirement, SelectorOperator};
+
+/// Validation of a [`LabelSelector`] as the API server does it (`LabelSelectorAsSelector`).
+pub(crate) trait SelectorCheck {
+    fn check(&self, path: &str, issues: &mut Issues);
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LabelSelectorRequirement {
-    pub key: String,
-    pub operator: SelectorOperator,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
-    pub values: Vec<String>,
-}
-
-/// Label selector operators. An unknown operator fails deserialization at its field path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SelectorOperator {
-    In,
-    NotIn,
-    Exists,
-    DoesNotExist,
-}
-
-impl LabelSelector {
-    /// A selector matching exactly these labels.
-    pub fn with_labels<K: Into<String>, V: Into<String>>(labels: impl IntoIterator<Item = (K, V)>) -> Self {
-        LabelSelector {
-            match_labels: labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
-            match_expressions: Vec::new(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.match_labels.is_empty() && self.match_expressions.is_empty()
-    }
-
-    /// Kubernetes semantics: every `matchLabels` pair and every expression must hold (AND);
-    /// the empty selector matches everything.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|e| e.matches(labels))
-    }
-
+impl SelectorCheck for LabelSelector {
     /// Checks key/value syntax and the operator/values rules of `LabelSelectorAsSelector`.
-    pub(crate) fn check(&self, path: &str, issues: &mut Issues) {
+    fn check(&self, path: &str, issues: &mut Issues) {
         check_labels(&self.match_labels, &join(path, "matchLabels"), issues);
         for (i, e) in self.match_expressions.iter().enumerate() {
             let p = idx(&join(path, "matchExpressions"), i);
@@ -182,18 +144,6 @@ impl LabelSelector {
                     issues.error(idx(&join(&p, "values"), j), err);
                 }
             }
-        }
-    }
-}
-
-impl LabelSelectorRequirement {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let v = labels.get(&self.key);
-        match self.operator {
-            SelectorOperator::In => v.is_some_and(|v| self.values.contains(v)),
-            SelectorOperator::NotIn => v.is_none_or(|v| !self.values.contains(v)),
-            SelectorOperator::Exists => v.is_some(),
-            SelectorOperator::DoesNotExist => v.is_none(),
         }
     }
 }

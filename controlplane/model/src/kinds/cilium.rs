@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::Severity;
+use crate::meta::SelectorCheck;
 use crate::meta::{LabelSelector, NameRule, ObjectMeta, null_as_default};
 use crate::net::{self, IpBlock, PeerAddress};
 use crate::validate::{
