@@ -1,0 +1,198 @@
+//! The gRPC API (`halyard.v1.Agent`) over the latest snapshot.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+use halyard_api::v1;
+use halyard_model::Kind;
+use tonic::{Request, Response, Status};
+
+use crate::reconcile::Snapshot;
+use crate::translate;
+
+/// The latest snapshot, swapped in whole by the reconcile loop.
+pub type Shared = Arc<RwLock<Arc<Snapshot>>>;
+
+#[derive(Debug)]
+pub struct AgentApi {
+    pub snapshot: Shared,
+    pub started: Instant,
+    pub node_name: String,
+    pub manifest_dir: String,
+    pub state_file: String,
+    pub config: Vec<v1::ConfigEntry>,
+}
+
+impl AgentApi {
+    fn snap(&self) -> Arc<Snapshot> {
+        // A poisoned lock only means a writer panicked mid-swap; the Arc inside is still whole.
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn rfc3339(t: Option<SystemTime>) -> String {
+    let Some(t) = t else { return String::new() };
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one timestamp.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[tonic::async_trait]
+impl halyard_api::Agent for AgentApi {
+    async fn get_status(&self, _: Request<v1::StatusRequest>) -> Result<Response<v1::StatusReply>, Status> {
+        let s = self.snap();
+        let mut objects = std::collections::HashMap::new();
+        for key in s.model.keys() {
+            *objects.entry(key.kind.to_string()).or_insert(0u32) += 1;
+        }
+        let diagnostics = s
+            .diagnostics
+            .iter()
+            .map(|d| v1::Diagnostic {
+                severity: d.severity.to_string(),
+                file: d.file.display().to_string(),
+                document: d.document as u32,
+                field: d.field.clone().unwrap_or_default(),
+                message: d.message.clone(),
+                text: d.to_string(),
+            })
+            .collect();
+        Ok(Response::new(v1::StatusReply {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_name: self.node_name.clone(),
+            mode: "standalone (manifest directory)".to_string(),
+            manifest_dir: self.manifest_dir.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            generation: s.generation,
+            last_reconcile: rfc3339(s.reconciled_at),
+            diagnostics,
+            services: s.lb.services.len() as u32,
+            services_satisfied: s.lb.services.values().filter(|x| x.satisfied).count() as u32,
+            pools: s.lb.pools.len() as u32,
+            objects,
+            state_file: self.state_file.clone(),
+            files: s.files as u32,
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        req: Request<v1::ListServicesRequest>,
+    ) -> Result<Response<v1::ListServicesReply>, Status> {
+        let ns = req.into_inner().namespace;
+        let s = self.snap();
+        let services = s
+            .services
+            .iter()
+            .filter(|spec| ns.is_empty() || spec.key.namespace == ns)
+            .map(|spec| {
+                let st = s.lb.services.get(&spec.key);
+                v1::Service {
+                    namespace: spec.key.namespace.clone(),
+                    name: spec.key.name.clone(),
+                    r#type: "LoadBalancer".to_string(),
+                    load_balancer_class: spec.load_balancer_class.clone().unwrap_or_default(),
+                    ips: st.map(|x| x.ips.iter().map(|a| a.ip.to_string()).collect()).unwrap_or_default(),
+                    pools: st.map(|x| x.ips.iter().map(|a| a.pool.clone()).collect()).unwrap_or_default(),
+                    satisfied: st.is_some_and(|x| x.satisfied),
+                    reason: st.map(|x| x.reason.to_string()).unwrap_or_default(),
+                    message: st.map(|x| x.message.clone()).unwrap_or_default(),
+                    ports: spec.ports.iter().map(|(proto, port)| format!("{port}/{proto}")).collect(),
+                    shared_with: st.map(|x| x.shared_with.iter().map(|k| k.to_string()).collect()).unwrap_or_default(),
+                    family_policy: format!("{:?}", spec.family_policy),
+                    sharing_key: spec.sharing.as_ref().map(|x| x.key.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ListServicesReply { services }))
+    }
+
+    async fn list_pools(&self, _: Request<v1::ListPoolsRequest>) -> Result<Response<v1::ListPoolsReply>, Status> {
+        let s = self.snap();
+        let mut pools = Vec::new();
+        let status = |name: &str| s.lb.pools.get(name);
+        for (name, p) in &s.model.cilium_pools {
+            let st = status(name);
+            pools.push(v1::Pool {
+                name: name.clone(),
+                kind: Kind::CiliumLoadBalancerIPPool.to_string(),
+                api_version: p.api_version.clone(),
+                blocks: p.spec.blocks.iter().map(|b| b.to_string()).collect(),
+                total: st.map(|x| x.total.to_string()).unwrap_or_default(),
+                used: st.map(|x| x.used.to_string()).unwrap_or_default(),
+                available: st.map(|x| x.available.to_string()).unwrap_or_default(),
+                disabled: p.spec.disabled,
+                conflict: st.and_then(|x| x.conflict.clone()).unwrap_or_default(),
+                selector: p.spec.service_selector.as_ref().map(translate::render_selector).unwrap_or_default(),
+            });
+        }
+        for (key, p) in &s.model.metallb_pools {
+            let st = status(&key.name);
+            let selector = p
+                .spec
+                .service_allocation
+                .as_ref()
+                .map(|a| a.service_selectors.iter().map(translate::render_selector).collect::<Vec<_>>().join(" | "))
+                .unwrap_or_default();
+            pools.push(v1::Pool {
+                name: key.name.clone(),
+                kind: Kind::IpAddressPool.to_string(),
+                api_version: p.api_version.clone(),
+                blocks: p.spec.addresses.iter().map(|b| b.to_string()).collect(),
+                total: st.map(|x| x.total.to_string()).unwrap_or_default(),
+                used: st.map(|x| x.used.to_string()).unwrap_or_default(),
+                available: st.map(|x| x.available.to_string()).unwrap_or_default(),
+                disabled: false,
+                conflict: st.and_then(|x| x.conflict.clone()).unwrap_or_default(),
+                selector,
+            });
+        }
+        pools.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.kind.cmp(&b.kind)));
+        Ok(Response::new(v1::ListPoolsReply { pools }))
+    }
+
+    async fn list_nodes(&self, _: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesReply>, Status> {
+        let s = self.snap();
+        let nodes = s
+            .model
+            .nodes
+            .values()
+            .map(|n| {
+                let st = s.pods.nodes.get(&n.metadata.name);
+                v1::Node {
+                    name: n.metadata.name.clone(),
+                    pod_cidrs: st.map(|x| x.cidrs.iter().map(|c| c.to_string()).collect()).unwrap_or_default(),
+                    error: st.and_then(|x| x.error.clone()).unwrap_or_default(),
+                    addresses: n.status.addresses.iter().map(|a| format!("{}={}", a.type_, a.address)).collect(),
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ListNodesReply { nodes }))
+    }
+
+    async fn get_config(&self, _: Request<v1::GetConfigRequest>) -> Result<Response<v1::GetConfigReply>, Status> {
+        Ok(Response::new(v1::GetConfigReply { entries: self.config.clone() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(super::rfc3339(Some(UNIX_EPOCH)), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(Some(UNIX_EPOCH + Duration::from_secs(1_795_307_040))), "2026-11-22T00:24:00Z");
+        assert_eq!(super::rfc3339(Some(UNIX_EPOCH + Duration::from_secs(951_782_400))), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,326 @@
+//! Agent configuration: each setting comes from a flag, else an `HALYARD_*` environment variable,
+//! else the TOML config file, else its default — and the agent remembers which, for
+//! `halyard config view`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use ipnet::IpNet;
+
+/// Command-line flags. Every value is optional here so that the layers below can show through.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "halyard-agent",
+    version,
+    about = "Halyard node agent: LB-IPAM from a manifest directory, served over gRPC"
+)]
+pub struct Flags {
+    /// TOML configuration file; its keys are the flag names with `_` for `-`.
+    #[arg(long, env = "HALYARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of Kubernetes-shaped YAML manifests (Services, pools, policies), watched for changes.
+    #[arg(long, env = "HALYARD_MANIFEST_DIR", value_name = "DIR")]
+    pub manifest_dir: Option<PathBuf>,
+    /// Directory for the agent's persistent state (LB-IPAM and pod CIDR assignments).
+    #[arg(long, env = "HALYARD_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Unix socket the gRPC API listens on.
+    #[arg(long, env = "HALYARD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Address for the Prometheus `/metrics` endpoint, or `off`.
+    #[arg(long, env = "HALYARD_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// This node's name (default: the host name).
+    #[arg(long, env = "HALYARD_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,halyard_agent=debug`).
+    #[arg(long, env = "HALYARD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "HALYARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// loadBalancerClass values LB-IPAM serves (comma-separated).
+    #[arg(long, env = "HALYARD_LB_CLASSES", value_delimiter = ',')]
+    pub lb_classes: Option<Vec<String>>,
+    /// Whether LB-IPAM serves services without a loadBalancerClass.
+    #[arg(long, env = "HALYARD_LB_SERVE_UNCLASSED")]
+    pub lb_serve_unclassed: Option<bool>,
+    /// Cluster pool(s) node IPv4 pod CIDRs are carved from (comma-separated).
+    #[arg(long, env = "HALYARD_CLUSTER_POOL_IPV4_CIDR", value_delimiter = ',')]
+    pub cluster_pool_ipv4_cidr: Option<Vec<IpNet>>,
+    /// Prefix length of each node's IPv4 pod CIDR.
+    #[arg(long, env = "HALYARD_CLUSTER_POOL_IPV4_MASK_SIZE")]
+    pub cluster_pool_ipv4_mask_size: Option<u8>,
+    /// Cluster pool(s) node IPv6 pod CIDRs are carved from (comma-separated).
+    #[arg(long, env = "HALYARD_CLUSTER_POOL_IPV6_CIDR", value_delimiter = ',')]
+    pub cluster_pool_ipv6_cidr: Option<Vec<IpNet>>,
+    /// Prefix length of each node's IPv6 pod CIDR.
+    #[arg(long, env = "HALYARD_CLUSTER_POOL_IPV6_MASK_SIZE")]
+    pub cluster_pool_ipv6_mask_size: Option<u8>,
+    /// How long to wait for a burst of file changes to settle before reloading, in milliseconds.
+    #[arg(long, env = "HALYARD_RELOAD_DEBOUNCE_MS")]
+    pub reload_debounce_ms: Option<u64>,
+    /// Full re-scan of the manifest directory at this interval (seconds), in case an event was missed.
+    #[arg(long, env = "HALYARD_RESYNC_SECONDS")]
+    pub resync_seconds: Option<u64>,
+    /// Validate the configuration and the manifest directory, print what is wrong, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// The config file: the same keys as the flags. Unknown keys are errors, so typos do not pass silently.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    manifest_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    metrics_addr: Option<String>,
+    node_name: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    lb_classes: Option<Vec<String>>,
+    lb_serve_unclassed: Option<bool>,
+    cluster_pool_ipv4_cidr: Option<Vec<IpNet>>,
+    cluster_pool_ipv4_mask_size: Option<u8>,
+    cluster_pool_ipv6_cidr: Option<Vec<IpNet>>,
+    cluster_pool_ipv6_mask_size: Option<u8>,
+    reload_debounce_ms: Option<u64>,
+    resync_seconds: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The effective configuration.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub manifest_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub metrics_addr: Option<SocketAddr>,
+    pub node_name: String,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub lbipam: halyard_ipam::LbIpamConfig,
+    pub cluster_pool: halyard_ipam::podcidr::ClusterPoolConfig,
+    pub reload_debounce_ms: u64,
+    pub resync_seconds: u64,
+    /// Each setting's rendered value and where it came from, in key order.
+    pub entries: BTreeMap<&'static str, (String, String)>,
+}
+
+struct Layers<'a> {
+    matches: &'a ArgMatches,
+    file: Option<&'a Path>,
+    entries: BTreeMap<&'static str, (String, String)>,
+}
+
+impl Layers<'_> {
+    /// Picks flag/env, else file, else default, and records the source.
+    fn pick<T: Clone>(
+        &mut self,
+        key: &'static str,
+        from_cli: Option<T>,
+        from_file: Option<T>,
+        default: T,
+        show: impl Fn(&T) -> String,
+    ) -> T {
+        let id = key.replace('-', "_");
+        let (v, src) = match (from_cli, from_file) {
+            (Some(v), _) => {
+                let src = match self.matches.value_source(&id) {
+                    Some(ValueSource::EnvVariable) => format!("env HALYARD_{}", id.to_uppercase()),
+                    _ => "flag".to_string(),
+                };
+                (v, src)
+            }
+            (None, Some(v)) => (v, format!("file {}", self.file.map(|p| p.display().to_string()).unwrap_or_default())),
+            (None, None) => (default, "default".to_string()),
+        };
+        self.entries.insert(key, (show(&v), src));
+        v
+    }
+}
+
+fn list<T: std::fmt::Display>(v: &[T]) -> String {
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl AgentConfig {
+    /// Parses flags and environment from the process, then layers the config file under them.
+    pub fn from_env() -> anyhow::Result<(Self, bool)> {
+        let matches = Flags::command().get_matches();
+        let flags = Flags::from_arg_matches(&matches)?;
+        let check = flags.check;
+        Ok((Self::from_flags(flags, &matches)?, check))
+    }
+
+    pub fn from_flags(flags: Flags, matches: &ArgMatches) -> anyhow::Result<Self> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.to_string().trim_end()))?
+            }
+            None => FileConfig::default(),
+        };
+        let mut l = Layers { matches, file: flags.config.as_deref(), entries: BTreeMap::new() };
+        let disp = |p: &PathBuf| p.display().to_string();
+        let manifest_dir = l.pick(
+            "manifest-dir",
+            flags.manifest_dir,
+            file.manifest_dir,
+            PathBuf::from("/etc/halyard/manifests"),
+            disp,
+        );
+        let state_dir = l.pick("state-dir", flags.state_dir, file.state_dir, PathBuf::from("/var/lib/halyard"), disp);
+        let socket = l.pick("socket", flags.socket, file.socket, PathBuf::from(halyard_api::DEFAULT_SOCKET), disp);
+        let metrics_raw =
+            l.pick("metrics-addr", flags.metrics_addr, file.metrics_addr, "127.0.0.1:9890".to_string(), String::clone);
+        let metrics_addr = match metrics_raw.as_str() {
+            "off" | "" => None,
+            s => Some(
+                s.parse::<SocketAddr>()
+                    .map_err(|e| anyhow::anyhow!("metrics-addr: {s:?} is not an address:port or `off` ({e})"))?,
+            ),
+        };
+        let node_name = l.pick("node-name", flags.node_name, file.node_name, hostname(), String::clone);
+        let log_level = l.pick("log-level", flags.log_level, file.log_level, "info".to_string(), String::clone);
+        let log_format =
+            match l.pick("log-format", flags.log_format, file.log_format, "text".to_string(), String::clone).as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => bail!("log-format: {other:?} is not one of text, json"),
+            };
+        let defaults = halyard_ipam::LbIpamConfig::default();
+        let classes =
+            l.pick("lb-classes", flags.lb_classes, file.lb_classes, defaults.classes.iter().cloned().collect(), |v| {
+                list(v)
+            });
+        let serve_unclassed =
+            l.pick("lb-serve-unclassed", flags.lb_serve_unclassed, file.lb_serve_unclassed, true, bool::to_string);
+        let pool_defaults = halyard_ipam::podcidr::ClusterPoolConfig::default();
+        let cluster_pool = halyard_ipam::podcidr::ClusterPoolConfig {
+            ipv4: l.pick(
+                "cluster-pool-ipv4-cidr",
+                flags.cluster_pool_ipv4_cidr,
+                file.cluster_pool_ipv4_cidr,
+                vec!["10.0.0.0/8".parse()?],
+                |v| list(v),
+            ),
+            ipv4_mask: l.pick(
+                "cluster-pool-ipv4-mask-size",
+                flags.cluster_pool_ipv4_mask_size,
+                file.cluster_pool_ipv4_mask_size,
+                pool_defaults.ipv4_mask,
+                u8::to_string,
+            ),
+            ipv6: l.pick(
+                "cluster-pool-ipv6-cidr",
+                flags.cluster_pool_ipv6_cidr,
+                file.cluster_pool_ipv6_cidr,
+                vec![],
+                |v| list(v),
+            ),
+            ipv6_mask: l.pick(
+                "cluster-pool-ipv6-mask-size",
+                flags.cluster_pool_ipv6_mask_size,
+                file.cluster_pool_ipv6_mask_size,
+                pool_defaults.ipv6_mask,
+                u8::to_string,
+            ),
+        };
+        // Reject impossible pool settings now, not at the first node.
+        halyard_ipam::podcidr::reconcile_node_cidrs(&cluster_pool, &[], &BTreeMap::new())
+            .map_err(|e| anyhow::anyhow!("cluster pool settings: {e}"))?;
+        let reload_debounce_ms =
+            l.pick("reload-debounce-ms", flags.reload_debounce_ms, file.reload_debounce_ms, 100, u64::to_string);
+        let resync_seconds = l.pick("resync-seconds", flags.resync_seconds, file.resync_seconds, 30, u64::to_string);
+        if resync_seconds == 0 {
+            bail!("resync-seconds: must be at least 1");
+        }
+        if let Some(p) = &flags.config {
+            l.entries.insert("config", (p.display().to_string(), "flag".to_string()));
+        }
+        Ok(Self {
+            manifest_dir,
+            state_dir,
+            socket,
+            metrics_addr,
+            node_name,
+            log_level,
+            log_format,
+            lbipam: halyard_ipam::LbIpamConfig { serve_unclassed, classes: classes.into_iter().collect() },
+            cluster_pool,
+            reload_debounce_ms,
+            resync_seconds,
+            entries: l.entries,
+        })
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> anyhow::Result<AgentConfig> {
+        let mut argv = vec!["halyard-agent"];
+        argv.extend_from_slice(args);
+        let matches = Flags::command().try_get_matches_from(argv)?;
+        let flags = Flags::from_arg_matches(&matches)?;
+        AgentConfig::from_flags(flags, &matches)
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, "state_dir = \"/from/file\"\nnode_name = \"file-node\"\nlb_serve_unclassed = false\n")
+            .unwrap();
+        let f = file.to_str().unwrap();
+        let c = load(&["--config", f, "--node-name", "flag-node"]).unwrap();
+        assert_eq!(c.node_name, "flag-node");
+        assert_eq!(c.entries["node-name"].1, "flag");
+        assert_eq!(c.state_dir, PathBuf::from("/from/file"));
+        assert!(c.entries["state-dir"].1.starts_with("file "));
+        assert!(!c.lbipam.serve_unclassed);
+        assert_eq!(c.socket, PathBuf::from(halyard_api::DEFAULT_SOCKET));
+        assert_eq!(c.entries["socket"].1, "default");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, "manifest_dri = \"/x\"\n").unwrap();
+        let e = load(&["--config", file.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("agent.toml") && e.contains("manifest_dri"), "{e}");
+        let e = load(&["--metrics-addr", "nowhere"]).unwrap_err().to_string();
+        assert!(e.contains("metrics-addr"), "{e}");
+        let e = load(&["--cluster-pool-ipv4-mask-size", "4"]).unwrap_err().to_string();
+        assert!(e.contains("cluster pool") && e.contains("/4"), "{e}");
+        assert!(load(&["--log-format", "xml"]).unwrap_err().to_string().contains("log-format"));
+        assert!(load(&["--metrics-addr", "off"]).unwrap().metrics_addr.is_none());
+    }
+}

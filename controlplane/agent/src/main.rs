@@ -1,0 +1,209 @@
+//! `halyard-agent`: the Halyard node agent.
+//!
+//! ```text
+//!  manifest dir ──inotify──▶ watcher thread ──trigger──▶ reconcile thread ──Arc<Snapshot>──▶ gRPC API (unix socket)
+//!                                                   │  (scan → model → IPAM → state file)  └──▶ /metrics
+//!  resync timer ──────────────────────────────────────┘
+//! ```
+
+mod api;
+mod config;
+mod metrics;
+mod reconcile;
+mod state;
+mod translate;
+
+use std::process::ExitCode;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use notify::Watcher;
+
+use crate::api::{AgentApi, Shared};
+use crate::config::{AgentConfig, LogFormat};
+use crate::metrics::Metrics;
+use crate::reconcile::Reconciler;
+
+fn init_logging(cfg: &AgentConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .map_err(|e| anyhow::anyhow!("log-level: {:?} is not a valid filter: {e}", cfg.log_level))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+/// `--check`: report every problem in the manifests without starting anything.
+fn check(cfg: &AgentConfig) -> anyhow::Result<ExitCode> {
+    let mut dir = halyard_model::ManifestDir::open(&cfg.manifest_dir)?;
+    let report = dir.scan();
+    for d in report.errors.iter().chain(&report.warnings) {
+        println!("{d}");
+    }
+    let model = dir.model();
+    let out = halyard_ipam::reconcile(
+        &cfg.lbipam,
+        &translate::pools(&model),
+        &translate::services(&model),
+        &halyard_ipam::Assignments::new(),
+    );
+    for (name, p) in &out.pools {
+        if let Some(c) = &p.conflict {
+            println!("pool {name}: conflict: {c}");
+        }
+    }
+    println!(
+        "{} files, {} objects, {} errors, {} warnings",
+        dir.files().len(),
+        model.len(),
+        report.errors.len(),
+        report.warnings.len()
+    );
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The reconcile loop, on its own thread: file I/O and IPAM are synchronous and short.
+fn spawn_reconcile_loop(
+    mut rec: Reconciler,
+    cfg: &AgentConfig,
+    shared: Shared,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if ev.kind.is_access() => {}
+        Ok(_) => {
+            let _ = tx.send(());
+        }
+        Err(e) => tracing::warn!("file watcher: {e}"),
+    })
+    .context("starting the file watcher")?;
+    watcher
+        .watch(&cfg.manifest_dir, notify::RecursiveMode::Recursive)
+        .with_context(|| format!("watching {}", cfg.manifest_dir.display()))?;
+    let debounce = Duration::from_millis(cfg.reload_debounce_ms);
+    let resync = Duration::from_secs(cfg.resync_seconds);
+    std::thread::Builder::new().name("reconcile".into()).spawn(move || {
+        let mut next_resync = Instant::now() + resync;
+        loop {
+            let wait = next_resync.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(()) => {
+                    // Let a burst of writes (editors save in several steps) settle.
+                    std::thread::sleep(debounce);
+                    while rx.try_recv().is_ok() {}
+                }
+                Err(RecvTimeoutError::Timeout) => next_resync = Instant::now() + resync,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let t = Instant::now();
+            match rec.step(false) {
+                Ok(Some(snap)) => {
+                    metrics.reconciles.inc();
+                    metrics.reconcile_seconds.observe(t.elapsed().as_secs_f64());
+                    metrics.ips_released.inc_by(snap.lb.released.len() as u64);
+                    metrics.observe(&snap);
+                    *shared.write().unwrap_or_else(|e| e.into_inner()) = snap;
+                }
+                Ok(None) => {}
+                // The state file could not be written: keep serving the last snapshot and retry
+                // at the next event or resync; nothing is applied half-way.
+                Err(e) => tracing::error!("reconcile failed: {e:#}"),
+            }
+        }
+    })?;
+    Ok(watcher)
+}
+
+async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    tracing::info!(node = %cfg.node_name, manifests = %cfg.manifest_dir.display(), "halyard-agent starting");
+    let mut rec = Reconciler::open(cfg.clone())?;
+    let metrics = Arc::new(Metrics::new());
+    let first = rec.step(true)?.context("first reconcile produced no snapshot")?;
+    metrics.reconciles.inc();
+    metrics.observe(&first);
+    let shared: Shared = Arc::new(RwLock::new(first));
+    let _watcher = spawn_reconcile_loop(rec, &cfg, shared.clone(), metrics.clone())?;
+
+    if let Some(addr) = cfg.metrics_addr {
+        let serve = metrics::serve(metrics::bind(addr).await?, metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!("metrics endpoint stopped: {e:#}");
+            }
+        });
+    }
+
+    let listener = halyard_api::bind(&cfg.socket)
+        .await
+        .with_context(|| format!("cannot listen on API socket {}", cfg.socket.display()))?;
+    let config = cfg
+        .entries
+        .iter()
+        .map(|(k, (v, src))| halyard_api::v1::ConfigEntry { key: k.to_string(), value: v.clone(), source: src.clone() })
+        .collect();
+    let api = AgentApi {
+        snapshot: shared,
+        started: Instant::now(),
+        node_name: cfg.node_name.clone(),
+        manifest_dir: cfg.manifest_dir.display().to_string(),
+        state_file: cfg.state_file().display().to_string(),
+        config,
+    };
+    tracing::info!(socket = %cfg.socket.display(), "serving the API");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down");
+    };
+    tonic::transport::Server::builder()
+        .add_service(halyard_api::AgentServer::new(api))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("API server")?;
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let (cfg, check_only) = match AgentConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("halyard-agent: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&cfg) {
+        eprintln!("halyard-agent: {e:#}");
+        return ExitCode::from(2);
+    }
+    if check_only {
+        return check(&cfg).unwrap_or_else(|e| {
+            eprintln!("halyard-agent: {e:#}");
+            ExitCode::from(2)
+        });
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("halyard-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("halyard-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Prometheus metrics, served as OpenMetrics text on `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::reconcile::Snapshot;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabels {
+    pub severity: String,
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+/// Every metric the agent exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub ips_used: Family<PoolLabels, F64Gauge>,
+    pub ips_available: Family<PoolLabels, F64Gauge>,
+    pub ips_total: Family<PoolLabels, F64Gauge>,
+    pub pool_conflicting: Family<PoolLabels, Gauge>,
+    pub services: Family<StateLabels, Gauge>,
+    pub manifest_diagnostics: Family<SeverityLabels, Gauge>,
+    pub reconciles: Counter,
+    pub reconcile_seconds: Histogram,
+    pub ips_released: Counter,
+    pub node_cidrs_used: Family<PoolLabels, F64Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("halyard");
+        let m = Self {
+            ips_used: Family::default(),
+            ips_available: Family::default(),
+            ips_total: Family::default(),
+            pool_conflicting: Family::default(),
+            services: Family::default(),
+            manifest_diagnostics: Family::default(),
+            reconciles: Counter::default(),
+            reconcile_seconds: Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0].into_iter()),
+            ips_released: Counter::default(),
+            node_cidrs_used: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("lbipam_ips_used", "LoadBalancer IPs in use, per pool", m.ips_used.clone());
+        registry.register("lbipam_ips_available", "LoadBalancer IPs still free, per pool", m.ips_available.clone());
+        registry.register("lbipam_ips_total", "Allocatable LoadBalancer IPs, per pool", m.ips_total.clone());
+        registry.register("lbipam_pool_conflicting", "1 if the pool overlaps another pool", m.pool_conflicting.clone());
+        registry.register(
+            "lbipam_services",
+            "LoadBalancer services by IPAM state (satisfied, unsatisfied, ignored)",
+            m.services.clone(),
+        );
+        registry.register("lbipam_ips_released", "IPs taken back from services", m.ips_released.clone());
+        registry.register(
+            "manifest_diagnostics",
+            "Manifest problems currently reported, by severity",
+            m.manifest_diagnostics.clone(),
+        );
+        registry.register("reconciles", "Reconciles that changed the model", m.reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Time to reconcile the model", m.reconcile_seconds.clone());
+        registry.register("podcidr_blocks_used", "Node pod CIDRs in use, per cluster pool", m.node_cidrs_used.clone());
+        Self { registry, ..m }
+    }
+
+    /// Sets the gauges from a reconciled snapshot (pools that disappeared lose their series).
+    pub fn observe(&self, snap: &Snapshot) {
+        for fam in [&self.ips_used, &self.ips_available, &self.ips_total] {
+            fam.clear();
+        }
+        self.pool_conflicting.clear();
+        for (name, p) in &snap.lb.pools {
+            let l = PoolLabels { pool: name.clone() };
+            self.ips_used.get_or_create(&l).set(p.used as f64);
+            self.ips_available.get_or_create(&l).set(p.available as f64);
+            self.ips_total.get_or_create(&l).set(p.total as f64);
+            self.pool_conflicting.get_or_create(&l).set(i64::from(p.conflict.is_some()));
+        }
+        let mut counts = [0i64; 3];
+        for s in snap.lb.services.values() {
+            let i = match (s.satisfied, s.reason) {
+                (true, _) => 0,
+                (false, halyard_ipam::Reason::Ignored) => 2,
+                (false, _) => 1,
+            };
+            counts[i] += 1;
+        }
+        for (i, state) in ["satisfied", "unsatisfied", "ignored"].iter().enumerate() {
+            self.services.get_or_create(&StateLabels { state: state.to_string() }).set(counts[i]);
+        }
+        let errors = snap.diagnostics.iter().filter(|d| d.is_error()).count() as i64;
+        let warnings = snap.diagnostics.len() as i64 - errors;
+        self.manifest_diagnostics.get_or_create(&SeverityLabels { severity: "error".into() }).set(errors);
+        self.manifest_diagnostics.get_or_create(&SeverityLabels { severity: "warning".into() }).set(warnings);
+        self.node_cidrs_used.clear();
+        for p in &snap.pods.pools {
+            self.node_cidrs_used.get_or_create(&PoolLabels { pool: p.cidr.to_string() }).set(p.used as f64);
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Binds the metrics listener (so that a busy port fails start-up, not a background task).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))
+}
+
+/// Serves `/metrics` and `/healthz` until the process exits.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let app =
+        axum::Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let m = metrics.clone();
+                    async move {
+                        ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
+                    }
+                }),
+            )
+            .route("/healthz", get(|| async { "ok\n" }));
+    tracing::info!(addr = %listener.local_addr()?, "serving metrics on /metrics");
+    axum::serve(listener, app).await?;
+    Ok(())
+}

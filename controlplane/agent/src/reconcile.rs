@@ -1,0 +1,149 @@
+//! The reconcile step: manifest directory → model → LB-IPAM and pod CIDRs → persisted state and
+//! a snapshot the API and metrics read. Synchronous and deterministic; the caller decides when
+//! to run it (file events, periodic resync).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use halyard_ipam::Outcome;
+use halyard_ipam::lbipam::ServiceSpec;
+use halyard_ipam::podcidr::{NodeRequest, PodCidrOutcome, reconcile_node_cidrs};
+use halyard_model::{Diagnostic, ManifestDir, Model};
+
+use crate::config::AgentConfig;
+use crate::state::{self, PersistedState, STATE_VERSION};
+use crate::translate;
+
+/// Everything the API and metrics show, as of one reconcile.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Reconciles that changed something, since the agent started.
+    pub generation: u64,
+    pub reconciled_at: Option<SystemTime>,
+    pub model: Model,
+    pub services: Vec<ServiceSpec>,
+    pub lb: Outcome,
+    pub pods: PodCidrOutcome,
+    pub diagnostics: Vec<Diagnostic>,
+    pub files: usize,
+}
+
+#[derive(Debug)]
+pub struct Reconciler {
+    cfg: AgentConfig,
+    dir: ManifestDir,
+    state: PersistedState,
+    generation: u64,
+}
+
+impl Reconciler {
+    /// Opens the manifest directory and loads the persisted state. Both must be usable: an agent
+    /// that cannot read its state would reassign every IP, so it does not start.
+    pub fn open(cfg: AgentConfig) -> anyhow::Result<Self> {
+        let dir = ManifestDir::open(&cfg.manifest_dir)
+            .map_err(|e| anyhow::anyhow!("manifest directory: {e} (set --manifest-dir or HALYARD_MANIFEST_DIR)"))?;
+        let state = state::load(&cfg.state_file())?;
+        tracing::info!(
+            state_file = %cfg.state_file().display(),
+            services = state.lbipam.len(),
+            nodes = state.pod_cidrs.len(),
+            "loaded persisted assignments"
+        );
+        Ok(Self { cfg, dir, state, generation: 0 })
+    }
+
+    /// Re-scans the directory; if anything changed (or on the first call), reconciles and
+    /// returns the new snapshot. Returns `None` when nothing changed.
+    pub fn step(&mut self, force: bool) -> anyhow::Result<Option<Arc<Snapshot>>> {
+        let report = self.dir.scan();
+        for p in &report.applied {
+            tracing::info!(file = %p.display(), "manifest applied");
+        }
+        for p in &report.removed {
+            tracing::info!(file = %p.display(), "manifest removed");
+        }
+        for d in &report.errors {
+            tracing::error!("{d}");
+        }
+        for p in &report.rejected {
+            tracing::warn!(file = %p.display(), "manifest rejected: its last good version (if any) stays in force");
+        }
+        for d in &report.warnings {
+            tracing::warn!("{d}");
+        }
+        if !report.changed && !force {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(self.reconcile()?)))
+    }
+
+    fn reconcile(&mut self) -> anyhow::Result<Snapshot> {
+        let started = Instant::now();
+        let model = self.dir.model();
+        let pools = translate::pools(&model);
+        let services = translate::services(&model);
+        let lb = halyard_ipam::reconcile(&self.cfg.lbipam, &pools, &services, &self.state.lbipam);
+        for r in &lb.released {
+            tracing::warn!(service = %r.service, ip = %r.ip, reason = %r.reason, "LB IP released");
+        }
+        let nodes: Vec<NodeRequest> = model
+            .nodes
+            .values()
+            .map(|n| {
+                let mut requested = n.spec.pod_cidrs.clone();
+                if requested.is_empty() {
+                    requested.extend(n.spec.pod_cidr);
+                }
+                NodeRequest { name: n.metadata.name.clone(), requested }
+            })
+            .collect();
+        // The pool config was validated at start-up, so this cannot fail on config grounds.
+        let pods = reconcile_node_cidrs(&self.cfg.cluster_pool, &nodes, &self.state.pod_cidrs)?;
+        let new_state = PersistedState {
+            version: STATE_VERSION,
+            lbipam: lb.assignments.clone(),
+            pod_cidrs: pods.assignments.clone(),
+        };
+        if new_state != self.state {
+            log_changes(&self.state.lbipam, &lb);
+            state::save(&self.cfg.state_file(), &new_state)?;
+            self.state = new_state;
+        }
+        self.generation += 1;
+        let satisfied = lb.services.values().filter(|s| s.satisfied).count();
+        tracing::info!(
+            generation = self.generation,
+            services = lb.services.len(),
+            satisfied,
+            pools = lb.pools.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "reconciled"
+        );
+        Ok(Snapshot {
+            generation: self.generation,
+            reconciled_at: Some(SystemTime::now()),
+            services,
+            lb,
+            pods,
+            diagnostics: self.dir.diagnostics(),
+            files: self.dir.files().len(),
+            model,
+        })
+    }
+}
+
+fn log_changes(before: &halyard_ipam::Assignments, after: &Outcome) {
+    for (key, list) in &after.assignments {
+        if before.get(key) != Some(list) {
+            let ips: Vec<String> = list.iter().map(|a| format!("{} ({})", a.ip, a.pool)).collect();
+            tracing::info!(service = %key, ips = %ips.join(", "), "LB IPs assigned");
+        }
+    }
+    let unsatisfied: BTreeMap<_, _> = after.services.iter().filter(|(_, s)| !s.satisfied).collect();
+    for (key, s) in unsatisfied {
+        if s.reason != halyard_ipam::Reason::Ignored {
+            tracing::warn!(service = %key, reason = %s.reason, "{}", s.message);
+        }
+    }
+}

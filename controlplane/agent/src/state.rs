@@ -1,0 +1,109 @@
+//! The agent's persistent state: what LB-IPAM and the pod CIDR allocator handed out, so that a
+//! restart re-derives the same assignments instead of reshuffling them.
+//!
+//! Written atomically (temporary file, fsync, rename, fsync of the directory): a crash leaves
+//! either the old or the new file, never a torn one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use halyard_ipam::Assignments;
+use ipnet::IpNet;
+
+/// Bumped when the layout changes incompatibly.
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedState {
+    pub version: u32,
+    /// Service `namespace/name` → its LoadBalancer IPs.
+    pub lbipam: Assignments,
+    /// Node name → its pod CIDRs.
+    pub pod_cidrs: BTreeMap<String, Vec<IpNet>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "state file {path} is not valid ({reason}). Refusing to start rather than reassign every IP: fix the file, \
+         or move it aside to start from empty state (services may then get different IPs)"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot write state file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Loads the state; a missing file is an empty state (first start).
+pub fn load(path: &Path) -> Result<PersistedState, StateError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(PersistedState { version: STATE_VERSION, ..Default::default() });
+        }
+        Err(e) => return Err(StateError::Read { path: path.into(), source: e }),
+    };
+    let state: PersistedState =
+        serde_json::from_str(&text).map_err(|e| StateError::Corrupt { path: path.into(), reason: e.to_string() })?;
+    if state.version != STATE_VERSION {
+        return Err(StateError::Corrupt {
+            path: path.into(),
+            reason: format!("version {} is not the supported version {STATE_VERSION}", state.version),
+        });
+    }
+    Ok(state)
+}
+
+/// Saves the state atomically.
+pub fn save(path: &Path, state: &PersistedState) -> Result<(), StateError> {
+    let err = |source| StateError::Write { path: path.into(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut text = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
+    text.push(b'\n');
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&text).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(err)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use halyard_ipam::{Assignment, ServiceKey};
+
+    #[test]
+    fn round_trip_and_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        assert_eq!(load(&path).unwrap().version, STATE_VERSION);
+        let mut s = PersistedState { version: STATE_VERSION, ..Default::default() };
+        s.lbipam.insert(
+            ServiceKey::new("default", "web"),
+            vec![Assignment { ip: "10.0.0.1".parse().unwrap(), pool: "blue".into() }],
+        );
+        s.pod_cidrs.insert("node-1".into(), vec!["10.1.0.0/24".parse().unwrap()]);
+        save(&path, &s).unwrap();
+        assert_eq!(load(&path).unwrap(), s);
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn corrupt_file_is_refused_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, "{\"version\": 1, \"lbipam\": {\"no-slash\": []}, \"pod_cidrs\": {}}").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("state.json") && e.contains("namespace/name"), "{e}");
+        std::fs::write(&path, "{\"version\": 9, \"lbipam\": {}, \"pod_cidrs\": {}}").unwrap();
+        assert!(load(&path).unwrap_err().to_string().contains("version 9"));
+    }
+}

@@ -1,0 +1,288 @@
+//! `halyard`: the command-line client of halyard-agent.
+
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use halyard_api::v1;
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(name = "halyard", version, about = "Inspect a running Halyard agent")]
+struct Cli {
+    /// The agent's API socket.
+    #[arg(long, global = true, env = "HALYARD_SOCKET", default_value = halyard_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Agent health, what is loaded, and any manifest errors in force.
+    Status,
+    /// LoadBalancer services and their IPs.
+    #[command(subcommand, alias = "services", alias = "svc")]
+    Service(ServiceCmd),
+    /// LB-IPAM pools.
+    #[command(subcommand)]
+    Ipam(IpamCmd),
+    /// Nodes and their pod CIDRs.
+    #[command(subcommand, alias = "nodes")]
+    Node(NodeCmd),
+    /// The agent's effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print a shell completion script (e.g. `halyard completion bash > /etc/bash_completion.d/halyard`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCmd {
+    /// List LoadBalancer services.
+    #[command(alias = "ls")]
+    List {
+        /// Only this namespace.
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IpamCmd {
+    /// List pools with usage and conflicts.
+    Pools,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// List nodes and their pod CIDRs.
+    #[command(alias = "ls")]
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Show every setting, its value and where it came from.
+    View,
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() { "-".to_string() } else { s.to_string() }
+}
+
+fn joined(v: &[String]) -> String {
+    if v.is_empty() { "-".to_string() } else { v.join(",") }
+}
+
+/// Decimal counters become JSON numbers when they fit in 64 bits (IPv6 pools may not).
+fn count(s: &str) -> Value {
+    s.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(s))
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<String> {
+    let json_out = cli.output == Output::Json;
+    if let Command::Completion { shell } = cli.command {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "halyard", &mut buf);
+        return Ok(String::from_utf8_lossy(&buf).into_owned());
+    }
+    let mut client = halyard_api::connect(&cli.socket).await?;
+    let text = match cli.command {
+        Command::Completion { .. } => unreachable!("handled above"),
+        Command::Status => {
+            let s = client.get_status(v1::StatusRequest {}).await?.into_inner();
+            let diags: Vec<Value> = s
+                .diagnostics
+                .iter()
+                .map(|d| {
+                    json!({"severity": d.severity, "file": d.file, "document": d.document, "field": d.field,
+                           "message": d.message, "text": d.text})
+                })
+                .collect();
+            if json_out {
+                serde_json::to_string_pretty(&json!({
+                    "version": s.version, "node": s.node_name, "mode": s.mode, "manifestDir": s.manifest_dir,
+                    "uptimeSeconds": s.uptime_seconds, "generation": s.generation, "lastReconcile": s.last_reconcile,
+                    "files": s.files, "objects": s.objects, "services": s.services,
+                    "servicesSatisfied": s.services_satisfied, "pools": s.pools, "stateFile": s.state_file,
+                    "diagnostics": diags,
+                }))? + "\n"
+            } else {
+                let errors = s.diagnostics.iter().filter(|d| d.severity == "error").count();
+                let warnings = s.diagnostics.len() - errors;
+                let mut objects: Vec<String> = s.objects.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                objects.sort();
+                let rows = vec![
+                    vec![
+                        "Agent:".into(),
+                        format!("running, version {}, up {}", s.version, human_duration(s.uptime_seconds)),
+                    ],
+                    vec!["Node:".into(), s.node_name.clone()],
+                    vec!["Mode:".into(), s.mode.clone()],
+                    vec!["Manifests:".into(), format!("{} ({} files)", s.manifest_dir, s.files)],
+                    vec!["Objects:".into(), joined(&objects)],
+                    vec![
+                        "LB-IPAM:".into(),
+                        format!("{}/{} services satisfied, {} pools", s.services_satisfied, s.services, s.pools),
+                    ],
+                    vec!["Reconciled:".into(), format!("generation {} at {}", s.generation, s.last_reconcile)],
+                    vec!["State file:".into(), s.state_file.clone()],
+                    vec!["Problems:".into(), format!("{errors} errors, {warnings} warnings")],
+                ];
+                let mut out = String::new();
+                for r in rows {
+                    out.push_str(&format!("{:<12}{}\n", r[0], r[1]));
+                }
+                for d in &s.diagnostics {
+                    out.push_str(&format!("  {}: {}\n", d.severity, d.text));
+                }
+                out
+            }
+        }
+        Command::Service(ServiceCmd::List { namespace }) => {
+            let req = v1::ListServicesRequest { namespace: namespace.unwrap_or_default() };
+            let list = client.list_services(req).await?.into_inner().services;
+            if json_out {
+                let v: Vec<Value> = list
+                    .iter()
+                    .map(|s| {
+                        json!({"namespace": s.namespace, "name": s.name, "type": s.r#type,
+                               "loadBalancerClass": s.load_balancer_class, "ips": s.ips, "pools": s.pools,
+                               "ports": s.ports, "satisfied": s.satisfied, "reason": s.reason, "message": s.message,
+                               "sharedWith": s.shared_with, "sharingKey": s.sharing_key,
+                               "ipFamilyPolicy": s.family_policy})
+                    })
+                    .collect();
+                serde_json::to_string_pretty(&v)? + "\n"
+            } else if list.is_empty() {
+                "No LoadBalancer services.\n".to_string()
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        let status =
+                            if s.satisfied { "ok".to_string() } else { format!("{}: {}", s.reason, s.message) };
+                        vec![
+                            s.namespace.clone(),
+                            s.name.clone(),
+                            joined(&s.ips),
+                            joined(&s.pools),
+                            joined(&s.ports),
+                            dash(&s.sharing_key),
+                            status,
+                        ]
+                    })
+                    .collect();
+                table::render(&["NAMESPACE", "NAME", "EXTERNAL-IP", "POOL", "PORTS", "SHARING", "STATUS"], &rows)
+            }
+        }
+        Command::Ipam(IpamCmd::Pools) => {
+            let pools = client.list_pools(v1::ListPoolsRequest {}).await?.into_inner().pools;
+            if json_out {
+                let v: Vec<Value> = pools
+                    .iter()
+                    .map(|p| {
+                        json!({"name": p.name, "kind": p.kind, "apiVersion": p.api_version, "blocks": p.blocks,
+                               "total": count(&p.total), "used": count(&p.used), "available": count(&p.available),
+                               "disabled": p.disabled, "conflict": p.conflict, "selector": p.selector})
+                    })
+                    .collect();
+                serde_json::to_string_pretty(&v)? + "\n"
+            } else if pools.is_empty() {
+                "No pools. Add a CiliumLoadBalancerIPPool or IPAddressPool to the manifest directory.\n".to_string()
+            } else {
+                let rows: Vec<Vec<String>> = pools
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.kind.clone(),
+                            joined(&p.blocks),
+                            p.used.clone(),
+                            p.available.clone(),
+                            p.total.clone(),
+                            if p.disabled { "yes".into() } else { "no".into() },
+                            dash(&p.conflict),
+                        ]
+                    })
+                    .collect();
+                table::render(&["NAME", "KIND", "BLOCKS", "USED", "AVAILABLE", "TOTAL", "DISABLED", "CONFLICT"], &rows)
+            }
+        }
+        Command::Node(NodeCmd::List) => {
+            let nodes = client.list_nodes(v1::ListNodesRequest {}).await?.into_inner().nodes;
+            if json_out {
+                let v: Vec<Value> = nodes
+                    .iter()
+                    .map(|n| json!({"name": n.name, "podCIDRs": n.pod_cidrs, "addresses": n.addresses, "error": n.error}))
+                    .collect();
+                serde_json::to_string_pretty(&v)? + "\n"
+            } else if nodes.is_empty() {
+                "No nodes.\n".to_string()
+            } else {
+                let rows: Vec<Vec<String>> = nodes
+                    .iter()
+                    .map(|n| vec![n.name.clone(), joined(&n.addresses), joined(&n.pod_cidrs), dash(&n.error)])
+                    .collect();
+                table::render(&["NAME", "ADDRESSES", "POD-CIDRS", "PROBLEM"], &rows)
+            }
+        }
+        Command::Config(ConfigCmd::View) => {
+            let entries = client.get_config(v1::GetConfigRequest {}).await?.into_inner().entries;
+            if json_out {
+                let v: serde_json::Map<String, Value> =
+                    entries.iter().map(|e| (e.key.clone(), json!({"value": e.value, "source": e.source}))).collect();
+                serde_json::to_string_pretty(&v)? + "\n"
+            } else {
+                let rows: Vec<Vec<String>> =
+                    entries.iter().map(|e| vec![e.key.clone(), dash(&e.value), e.source.clone()]).collect();
+                table::render(&["KEY", "VALUE", "SOURCE"], &rows)
+            }
+        }
+    };
+    Ok(text)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // A gRPC status carries its own message; show that rather than the debug form.
+            let msg = match e.downcast_ref::<tonic::Status>() {
+                Some(s) => format!("the agent answered with an error: {}", s.message()),
+                None => format!("{e:#}"),
+            };
+            eprintln!("halyard: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
