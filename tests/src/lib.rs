@@ -32,6 +32,7 @@ pub struct Agent {
     pub socket: PathBuf,
     log: PathBuf,
     extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -41,6 +42,12 @@ impl Agent {
     }
 
     pub fn start_with(files: &[(&str, &str)], extra_args: &[&str]) -> anyhow::Result<Agent> {
+        Self::start_opts(files, extra_args, &[])
+    }
+
+    /// Starts with extra flags (which replace the harness defaults of the same name) and
+    /// environment variables.
+    pub fn start_opts(files: &[(&str, &str)], extra_args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Agent> {
         let dir = tempfile::Builder::new().prefix("halyard-e2e-").tempdir()?;
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests)?;
@@ -55,6 +62,7 @@ impl Agent {
             manifests,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         agent.spawn()?;
         Ok(agent)
@@ -62,16 +70,21 @@ impl Agent {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(bin("halyard-agent"))
-            .arg("--manifest-dir")
-            .arg(&self.manifests)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(["--metrics-addr", "off", "--node-name", "e2e-node", "--reload-debounce-ms", "20"])
+        let mut cmd = Command::new(bin("halyard-agent"));
+        cmd.arg("--manifest-dir").arg(&self.manifests).arg("--state-dir").arg(&self.state);
+        cmd.arg("--socket").arg(&self.socket);
+        for (flag, value) in [("--metrics-addr", "off"), ("--node-name", "e2e-node"), ("--reload-debounce-ms", "20")] {
+            if !self.extra_args.iter().any(|a| a == flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        // Only what the test sets: a developer's own HALYARD_* variables must not leak in.
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HALYARD_")) {
+            cmd.env_remove(k);
+        }
+        let child = cmd
             .args(&self.extra_args)
-            .env_remove("HALYARD_CONFIG")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

@@ -35,6 +35,9 @@ pub struct Reconciler {
     dir: ManifestDir,
     state: PersistedState,
     generation: u64,
+    /// The diagnostics last published, so that a rejected edit (which changes no object) is
+    /// still shown.
+    diagnostics: Vec<Diagnostic>,
 }
 
 impl Reconciler {
@@ -50,7 +53,7 @@ impl Reconciler {
             nodes = state.pod_cidrs.len(),
             "loaded persisted assignments"
         );
-        Ok(Self { cfg, dir, state, generation: 0 })
+        Ok(Self { cfg, dir, state, generation: 0, diagnostics: Vec::new() })
     }
 
     /// Re-scans the directory; if anything changed (or on the first call), reconciles and
@@ -72,7 +75,7 @@ impl Reconciler {
         for d in &report.warnings {
             tracing::warn!("{d}");
         }
-        if !report.changed && !force {
+        if !report.changed && !force && self.dir.diagnostics() == self.diagnostics {
             return Ok(None);
         }
         Ok(Some(Arc::new(self.reconcile()?)))
@@ -111,6 +114,7 @@ impl Reconciler {
             self.state = new_state;
         }
         self.generation += 1;
+        self.diagnostics = self.dir.diagnostics();
         let satisfied = lb.services.values().filter(|s| s.satisfied).count();
         tracing::info!(
             generation = self.generation,
@@ -126,7 +130,7 @@ impl Reconciler {
             services,
             lb,
             pods,
-            diagnostics: self.dir.diagnostics(),
+            diagnostics: self.diagnostics.clone(),
             files: self.dir.files().len(),
             model,
         })
