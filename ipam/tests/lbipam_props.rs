@@ -22,7 +22,7 @@ fn arb_pool(i: usize) -> impl Strategy<Value = PoolSpec> {
                 s.match_labels.insert("color".into(), c.to_string());
                 p.service_selectors = Some(vec![s]);
             }
-            p.disabled = disabled && i % 3 == 0;
+            p.disabled = disabled && i.is_multiple_of(3);
             p.allow_first_last = first_last;
             p.priority = prio;
             p

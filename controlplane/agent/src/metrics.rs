@@ -57,7 +57,7 @@ impl Metrics {
             services: Family::default(),
             manifest_diagnostics: Family::default(),
             reconciles: Counter::default(),
-            reconcile_seconds: Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0].into_iter()),
+            reconcile_seconds: Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
             ips_released: Counter::default(),
             node_cidrs_used: Family::default(),
             registry: Registry::default(),
