@@ -310,3 +310,18 @@ fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn a_file_broken_while_the_agent_was_down_keeps_its_last_good_version() {
+    let svc_a = service("a", "");
+    let mut agent = Agent::start(&[("pools.yaml", POOLS), ("a.yaml", &svc_a)]).unwrap();
+    assert_eq!(agent.service_ips()["default/a"], vec!["10.50.0.1"]);
+    agent.stop();
+    std::fs::write(agent.manifests.join("pools.yaml"), POOLS.replace("/29", "/33")).unwrap();
+    agent.restart().unwrap();
+    assert_eq!(agent.service_ips()["default/a"], vec!["10.50.0.1"], "log:\n{}", agent.log());
+    let status = agent.json(&["status"]);
+    let diags = status["diagnostics"].as_array().unwrap();
+    assert!(diags.iter().any(|d| d["severity"] == "error" && d["field"] == "spec.blocks[0].cidr"), "{diags:?}");
+    assert_eq!(agent.json(&["ipam", "pools"])[0]["blocks"][0], "10.50.0.0/29");
+}

@@ -44,9 +44,20 @@ impl Reconciler {
     /// Opens the manifest directory and loads the persisted state. Both must be usable: an agent
     /// that cannot read its state would reassign every IP, so it does not start.
     pub fn open(cfg: AgentConfig) -> anyhow::Result<Self> {
-        let dir = ManifestDir::open(&cfg.manifest_dir)
+        let mut dir = ManifestDir::open(&cfg.manifest_dir)
             .map_err(|e| anyhow::anyhow!("manifest directory: {e} (set --manifest-dir or HALYARD_MANIFEST_DIR)"))?;
         let state = state::load(&cfg.state_file())?;
+        // The versions in force before the restart stay in force for files that are broken now.
+        for (rel, text) in &state.manifests {
+            let rel_path = std::path::Path::new(rel);
+            if rel_path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                tracing::warn!(file = %rel, "ignoring a saved manifest with a path outside the manifest directory");
+                continue;
+            }
+            if let Err(e) = dir.seed_last_good(&cfg.manifest_dir.join(rel_path), text) {
+                tracing::warn!(file = %rel, "saved last good version no longer parses, dropped: {e}");
+            }
+        }
         tracing::info!(
             state_file = %cfg.state_file().display(),
             services = state.lbipam.len(),
@@ -103,10 +114,20 @@ impl Reconciler {
             .collect();
         // The pool config was validated at start-up, so this cannot fail on config grounds.
         let pods = reconcile_node_cidrs(&self.cfg.cluster_pool, &nodes, &self.state.pod_cidrs)?;
+        let manifests = self
+            .dir
+            .files()
+            .iter()
+            .filter_map(|(path, f)| {
+                let rel = path.strip_prefix(&self.cfg.manifest_dir).ok()?;
+                Some((rel.to_string_lossy().into_owned(), f.last_good_text()?.to_string()))
+            })
+            .collect();
         let new_state = PersistedState {
             version: STATE_VERSION,
             lbipam: lb.assignments.clone(),
             pod_cidrs: pods.assignments.clone(),
+            manifests,
         };
         if new_state != self.state {
             log_changes(&self.state.lbipam, &lb);

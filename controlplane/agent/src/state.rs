@@ -22,6 +22,10 @@ pub struct PersistedState {
     pub lbipam: Assignments,
     /// Node name → its pod CIDRs.
     pub pod_cidrs: BTreeMap<String, Vec<IpNet>>,
+    /// Manifest file (relative to the manifest directory) → the text of its version in force,
+    /// so that a file that is broken while the agent restarts keeps its last good version.
+    #[serde(default)]
+    pub manifests: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,12 +9,13 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::diag::{Diagnostic, Severity};
+use crate::diag::{Diagnostic, FileError, Severity};
 use crate::model::Model;
 use crate::object::{Object, ObjectKey};
-use crate::parse::{ParsedFile, parse_manifest_bytes, read_manifest};
+use crate::parse::{ParsedFile, parse_manifest, parse_manifest_bytes, read_manifest};
 
 /// Errors of [`ManifestDir::open`].
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,7 @@ pub struct FileState {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     /// The newest version parsed cleanly but conflicts with another file.
-    pending: Option<(ParsedFile, u64)>,
+    pending: Option<(ParsedFile, u64, Arc<str>)>,
     /// Order of first acceptance, for "who defined it first" ties.
     first_accepted: Option<u64>,
 }
@@ -71,12 +72,19 @@ pub struct FileState {
 struct GoodVersion {
     objects: Vec<Object>,
     hash: u64,
+    /// The text of that version, so that a caller can keep it across restarts.
+    text: Arc<str>,
 }
 
 impl FileState {
     /// Objects of the last good version (the ones in force).
     pub fn objects(&self) -> &[Object] {
         self.last_good.as_ref().map_or(&[], |g| &g.objects)
+    }
+
+    /// Text of the last good version, if the file ever parsed cleanly.
+    pub fn last_good_text(&self) -> Option<&str> {
+        self.last_good.as_ref().map(|g| &*g.text)
     }
 
     /// Content hash of the last good version, if the file ever parsed cleanly.
@@ -146,6 +154,20 @@ impl ManifestDir {
     /// The model built from every file's objects in force.
     pub fn model(&self) -> Model {
         Model::from_objects(self.files.values().flat_map(|f| f.objects().iter().cloned()))
+    }
+
+    /// Installs `text` as the last good version of `file` (a path under the root), as if it had
+    /// been accepted earlier — used to carry the versions in force across an agent restart. The
+    /// next [`ManifestDir::scan`] reads the real file: a clean version replaces the seed, a broken
+    /// one leaves the seed in force (and is reported), a deleted file removes it.
+    pub fn seed_last_good(&mut self, file: &Path, text: &str) -> Result<(), FileError> {
+        let parsed = parse_manifest(file, text)?;
+        let state = self.files.entry(file.to_path_buf()).or_default();
+        state.last_good =
+            Some(GoodVersion { objects: parsed.objects, hash: content_hash(text.as_bytes()), text: text.into() });
+        self.accept_seq += 1;
+        state.first_accepted = Some(self.accept_seq);
+        Ok(())
     }
 
     /// Re-reads the directory and applies what changed. Cheap when nothing changed: files whose
@@ -239,7 +261,9 @@ impl ManifestDir {
                         state.pending = None;
                         report.applied.push(path.clone());
                     } else {
-                        state.pending = Some((parsed, hash));
+                        // Parsing succeeded, so the bytes are UTF-8.
+                        let text: Arc<str> = String::from_utf8_lossy(&bytes).into();
+                        state.pending = Some((parsed, hash, text));
                     }
                 }
                 Err(fe) => {
@@ -276,9 +300,9 @@ impl ManifestDir {
             let mut progress = false;
             for (_, path) in queue {
                 let Some(state) = self.files.get_mut(&path) else { continue };
-                let Some((parsed, hash)) = state.pending.take() else { continue };
+                let Some((parsed, hash, text)) = state.pending.take() else { continue };
                 if !conflicts(&path, &parsed, &owners).is_empty() {
-                    state.pending = Some((parsed, hash));
+                    state.pending = Some((parsed, hash, text));
                     continue;
                 }
                 for o in state.objects() {
@@ -290,7 +314,7 @@ impl ManifestDir {
                 if state.objects() != parsed.objects.as_slice() {
                     report.changed = true;
                 }
-                state.last_good = Some(GoodVersion { objects: parsed.objects, hash });
+                state.last_good = Some(GoodVersion { objects: parsed.objects, hash, text });
                 state.errors.clear();
                 if state.first_accepted.is_none() {
                     self.accept_seq += 1;
@@ -306,7 +330,7 @@ impl ManifestDir {
 
         // 5. What is still pending is rejected for a conflict.
         for (path, state) in &mut self.files {
-            let Some((parsed, _)) = &state.pending else { continue };
+            let Some((parsed, _, _)) = &state.pending else { continue };
             let errs = conflicts(path, parsed, &owners);
             if changed_now.contains(path) || state.errors != errs {
                 report.rejected.push(path.clone());

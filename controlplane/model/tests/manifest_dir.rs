@@ -305,3 +305,35 @@ fn a_vanished_directory_keeps_everything_in_force() {
     assert!(r.removed.is_empty());
     assert_eq!(md.model().cilium_pools.len(), 1);
 }
+
+#[test]
+fn seeded_last_good_versions_survive_a_restart_with_a_broken_file() {
+    let (tmp, mut md) = setup();
+    let good = pool("blue", "10.0.0.0/24");
+    let p = write(tmp.path(), "pools.yaml", &good);
+    md.scan();
+    assert_eq!(md.files()[&p].last_good_text(), Some(good.as_str()));
+
+    // "Restart": a fresh ManifestDir seeded with the text in force, while the file is broken.
+    write(tmp.path(), "pools.yaml", &pool("blue", "10.0.0.0/99"));
+    let mut md2 = ManifestDir::open(tmp.path()).unwrap();
+    md2.seed_last_good(&p, &good).unwrap();
+    let report = md2.scan();
+    assert!(report.rejected.contains(&p));
+    assert_eq!(pools(&md2), vec![("blue".to_string(), "10.0.0.0/24".to_string())]);
+    assert!(md2.has_errors());
+
+    // Fixed: the new version replaces the seed.
+    write(tmp.path(), "pools.yaml", &pool("blue", "10.9.0.0/24"));
+    md2.scan();
+    assert_eq!(pools(&md2), vec![("blue".to_string(), "10.9.0.0/24".to_string())]);
+    assert!(!md2.has_errors());
+
+    // A seed whose file was deleted meanwhile is dropped at the first scan.
+    let mut md3 = ManifestDir::open(tmp.path()).unwrap();
+    md3.seed_last_good(&tmp.path().join("gone.yaml"), &pool("gone", "10.1.0.0/24")).unwrap();
+    md3.scan();
+    assert!(!md3.model().cilium_pools.contains_key("gone"));
+    // A seed that does not parse is refused.
+    assert!(md3.seed_last_good(&p, "kind: [").is_err());
+}
