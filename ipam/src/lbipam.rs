@@ -374,7 +374,7 @@ impl Pool<'_> {
             return false;
         }
         let by_labels =
-            spec.service_selectors.as_ref().is_none_or(|sels| sels.iter().any(|s| s.matches(&svc.selector_labels)));
+            spec.service_selectors.as_ref().is_none_or(|sels| sels.iter().any(|s| s.matches_with(|k| svc.label(k))));
         let by_namespace = (spec.namespaces.is_empty() && spec.namespace_selectors.is_empty())
             || spec.namespaces.contains(&svc.spec.key.namespace)
             || spec.namespace_selectors.iter().any(|s| s.matches(&svc.spec.namespace_labels));
@@ -384,7 +384,17 @@ impl Pool<'_> {
 
 struct Svc<'a> {
     spec: &'a ServiceSpec,
-    selector_labels: BTreeMap<String, String>,
+}
+
+impl<'a> Svc<'a> {
+    /// The service's labels plus Cilium's name/namespace pseudo-labels.
+    fn label(&self, key: &str) -> Option<&'a str> {
+        match key {
+            LABEL_SERVICE_NAMESPACE => Some(&self.spec.key.namespace),
+            LABEL_SERVICE_NAME => Some(&self.spec.key.name),
+            _ => self.spec.labels.get(key).map(String::as_str),
+        }
+    }
 }
 
 /// Who holds an IP: the pool it came from and the services (indices into `State::svcs`).
@@ -670,15 +680,7 @@ pub fn reconcile(
     specs.sort_by(|a, b| a.key.cmp(&b.key));
     // A duplicate key keeps the first spec (the caller's model has unique keys).
     specs.dedup_by(|a, b| a.key == b.key);
-    let svcs: Vec<Svc<'_>> = specs
-        .iter()
-        .map(|spec| {
-            let mut selector_labels = spec.labels.clone();
-            selector_labels.insert(LABEL_SERVICE_NAMESPACE.into(), spec.key.namespace.clone());
-            selector_labels.insert(LABEL_SERVICE_NAME.into(), spec.key.name.clone());
-            Svc { spec, selector_labels }
-        })
-        .collect();
+    let svcs: Vec<Svc<'_>> = specs.iter().map(|spec| Svc { spec }).collect();
     let index: HashMap<&ServiceKey, usize> = specs.iter().enumerate().map(|(i, s)| (&s.key, i)).collect();
     let mut st = State {
         pools: check_pools(pools, previous),
@@ -736,6 +738,9 @@ pub fn reconcile(
 
     // 3. Report.
     let mut out = Outcome { released: st.released, ..Outcome::default() };
+    // Services are visited in key order: collecting sorted pairs lets the maps bulk-build.
+    let mut assignments = Vec::with_capacity(specs.len());
+    let mut statuses = Vec::with_capacity(specs.len());
     for (si, failure) in failures.into_iter().enumerate() {
         let key = &specs[si].key;
         let mut ips: Vec<Assignment> = st.held[si]
@@ -752,14 +757,16 @@ pub fn reconcile(
         shared_with.sort();
         shared_with.dedup();
         if !ips.is_empty() {
-            out.assignments.insert(key.clone(), ips.clone());
+            assignments.push((key.clone(), ips.clone()));
         }
         let (satisfied, reason, message) = match failure {
             None => (true, Reason::Satisfied, String::new()),
             Some((r, m)) => (false, r, m),
         };
-        out.services.insert(key.clone(), ServiceStatus { ips, satisfied, reason, message, shared_with });
+        statuses.push((key.clone(), ServiceStatus { ips, satisfied, reason, message, shared_with }));
     }
+    out.assignments = assignments.into_iter().collect();
+    out.services = statuses.into_iter().collect();
     for p in &st.pools {
         let available = p.free[0].len().saturating_add(p.free[1].len());
         out.pools.insert(

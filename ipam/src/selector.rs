@@ -59,17 +59,27 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|e| e.matches(labels))
+        self.matches_with(|k| labels.get(k).map(String::as_str))
+    }
+
+    /// Matches against labels given by a lookup function (e.g. a map plus pseudo-labels, without
+    /// building a merged map).
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.match_labels.iter().all(|(k, v)| get(k) == Some(v.as_str()))
+            && self.match_expressions.iter().all(|e| e.matches_value(get(&e.key)))
     }
 }
 
 impl LabelSelectorRequirement {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let v = labels.get(&self.key);
+        self.matches_value(labels.get(&self.key).map(String::as_str))
+    }
+
+    /// Whether a label value (`None`: the label is absent) satisfies this requirement.
+    pub fn matches_value(&self, v: Option<&str>) -> bool {
         match self.operator {
-            SelectorOperator::In => v.is_some_and(|v| self.values.contains(v)),
-            SelectorOperator::NotIn => v.is_none_or(|v| !self.values.contains(v)),
+            SelectorOperator::In => v.is_some_and(|v| self.values.iter().any(|x| x == v)),
+            SelectorOperator::NotIn => v.is_none_or(|v| !self.values.iter().any(|x| x == v)),
             SelectorOperator::Exists => v.is_some(),
             SelectorOperator::DoesNotExist => v.is_none(),
         }
