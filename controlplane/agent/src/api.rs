@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
 use halyard_api::v1;
-use halyard_model::Kind;
+use halyard_model::{IpBlock, Kind};
 use tonic::{Request, Response, Status};
 
 use crate::reconcile::Snapshot;
@@ -120,43 +120,37 @@ impl halyard_api::Agent for AgentApi {
 
     async fn list_pools(&self, _: Request<v1::ListPoolsRequest>) -> Result<Response<v1::ListPoolsReply>, Status> {
         let s = self.snap();
-        let mut pools = Vec::new();
-        let status = |name: &str| s.lb.pools.get(name);
-        for (name, p) in &s.model.cilium_pools {
-            let st = status(name);
-            pools.push(v1::Pool {
-                name: name.clone(),
-                kind: Kind::CiliumLoadBalancerIPPool.to_string(),
-                api_version: p.api_version.clone(),
-                blocks: p.spec.blocks.iter().map(|b| b.to_string()).collect(),
-                total: st.map(|x| x.total.to_string()).unwrap_or_default(),
-                used: st.map(|x| x.used.to_string()).unwrap_or_default(),
-                available: st.map(|x| x.available.to_string()).unwrap_or_default(),
-                disabled: p.spec.disabled,
+        // The fields both pool kinds share; usage and conflicts come from LB-IPAM's status.
+        let pool = |name: &str, kind: Kind, api_version: &str, blocks: &[IpBlock], disabled: bool, selector: String| {
+            let st = s.lb.pools.get(name);
+            let count = |f: fn(&halyard_ipam::PoolStatus) -> u128| st.map(|x| f(x).to_string()).unwrap_or_default();
+            v1::Pool {
+                name: name.to_string(),
+                kind: kind.to_string(),
+                api_version: api_version.to_string(),
+                blocks: blocks.iter().map(|b| b.to_string()).collect(),
+                total: count(|x| x.total),
+                used: count(|x| x.used),
+                available: count(|x| x.available),
+                disabled,
                 conflict: st.and_then(|x| x.conflict.clone()).unwrap_or_default(),
-                selector: p.spec.service_selector.as_ref().map(translate::render_selector).unwrap_or_default(),
-            });
+                selector,
+            }
+        };
+        let mut pools = Vec::new();
+        for (name, p) in &s.model.cilium_pools {
+            let selector = p.spec.service_selector.as_ref().map(translate::render_selector).unwrap_or_default();
+            let kind = Kind::CiliumLoadBalancerIPPool;
+            pools.push(pool(name, kind, &p.api_version, &p.spec.blocks, p.spec.disabled, selector));
         }
         for (key, p) in &s.model.metallb_pools {
-            let st = status(&key.name);
             let selector = p
                 .spec
                 .service_allocation
                 .as_ref()
                 .map(|a| a.service_selectors.iter().map(translate::render_selector).collect::<Vec<_>>().join(" | "))
                 .unwrap_or_default();
-            pools.push(v1::Pool {
-                name: key.name.clone(),
-                kind: Kind::IpAddressPool.to_string(),
-                api_version: p.api_version.clone(),
-                blocks: p.spec.addresses.iter().map(|b| b.to_string()).collect(),
-                total: st.map(|x| x.total.to_string()).unwrap_or_default(),
-                used: st.map(|x| x.used.to_string()).unwrap_or_default(),
-                available: st.map(|x| x.available.to_string()).unwrap_or_default(),
-                disabled: false,
-                conflict: st.and_then(|x| x.conflict.clone()).unwrap_or_default(),
-                selector,
-            });
+            pools.push(pool(&key.name, Kind::IpAddressPool, &p.api_version, &p.spec.addresses, false, selector));
         }
         pools.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.kind.cmp(&b.kind)));
         Ok(Response::new(v1::ListPoolsReply { pools }))

@@ -1,9 +1,8 @@
 //! Kubernetes `ObjectMeta`, `LabelSelector` and namespaced names.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::validate::{Issues, check_label_key, check_label_value, check_labels, idx, join};
 
@@ -158,31 +157,9 @@ pub(crate) fn check_selectors(selectors: &[LabelSelector], path: &str, issues: &
 // NamespacedName
 // ---------------------------------------------------------------------------------------------
 
-/// `namespace/name`, the key of namespaced objects in [`crate::Model`]. Serializes as that string
-/// so that maps keyed by it are valid JSON objects.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NamespacedName {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl NamespacedName {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        NamespacedName { namespace: namespace.into(), name: name.into() }
-    }
-}
-
-impl fmt::Display for NamespacedName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-impl Serialize for NamespacedName {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+/// `namespace/name`, the key of namespaced objects in [`crate::Model`]. The same type as LB-IPAM's
+/// service key; it serializes as that string so that maps keyed by it are valid JSON objects.
+pub use halyard_ipam::lbipam::ServiceKey as NamespacedName;
 
 #[cfg(test)]
 mod tests {
