@@ -325,3 +325,22 @@ fn a_file_broken_while_the_agent_was_down_keeps_its_last_good_version() {
     assert!(diags.iter().any(|d| d["severity"] == "error" && d["field"] == "spec.blocks[0].cidr"), "{diags:?}");
     assert_eq!(agent.json(&["ipam", "pools"])[0]["blocks"][0], "10.50.0.0/29");
 }
+
+#[test]
+fn a_failed_state_save_publishes_nothing_and_is_retried() {
+    let svc_a = service("a", "");
+    let agent = Agent::start_with(&[("pools.yaml", POOLS), ("a.yaml", &svc_a)], &["--resync-seconds", "1"]).unwrap();
+    // Make the state directory unusable (a file where the directory should be).
+    std::fs::remove_dir_all(&agent.state).unwrap();
+    std::fs::write(&agent.state, "not a directory").unwrap();
+    agent.write_manifest("b.yaml", &service("b", ""));
+    agent.wait_for(wait_long(), "the failed save to be logged", |a| a.log().contains("reconcile failed").then_some(()));
+    assert!(!agent.service_ips().contains_key("default/b"), "an assignment that was not saved must not be served");
+    // Repaired: the next resync saves and publishes without any file event.
+    std::fs::remove_file(&agent.state).unwrap();
+    agent.wait_for(wait_long(), "the retry to publish b", |a| {
+        a.service_ips().get("default/b").filter(|v| !v.is_empty()).cloned()
+    });
+    let state = std::fs::read_to_string(agent.state.join("state.json")).unwrap();
+    assert!(state.contains("default/b"), "{state}");
+}

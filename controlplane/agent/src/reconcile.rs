@@ -38,6 +38,9 @@ pub struct Reconciler {
     /// The diagnostics last published, so that a rejected edit (which changes no object) is
     /// still shown.
     diagnostics: Vec<Diagnostic>,
+    /// The last reconcile failed (its state could not be saved): retry at the next step even if
+    /// no file changed.
+    retry: bool,
 }
 
 impl Reconciler {
@@ -64,7 +67,7 @@ impl Reconciler {
             nodes = state.pod_cidrs.len(),
             "loaded persisted assignments"
         );
-        Ok(Self { cfg, dir, state, generation: 0, diagnostics: Vec::new() })
+        Ok(Self { cfg, dir, state, generation: 0, diagnostics: Vec::new(), retry: false })
     }
 
     /// Re-scans the directory; if anything changed (or on the first call), reconciles and
@@ -86,10 +89,15 @@ impl Reconciler {
         for d in &report.warnings {
             tracing::warn!("{d}");
         }
-        if !report.changed && !force && self.dir.diagnostics() == self.diagnostics {
+        if !report.changed && !force && !self.retry && self.dir.diagnostics() == self.diagnostics {
             return Ok(None);
         }
-        Ok(Some(Arc::new(self.reconcile()?)))
+        // Nothing is published unless its state was saved: a failed save leaves the previous
+        // snapshot in force and is retried at the next step.
+        self.retry = true;
+        let snap = self.reconcile()?;
+        self.retry = false;
+        Ok(Some(Arc::new(snap)))
     }
 
     fn reconcile(&mut self) -> anyhow::Result<Snapshot> {
