@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use halyard_ipam::Outcome;
 use halyard_ipam::lbipam::ServiceSpec;
 use halyard_ipam::podcidr::{NodeRequest, PodCidrOutcome, reconcile_node_cidrs};
+use halyard_ipam::{Outcome, ServiceKey};
 use halyard_model::{Diagnostic, ManifestDir, Model};
 
 use crate::config::AgentConfig;
@@ -41,6 +41,8 @@ pub struct Reconciler {
     /// The last reconcile failed (its state could not be saved): retry at the next step even if
     /// no file changed.
     retry: bool,
+    /// Why each unsatisfied service was unsatisfied at the last reconcile, to log changes only.
+    unsatisfied: BTreeMap<ServiceKey, String>,
 }
 
 impl Reconciler {
@@ -67,7 +69,7 @@ impl Reconciler {
             nodes = state.pod_cidrs.len(),
             "loaded persisted assignments"
         );
-        Ok(Self { cfg, dir, state, generation: 0, diagnostics: Vec::new(), retry: false })
+        Ok(Self { cfg, dir, state, generation: 0, diagnostics: Vec::new(), retry: false, unsatisfied: BTreeMap::new() })
     }
 
     /// Re-scans the directory; if anything changed (or on the first call), reconciles and
@@ -138,10 +140,11 @@ impl Reconciler {
             manifests,
         };
         if new_state != self.state {
-            log_changes(&self.state.lbipam, &lb);
+            log_assigned(&self.state.lbipam, &lb);
             state::save(&self.cfg.state_file(), &new_state)?;
             self.state = new_state;
         }
+        self.unsatisfied = log_unsatisfied(&self.unsatisfied, &lb);
         self.generation += 1;
         self.diagnostics = self.dir.diagnostics();
         let satisfied = lb.services.values().filter(|s| s.satisfied).count();
@@ -166,17 +169,28 @@ impl Reconciler {
     }
 }
 
-fn log_changes(before: &halyard_ipam::Assignments, after: &Outcome) {
+fn log_assigned(before: &halyard_ipam::Assignments, after: &Outcome) {
     for (key, list) in &after.assignments {
         if before.get(key) != Some(list) {
             let ips: Vec<String> = list.iter().map(|a| format!("{} ({})", a.ip, a.pool)).collect();
             tracing::info!(service = %key, ips = %ips.join(", "), "LB IPs assigned");
         }
     }
-    let unsatisfied: BTreeMap<_, _> = after.services.iter().filter(|(_, s)| !s.satisfied).collect();
-    for (key, s) in unsatisfied {
-        if s.reason != halyard_ipam::Reason::Ignored {
-            tracing::warn!(service = %key, reason = %s.reason, "{}", s.message);
+}
+
+/// Logs services that became unsatisfied, or unsatisfied for another reason, since `before`;
+/// returns the new set.
+fn log_unsatisfied(before: &BTreeMap<ServiceKey, String>, after: &Outcome) -> BTreeMap<ServiceKey, String> {
+    let now: BTreeMap<ServiceKey, String> = after
+        .services
+        .iter()
+        .filter(|(_, s)| !s.satisfied && s.reason != halyard_ipam::Reason::Ignored)
+        .map(|(k, s)| (k.clone(), format!("{}: {}", s.reason, s.message)))
+        .collect();
+    for (key, why) in &now {
+        if before.get(key) != Some(why) {
+            tracing::warn!(service = %key, "LB-IPAM request not satisfied: {why}");
         }
     }
+    now
 }
