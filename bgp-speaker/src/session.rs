@@ -1,0 +1,552 @@
+//! The tokio driver for one peer: owns the TCP connection, frames and decodes messages with
+//! [`crate::wire`], feeds events to the [`crate::fsm`] and carries out its actions, and keeps the
+//! peer's Adj-RIB-Out in step with the routes it is told to advertise.
+//!
+//! ```text
+//!  routes (watch) ──▶ ┌──────────── run_peer ────────────┐ ──▶ TCP to the peer
+//!  stop (watch)  ──▶  │ Fsm (pure) ◀─ events ─ decoder   │ ◀── TCP from the peer
+//!                     └──────────────┬───────────────────┘
+//!                                    └──▶ PeerStatus (shared, read by API/CLI)
+//! ```
+//!
+//! Not yet: accepting connections (passive peers), TCP MD5, GTSM, graceful restart, BFD.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::fsm::{Action, Event, Fsm, FsmConfig, Millis, PeerOpen, State};
+use crate::wire::{
+    AfiSafi, AsPath, Capability, Community, DecodeCxt, EncodeCxt, Ipv4Prefix, Ipv6NextHop, Ipv6Prefix, LargeCommunity,
+    Message, MpReach, MpUnreach, Notification, Open, Origin, PathAttribute, Update, frame_len,
+};
+
+/// A prefix of either family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Prefix {
+    V4(Ipv4Prefix),
+    V6(Ipv6Prefix),
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prefix::V4(p) => p.fmt(f),
+            Prefix::V6(p) => p.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.contains(':') {
+            s.parse::<Ipv6Prefix>().map(Prefix::V6).map_err(|e| format!("{s:?}: {e}"))
+        } else {
+            s.parse::<Ipv4Prefix>().map(Prefix::V4).map_err(|e| format!("{s:?}: {e}"))
+        }
+    }
+}
+
+/// Path attributes we attach to an advertised prefix (export policy output).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteAttrs {
+    pub communities: Vec<Community>,
+    pub large_communities: Vec<LargeCommunity>,
+    /// Sent to iBGP peers only (RFC 4271 §5.1.5); defaults to 100 there.
+    pub local_pref: Option<u32>,
+    pub med: Option<u32>,
+}
+
+/// What to advertise to a peer: the desired Adj-RIB-Out.
+pub type Advertisements = BTreeMap<Prefix, RouteAttrs>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub name: String,
+    pub local_asn: u32,
+    /// `None`: accept whatever AS the peer announces.
+    pub peer_asn: Option<u32>,
+    pub router_id: Ipv4Addr,
+    pub address: IpAddr,
+    pub port: u16,
+    pub hold_time: u16,
+    pub connect_retry_time: u16,
+    /// Next hop for IPv6 prefixes when the session runs over IPv4 (and the reverse is not
+    /// needed: IPv4 prefixes over an IPv6 session use RFC 8950 only when configured later).
+    pub next_hop_v6: Option<Ipv6Addr>,
+}
+
+impl PeerConfig {
+    pub fn new(name: impl Into<String>, local_asn: u32, router_id: Ipv4Addr, address: IpAddr) -> Self {
+        Self {
+            name: name.into(),
+            local_asn,
+            peer_asn: None,
+            router_id,
+            address,
+            port: 179,
+            hold_time: 90,
+            connect_retry_time: 5,
+            next_hop_v6: None,
+        }
+    }
+}
+
+/// What the API and CLI show about a peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub state: Option<State>,
+    pub peer_asn: Option<u32>,
+    pub peer_router_id: Option<Ipv4Addr>,
+    pub hold_time: Option<u16>,
+    pub established_since: Option<SystemTime>,
+    pub families: Vec<AfiSafi>,
+    /// Adj-RIB-In: prefixes the peer sent us (we import nothing into the kernel yet).
+    pub received: BTreeMap<Prefix, ()>,
+    pub advertised: usize,
+    pub last_error: Option<String>,
+    pub updates_in: u64,
+    pub updates_out: u64,
+}
+
+/// NLRI per UPDATE: 4096-byte messages hold ~800 IPv4 or ~240 IPv6 prefixes at most.
+const V4_PER_UPDATE: usize = 500;
+const V6_PER_UPDATE: usize = 150;
+
+struct Conn {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    buf: Vec<u8>,
+    local: SocketAddr,
+    enc: EncodeCxt,
+    dec: DecodeCxt,
+    families: Vec<AfiSafi>,
+}
+
+struct Driver {
+    cfg: PeerConfig,
+    fsm: Fsm,
+    status: Arc<Mutex<PeerStatus>>,
+    conn: Option<Conn>,
+    connecting: Option<tokio::task::JoinHandle<std::io::Result<TcpStream>>>,
+    /// What the peer has been sent (the Adj-RIB-Out as transmitted).
+    sent: Advertisements,
+    epoch: Instant,
+}
+
+impl Driver {
+    fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut PeerStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn is_ibgp(&self, peer_asn: u32) -> bool {
+        peer_asn == self.cfg.local_asn
+    }
+
+    async fn send(&mut self, msg: &Message) -> std::io::Result<()> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        let bytes = msg.encode(&conn.enc).map_err(std::io::Error::other)?;
+        conn.writer.write_all(&bytes).await
+    }
+
+    /// Carries out FSM actions in order. `update` is the UPDATE that produced `ProcessUpdate`.
+    async fn act(&mut self, actions: Vec<Action>, routes: &Advertisements, update: Option<Update>) {
+        let mut update = update;
+        for a in actions {
+            let res = match a {
+                Action::Connect => {
+                    let target = SocketAddr::new(self.cfg.address, self.cfg.port);
+                    self.connecting = Some(tokio::spawn(TcpStream::connect(target)));
+                    Ok(())
+                }
+                Action::Disconnect => {
+                    if let Some(mut c) = self.conn.take() {
+                        let _ = c.writer.shutdown().await;
+                    }
+                    if let Some(h) = self.connecting.take() {
+                        h.abort();
+                    }
+                    Ok(())
+                }
+                Action::SendOpen { hold_time } => {
+                    let caps = vec![
+                        Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+                        Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
+                        Capability::RouteRefresh,
+                        Capability::FourOctetAs(self.cfg.local_asn),
+                    ];
+                    let open = Open::new(self.cfg.local_asn, hold_time, self.cfg.router_id, caps);
+                    self.send(&Message::Open(open)).await
+                }
+                Action::SendKeepalive => self.send(&Message::Keepalive).await,
+                Action::SendNotification { code, subcode, data } => {
+                    let n = Notification::new(crate::wire::ErrorCode::from_codes(code, subcode), data);
+                    tracing::warn!(peer = %self.cfg.name, "sending NOTIFICATION: {n}");
+                    self.send(&Message::Notification(n)).await
+                }
+                Action::Established(neg) => {
+                    tracing::info!(peer = %self.cfg.name, asn = neg.peer_asn, hold = neg.hold_time, "session established");
+                    let families = self.conn.as_ref().map(|c| c.families.clone()).unwrap_or_default();
+                    self.set_status(|s| {
+                        s.state = Some(State::Established);
+                        s.peer_asn = Some(neg.peer_asn);
+                        s.peer_router_id = Some(neg.peer_router_id);
+                        s.hold_time = Some(neg.hold_time);
+                        s.established_since = Some(SystemTime::now());
+                        s.families = families.clone();
+                        s.last_error = None;
+                    });
+                    self.sent.clear();
+                    let r = self.sync_routes(routes).await;
+                    // End-of-RIB per negotiated family (RFC 4724 §2), after the initial table.
+                    for f in families {
+                        if r.is_ok() {
+                            let _ = self.send(&Message::Update(Update::end_of_rib(f))).await;
+                        }
+                    }
+                    r
+                }
+                Action::Down { reason } => {
+                    tracing::warn!(peer = %self.cfg.name, "session down: {reason}");
+                    self.sent.clear();
+                    self.set_status(|s| {
+                        s.established_since = None;
+                        s.received.clear();
+                        s.advertised = 0;
+                        s.last_error = Some(reason);
+                    });
+                    Ok(())
+                }
+                Action::ProcessUpdate => {
+                    if let Some(u) = update.take() {
+                        self.import(u);
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = res {
+                tracing::warn!(peer = %self.cfg.name, "write failed: {e}");
+                let more = self.fsm.handle(self.now(), Event::TcpFailed);
+                // TcpFailed only yields Disconnect/Down, which never fail: no recursion needed.
+                Box::pin(self.act(more, routes, None)).await;
+                break;
+            }
+        }
+        let state = self.fsm.state();
+        self.set_status(|s| s.state = Some(state));
+    }
+
+    /// Adj-RIB-In bookkeeping (no import policy yet: everything is recorded, nothing installed).
+    fn import(&mut self, u: Update) {
+        let u = if matches!(u.outcome(), Some(crate::wire::Outcome::TreatAsWithdraw)) { u.into_withdraw() } else { u };
+        self.set_status(|s| {
+            s.updates_in += 1;
+            for p in &u.withdrawn {
+                s.received.remove(&Prefix::V4(*p));
+            }
+            for p in &u.nlri {
+                s.received.insert(Prefix::V4(*p), ());
+            }
+            for a in &u.attributes {
+                match a {
+                    PathAttribute::MpReach(MpReach::Ipv6Unicast { nlri, .. }) => {
+                        s.received.extend(nlri.iter().map(|p| (Prefix::V6(*p), ())));
+                    }
+                    PathAttribute::MpReach(MpReach::Ipv4Unicast { nlri, .. }) => {
+                        s.received.extend(nlri.iter().map(|p| (Prefix::V4(*p), ())));
+                    }
+                    PathAttribute::MpUnreach(MpUnreach::Ipv6Unicast(w)) => {
+                        for p in w {
+                            s.received.remove(&Prefix::V6(*p));
+                        }
+                    }
+                    PathAttribute::MpUnreach(MpUnreach::Ipv4Unicast(w)) => {
+                        for p in w {
+                            s.received.remove(&Prefix::V4(*p));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    /// Sends the difference between what the peer has and `want`, as packed UPDATEs.
+    async fn sync_routes(&mut self, want: &Advertisements) -> std::io::Result<()> {
+        let Some(conn) = self.conn.as_ref() else { return Ok(()) };
+        let Some(peer_asn) = self.fsm.negotiated().map(|n| n.peer_asn) else { return Ok(()) };
+        let families = conn.families.clone();
+        let local_ip = conn.local.ip();
+        let next_hop_v4 = match local_ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        };
+        let next_hop_v6 = match local_ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => self.cfg.next_hop_v6,
+        };
+        let ibgp = self.is_ibgp(peer_asn);
+        let send_v4 = families.contains(&AfiSafi::IPV4_UNICAST) && next_hop_v4.is_some();
+        let send_v6 = families.contains(&AfiSafi::IPV6_UNICAST) && next_hop_v6.is_some();
+
+        let mut withdraw_v4 = Vec::new();
+        let mut withdraw_v6 = Vec::new();
+        for p in self.sent.keys() {
+            if !want.contains_key(p) {
+                match p {
+                    Prefix::V4(x) => withdraw_v4.push(*x),
+                    Prefix::V6(x) => withdraw_v6.push(*x),
+                }
+            }
+        }
+        // Group what changed by attribute set, so one UPDATE carries many prefixes.
+        let mut groups: Vec<(&RouteAttrs, Vec<Ipv4Prefix>, Vec<Ipv6Prefix>)> = Vec::new();
+        for (p, attrs) in want {
+            if self.sent.get(p) == Some(attrs) {
+                continue;
+            }
+            let idx = match groups.iter().position(|g| g.0 == attrs) {
+                Some(i) => i,
+                None => {
+                    groups.push((attrs, Vec::new(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            match p {
+                Prefix::V4(x) if send_v4 => groups[idx].1.push(*x),
+                Prefix::V6(x) if send_v6 => groups[idx].2.push(*x),
+                _ => {}
+            }
+        }
+        let mut msgs = Vec::new();
+        for chunk in withdraw_v4.chunks(V4_PER_UPDATE) {
+            msgs.push(Update { withdrawn: chunk.to_vec(), ..Update::default() });
+        }
+        for chunk in withdraw_v6.chunks(V6_PER_UPDATE) {
+            let attributes = vec![PathAttribute::MpUnreach(MpUnreach::Ipv6Unicast(chunk.to_vec()))];
+            msgs.push(Update { attributes, ..Update::default() });
+        }
+        for (attrs, v4, v6) in &groups {
+            let base = self.path_attributes(attrs, ibgp);
+            if let Some(nh) = next_hop_v4 {
+                for chunk in v4.chunks(V4_PER_UPDATE) {
+                    let mut attributes = base.clone();
+                    attributes.push(PathAttribute::NextHop(nh));
+                    msgs.push(Update { attributes, nlri: chunk.to_vec(), ..Update::default() });
+                }
+            }
+            if let Some(global) = next_hop_v6 {
+                for chunk in v6.chunks(V6_PER_UPDATE) {
+                    let mut attributes = base.clone();
+                    let next_hop = Ipv6NextHop { global, link_local: None };
+                    attributes.push(PathAttribute::MpReach(MpReach::Ipv6Unicast { next_hop, nlri: chunk.to_vec() }));
+                    msgs.push(Update { attributes, ..Update::default() });
+                }
+            }
+        }
+        let count = msgs.len() as u64;
+        for m in msgs {
+            self.send(&Message::Update(m)).await?;
+        }
+        self.sent = want
+            .iter()
+            .filter(|(p, _)| match p {
+                Prefix::V4(_) => send_v4,
+                Prefix::V6(_) => send_v6,
+            })
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        let advertised = self.sent.len();
+        self.set_status(|s| {
+            s.advertised = advertised;
+            s.updates_out += count;
+        });
+        Ok(())
+    }
+
+    /// RFC 4271 §5.1: ORIGIN, AS_PATH (our AS prepended on eBGP), MED, LOCAL_PREF (iBGP only),
+    /// communities.
+    fn path_attributes(&self, attrs: &RouteAttrs, ibgp: bool) -> Vec<PathAttribute> {
+        let mut v = vec![
+            PathAttribute::Origin(Origin::Igp),
+            PathAttribute::AsPath(if ibgp { AsPath::default() } else { AsPath::sequence(vec![self.cfg.local_asn]) }),
+        ];
+        if let Some(med) = attrs.med {
+            v.push(PathAttribute::MultiExitDisc(med));
+        }
+        if ibgp {
+            v.push(PathAttribute::LocalPref(attrs.local_pref.unwrap_or(100)));
+        }
+        if !attrs.communities.is_empty() {
+            v.push(PathAttribute::Communities(attrs.communities.clone()));
+        }
+        if !attrs.large_communities.is_empty() {
+            v.push(PathAttribute::LargeCommunities(attrs.large_communities.clone()));
+        }
+        v
+    }
+
+    /// Turns one decoded message into FSM events (and the side data they need).
+    fn on_open(&mut self, open: &Open) -> Event {
+        let four = open.four_octet_as().is_some();
+        let families: Vec<AfiSafi> = open.families().collect();
+        if let Some(c) = self.conn.as_mut() {
+            c.enc = EncodeCxt::new(four);
+            c.dec = DecodeCxt::new(four);
+            // RFC 4760 §8: a peer without MP capabilities speaks IPv4 unicast only.
+            c.families = if families.is_empty() {
+                vec![AfiSafi::IPV4_UNICAST]
+            } else {
+                [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST].into_iter().filter(|f| families.contains(f)).collect()
+            };
+        }
+        Event::Open(PeerOpen { asn: open.asn(), hold_time: open.hold_time, router_id: open.bgp_id })
+    }
+}
+
+/// Runs one peer until `stop` turns true, advertising whatever `routes` holds.
+pub async fn run_peer(
+    cfg: PeerConfig,
+    mut routes: watch::Receiver<Arc<Advertisements>>,
+    status: Arc<Mutex<PeerStatus>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut fcfg = FsmConfig::new(cfg.local_asn, cfg.peer_asn, cfg.router_id);
+    fcfg.hold_time = cfg.hold_time;
+    fcfg.connect_retry_time = cfg.connect_retry_time;
+    let mut d = Driver {
+        fsm: Fsm::new(fcfg),
+        cfg,
+        status,
+        conn: None,
+        connecting: None,
+        sent: Advertisements::new(),
+        epoch: Instant::now(),
+    };
+    let mut current = routes.borrow_and_update().clone();
+    let first = d.fsm.handle(0, Event::Start);
+    d.act(first, &current, None).await;
+    let mut read_buf = vec![0u8; 65536];
+    loop {
+        let deadline = d.fsm.next_deadline().map(|ms| d.epoch + Duration::from_millis(ms));
+        tokio::select! {
+            _ = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                let acts = d.fsm.poll(d.now());
+                d.act(acts, &current, None).await;
+                restart_if_idle(&mut d, &current).await;
+            }
+            res = async { match d.connecting.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
+                d.connecting = None;
+                let ev = match res {
+                    Ok(Ok(stream)) => {
+                        let _ = stream.set_nodelay(true);
+                        let local = stream.local_addr().unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+                        let (reader, writer) = stream.into_split();
+                        d.conn = Some(Conn { reader, writer, buf: Vec::new(), local, enc: EncodeCxt::default(), dec: DecodeCxt::default(), families: Vec::new() });
+                        Event::TcpConnected
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %d.cfg.name, "connect failed: {e}");
+                        d.set_status(|s| s.last_error = Some(format!("connect: {e}")));
+                        Event::TcpFailed
+                    }
+                    Err(_) => Event::TcpFailed,
+                };
+                let acts = d.fsm.handle(d.now(), ev);
+                d.act(acts, &current, None).await;
+                restart_if_idle(&mut d, &current).await;
+            }
+            n = async { match d.conn.as_mut() { Some(c) => c.reader.read(&mut read_buf).await, None => std::future::pending().await } } => {
+                match n {
+                    Ok(0) | Err(_) => {
+                        let acts = d.fsm.handle(d.now(), Event::TcpFailed);
+                        d.act(acts, &current, None).await;
+                    }
+                    Ok(n) => {
+                        if let Some(c) = d.conn.as_mut() { c.buf.extend_from_slice(&read_buf[..n]); }
+                        process_frames(&mut d, &current).await;
+                    }
+                }
+                restart_if_idle(&mut d, &current).await;
+            }
+            changed = routes.changed() => {
+                if changed.is_err() { break; }
+                current = routes.borrow_and_update().clone();
+                if d.fsm.state() == State::Established && let Err(e) = d.sync_routes(&current).await {
+                    tracing::warn!(peer = %d.cfg.name, "sending routes failed: {e}");
+                    let acts = d.fsm.handle(d.now(), Event::TcpFailed);
+                    d.act(acts, &current, None).await;
+                }
+            }
+            _ = stop.changed() => {
+                let acts = d.fsm.handle(d.now(), Event::ManualStop);
+                d.act(acts, &current, None).await;
+                break;
+            }
+        }
+    }
+}
+
+/// After an error the FSM rests in Idle; start again after the connect-retry time.
+async fn restart_if_idle(d: &mut Driver, current: &Advertisements) {
+    if d.fsm.state() == State::Idle && d.fsm.next_deadline().is_none() {
+        tokio::time::sleep(Duration::from_secs(u64::from(d.cfg.connect_retry_time))).await;
+        let acts = d.fsm.handle(d.now(), Event::AutomaticStart);
+        d.act(acts, current, None).await;
+    }
+}
+
+/// Decodes every complete message in the connection buffer and feeds the FSM.
+async fn process_frames(d: &mut Driver, current: &Advertisements) {
+    loop {
+        let Some(conn) = d.conn.as_mut() else { return };
+        let len = match frame_len(&conn.buf, &conn.dec) {
+            Ok(Some(len)) if conn.buf.len() >= len => len,
+            Ok(_) => return,
+            Err(e) => {
+                let n = e.notification.clone();
+                let ev = Event::MessageError { code: n.code.code(), subcode: n.code.subcode(), data: n.data };
+                let acts = d.fsm.handle(d.now(), ev);
+                d.act(acts, current, None).await;
+                return;
+            }
+        };
+        let frame: Vec<u8> = conn.buf.drain(..len).collect();
+        let decoded = Message::decode(&frame, &conn.dec);
+        let (ev, update, refresh) = match decoded {
+            Ok((Message::Open(open), _)) => (d.on_open(&open), None, false),
+            Ok((Message::Keepalive, _)) => (Event::Keepalive, None, false),
+            Ok((Message::Update(u), _)) => (Event::Update, Some(u), false),
+            Ok((Message::RouteRefresh(_), _)) => (Event::Update, None, true),
+            Ok((Message::Notification(n), _)) => {
+                tracing::warn!(peer = %d.cfg.name, "NOTIFICATION received: {n}");
+                d.set_status(|s| s.last_error = Some(format!("peer sent NOTIFICATION: {n}")));
+                (Event::Notification { code: n.code.code(), subcode: n.code.subcode() }, None, false)
+            }
+            Err(e) => {
+                tracing::warn!(peer = %d.cfg.name, "bad message: {}", e.reason);
+                let n = e.notification;
+                (Event::MessageError { code: n.code.code(), subcode: n.code.subcode(), data: n.data }, None, false)
+            }
+        };
+        let acts = d.fsm.handle(d.now(), ev);
+        d.act(acts, current, update).await;
+        if refresh && d.fsm.state() == State::Established {
+            // RFC 2918: answer a ROUTE-REFRESH by re-sending the whole Adj-RIB-Out.
+            d.sent.clear();
+            let _ = d.sync_routes(current).await;
+        }
+    }
+}
