@@ -12,6 +12,17 @@ ensure_packages() {
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Routing daemons start a system service on install; Halyard runs its own instances inside
+    # network namespaces, so a system instance would only hold port 179 in the root namespace.
+    for p in "${missing[@]}"; do
+        case "$p" in
+            bird2) svc=bird ;; frr) svc=frr ;; gobgpd) svc=gobgpd ;; exabgp) svc=exabgp ;; etcd-server) svc=etcd ;;
+            *) continue ;;
+        esac
+        if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+            $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+        fi
+    done
 }
 
 # ensure_rust — Halyard builds with the Rust 1.95 stable toolchain (rustup).
@@ -24,3 +35,6 @@ ensure_rust() {
 
 # The packages every build needs: protoc for the gRPC API, a C toolchain for build scripts.
 BUILD_PACKAGES=(protobuf-compiler build-essential pkg-config iproute2 curl)
+
+# Real peers and tools the integration tests run inside network namespaces.
+TEST_PACKAGES=(bird2 iputils-ping)

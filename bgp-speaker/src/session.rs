@@ -111,7 +111,8 @@ pub struct PeerStatus {
     pub families: Vec<AfiSafi>,
     /// Adj-RIB-In: prefixes the peer sent us (we import nothing into the kernel yet).
     pub received: BTreeMap<Prefix, ()>,
-    pub advertised: usize,
+    /// Adj-RIB-Out as sent.
+    pub advertised: Vec<Prefix>,
     pub last_error: Option<String>,
     pub updates_in: u64,
     pub updates_out: u64,
@@ -224,7 +225,7 @@ impl Driver {
                     self.set_status(|s| {
                         s.established_since = None;
                         s.received.clear();
-                        s.advertised = 0;
+                        s.advertised.clear();
                         s.last_error = Some(reason);
                     });
                     Ok(())
@@ -368,7 +369,7 @@ impl Driver {
             })
             .map(|(p, a)| (*p, a.clone()))
             .collect();
-        let advertised = self.sent.len();
+        let advertised: Vec<Prefix> = self.sent.keys().copied().collect();
         self.set_status(|s| {
             s.advertised = advertised;
             s.updates_out += count;

@@ -2,6 +2,9 @@
 //! against a manifest directory in a temporary directory, and stops what it started (by PID,
 //! on drop — also when a test panics).
 
+pub mod netns;
+pub mod peers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +36,8 @@ pub struct Agent {
     log: PathBuf,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Network namespace to run the agent in (`ip netns exec`, which execs: the PID is the agent's).
+    netns: Option<String>,
 }
 
 impl Agent {
@@ -48,6 +53,20 @@ impl Agent {
     /// Starts with extra flags (which replace the harness defaults of the same name) and
     /// environment variables.
     pub fn start_opts(files: &[(&str, &str)], extra_args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Agent> {
+        Self::start_full(None, files, extra_args, envs)
+    }
+
+    /// Starts the agent inside network namespace `netns`.
+    pub fn start_in(netns: &str, files: &[(&str, &str)], extra_args: &[&str]) -> anyhow::Result<Agent> {
+        Self::start_full(Some(netns), files, extra_args, &[])
+    }
+
+    fn start_full(
+        netns: Option<&str>,
+        files: &[(&str, &str)],
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Agent> {
         let dir = tempfile::Builder::new().prefix("halyard-e2e-").tempdir()?;
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests)?;
@@ -63,6 +82,7 @@ impl Agent {
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            netns: netns.map(String::from),
         };
         agent.spawn()?;
         Ok(agent)
@@ -70,7 +90,14 @@ impl Agent {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut cmd = Command::new(bin("halyard-agent"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("halyard-agent"));
+                c
+            }
+            None => Command::new(bin("halyard-agent")),
+        };
         cmd.arg("--manifest-dir").arg(&self.manifests).arg("--state-dir").arg(&self.state);
         cmd.arg("--socket").arg(&self.socket);
         for (flag, value) in [("--metrics-addr", "off"), ("--node-name", "e2e-node"), ("--reload-debounce-ms", "20")] {

@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
                             "state": s.state.map(|x| format!("{x:?}")),
                             "peerAsn": s.peer_asn,
                             "holdTime": s.hold_time,
-                            "advertised": s.advertised,
+                            "advertised": s.advertised.len(),
                             "received": received,
                             "updatesIn": s.updates_in,
                             "updatesOut": s.updates_out,

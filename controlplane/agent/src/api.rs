@@ -1,6 +1,6 @@
 //! The gRPC API (`halyard.v1.Agent`) over the latest snapshot.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use halyard_api::v1;
@@ -11,11 +11,12 @@ use crate::reconcile::Snapshot;
 use crate::translate;
 
 /// The latest snapshot, swapped in whole by the reconcile loop.
-pub type Shared = Arc<RwLock<Arc<Snapshot>>>;
+pub type Shared = tokio::sync::watch::Receiver<Arc<Snapshot>>;
 
 #[derive(Debug)]
 pub struct AgentApi {
     pub snapshot: Shared,
+    pub bgp_peers: crate::bgp::PeerStatuses,
     pub started: Instant,
     pub node_name: String,
     pub manifest_dir: String,
@@ -25,8 +26,7 @@ pub struct AgentApi {
 
 impl AgentApi {
     fn snap(&self) -> Arc<Snapshot> {
-        // A poisoned lock only means a writer panicked mid-swap; the Arc inside is still whole.
-        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.snapshot.borrow().clone()
     }
 }
 
@@ -46,6 +46,16 @@ fn rfc3339(t: Option<SystemTime>) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `ipv4/unicast` style, as `cilium bgp peers` prints families.
+fn family_name(f: halyard_bgp::wire::AfiSafi) -> String {
+    use halyard_bgp::wire::AfiSafi;
+    match f {
+        AfiSafi::IPV4_UNICAST => "ipv4/unicast".to_string(),
+        AfiSafi::IPV6_UNICAST => "ipv6/unicast".to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 #[tonic::async_trait]
@@ -173,6 +183,66 @@ impl halyard_api::Agent for AgentApi {
             })
             .collect();
         Ok(Response::new(v1::ListNodesReply { nodes }))
+    }
+
+    async fn list_bgp_peers(
+        &self,
+        _: Request<v1::ListBgpPeersRequest>,
+    ) -> Result<Response<v1::ListBgpPeersReply>, Status> {
+        let peers = self
+            .bgp_peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, (cfg, st))| {
+                let st = st.lock().unwrap_or_else(|e| e.into_inner());
+                v1::BgpPeer {
+                    name: name.clone(),
+                    local_asn: cfg.local_asn,
+                    peer_asn: st.peer_asn.or(cfg.peer_asn).unwrap_or(0),
+                    address: cfg.address.to_string(),
+                    state: st.state.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "idle".into()),
+                    uptime_seconds: st
+                        .established_since
+                        .and_then(|t| t.elapsed().ok())
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    families: st.families.iter().map(|f| family_name(*f)).collect(),
+                    received: st.received.len() as u32,
+                    advertised: st.advertised.len() as u32,
+                    last_error: st.last_error.clone().unwrap_or_default(),
+                    hold_time: st.hold_time.map(u32::from).unwrap_or(0),
+                    router_id: cfg.router_id.to_string(),
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ListBgpPeersReply { peers }))
+    }
+
+    async fn list_bgp_routes(
+        &self,
+        req: Request<v1::ListBgpRoutesRequest>,
+    ) -> Result<Response<v1::ListBgpRoutesReply>, Status> {
+        let received = match req.into_inner().direction.as_str() {
+            "" | "advertised" => false,
+            "received" => true,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "direction {other:?}: use \"advertised\" or \"received\""
+                )));
+            }
+        };
+        let mut routes = Vec::new();
+        for (name, (_, st)) in self.bgp_peers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let st = st.lock().unwrap_or_else(|e| e.into_inner());
+            let prefixes: Vec<String> = if received {
+                st.received.keys().map(|p| p.to_string()).collect()
+            } else {
+                st.advertised.iter().map(|p| p.to_string()).collect()
+            };
+            routes.extend(prefixes.into_iter().map(|prefix| v1::BgpRoute { peer: name.clone(), prefix }));
+        }
+        Ok(Response::new(v1::ListBgpRoutesReply { routes }))
     }
 
     async fn get_config(&self, _: Request<v1::GetConfigRequest>) -> Result<Response<v1::GetConfigReply>, Status> {

@@ -67,6 +67,9 @@ pub struct Flags {
     /// Full re-scan of the manifest directory at this interval (seconds), in case an event was missed.
     #[arg(long, env = "HALYARD_RESYNC_SECONDS")]
     pub resync_seconds: Option<u64>,
+    /// BGP router ID when this node's Node object has no IPv4 InternalIP.
+    #[arg(long, env = "HALYARD_BGP_ROUTER_ID")]
+    pub bgp_router_id: Option<std::net::Ipv4Addr>,
     /// Validate the configuration and the manifest directory, print what is wrong, and exit.
     #[arg(long)]
     pub check: bool,
@@ -91,6 +94,7 @@ struct FileConfig {
     cluster_pool_ipv6_mask_size: Option<u8>,
     reload_debounce_ms: Option<u64>,
     resync_seconds: Option<u64>,
+    bgp_router_id: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -113,6 +117,7 @@ pub struct AgentConfig {
     pub cluster_pool: halyard_ipam::podcidr::ClusterPoolConfig,
     pub reload_debounce_ms: u64,
     pub resync_seconds: u64,
+    pub bgp_router_id: Option<std::net::Ipv4Addr>,
     /// Each setting's rendered value and where it came from, in key order.
     pub entries: BTreeMap<&'static str, (String, String)>,
 }
@@ -253,6 +258,10 @@ impl AgentConfig {
         let reload_debounce_ms =
             l.pick("reload-debounce-ms", flags.reload_debounce_ms, file.reload_debounce_ms, 100, u64::to_string);
         let resync_seconds = l.pick("resync-seconds", flags.resync_seconds, file.resync_seconds, 30, u64::to_string);
+        let bgp_router_id =
+            l.pick("bgp-router-id", flags.bgp_router_id.map(Some), file.bgp_router_id.map(Some), None, |v| {
+                v.map(|a| a.to_string()).unwrap_or_default()
+            });
         if resync_seconds == 0 {
             bail!("resync-seconds: must be at least 1");
         }
@@ -271,6 +280,7 @@ impl AgentConfig {
             cluster_pool,
             reload_debounce_ms,
             resync_seconds,
+            bgp_router_id,
             entries: l.entries,
         })
     }

@@ -7,6 +7,7 @@
 //! ```
 
 mod api;
+mod bgp;
 mod config;
 mod metrics;
 mod reconcile;
@@ -14,14 +15,14 @@ mod state;
 mod translate;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use notify::Watcher;
 
-use crate::api::{AgentApi, Shared};
+use crate::api::AgentApi;
 use crate::config::{AgentConfig, LogFormat};
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
@@ -71,7 +72,7 @@ fn check(cfg: &AgentConfig) -> anyhow::Result<ExitCode> {
 fn spawn_reconcile_loop(
     mut rec: Reconciler,
     cfg: &AgentConfig,
-    shared: Shared,
+    snapshots: tokio::sync::watch::Sender<Arc<reconcile::Snapshot>>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     let (tx, rx) = mpsc::channel::<()>();
@@ -108,7 +109,7 @@ fn spawn_reconcile_loop(
                     metrics.reconcile_seconds.observe(t.elapsed().as_secs_f64());
                     metrics.ips_released.inc_by(snap.lb.released.len() as u64);
                     metrics.observe(&snap);
-                    *shared.write().unwrap_or_else(|e| e.into_inner()) = snap;
+                    let _ = snapshots.send(snap);
                 }
                 Ok(None) => {}
                 // The state file could not be written: keep serving the last snapshot and retry
@@ -127,8 +128,17 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let first = rec.step(true)?.context("first reconcile produced no snapshot")?;
     metrics.reconciles.inc();
     metrics.observe(&first);
-    let shared: Shared = Arc::new(RwLock::new(first));
-    let _watcher = spawn_reconcile_loop(rec, &cfg, shared.clone(), metrics.clone())?;
+    let (snap_tx, snap_rx) = tokio::sync::watch::channel(first);
+    let _watcher = spawn_reconcile_loop(rec, &cfg, snap_tx, metrics.clone())?;
+    let bgp_peers = bgp::PeerStatuses::default();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let bgp_task = tokio::spawn(bgp::run(
+        snap_rx.clone(),
+        cfg.node_name.clone(),
+        cfg.bgp_router_id,
+        bgp_peers.clone(),
+        shutdown_rx,
+    ));
 
     if let Some(addr) = cfg.metrics_addr {
         let serve = metrics::serve(metrics::bind(addr).await?, metrics.clone());
@@ -148,7 +158,8 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .map(|(k, (v, src))| halyard_api::v1::ConfigEntry { key: k.to_string(), value: v.clone(), source: src.clone() })
         .collect();
     let api = AgentApi {
-        snapshot: shared,
+        snapshot: snap_rx,
+        bgp_peers,
         started: Instant::now(),
         node_name: cfg.node_name.clone(),
         manifest_dir: cfg.manifest_dir.display().to_string(),
@@ -170,6 +181,9 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .await
         .context("API server")?;
     let _ = std::fs::remove_file(&cfg.socket);
+    // Close BGP sessions with a Cease rather than a dropped connection (RFC 4486).
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), bgp_task).await;
     Ok(())
 }
 

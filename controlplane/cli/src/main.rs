@@ -44,6 +44,9 @@ enum Command {
     /// The agent's effective configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// BGP sessions and routes.
+    #[command(subcommand)]
+    Bgp(BgpCmd),
     /// Print a shell completion script (e.g. `halyard completion bash > /etc/bash_completion.d/halyard`).
     Completion {
         #[arg(value_enum)]
@@ -73,6 +76,17 @@ enum NodeCmd {
     /// List nodes and their pod CIDRs.
     #[command(alias = "ls")]
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum BgpCmd {
+    /// BGP peers: local AS, peer AS, address, state, uptime, families, received, advertised.
+    Peers,
+    /// Prefixes advertised to (default) or received from each peer.
+    Routes {
+        #[arg(value_parser = ["advertised", "received"], default_value = "advertised")]
+        direction: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +263,72 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                     .map(|n| vec![n.name.clone(), joined(&n.addresses), joined(&n.pod_cidrs), dash(&n.error)])
                     .collect();
                 table::render(&["NAME", "ADDRESSES", "POD-CIDRS", "PROBLEM"], &rows)
+            }
+        }
+        Command::Bgp(BgpCmd::Peers) => {
+            let peers = client.list_bgp_peers(v1::ListBgpPeersRequest {}).await?.into_inner().peers;
+            if json_out {
+                let v: Vec<Value> = peers
+                    .iter()
+                    .map(|p| {
+                        json!({"name": p.name, "localASN": p.local_asn, "peerASN": p.peer_asn, "address": p.address,
+                               "state": p.state, "uptimeSeconds": p.uptime_seconds, "families": p.families,
+                               "received": p.received, "advertised": p.advertised, "holdTime": p.hold_time,
+                               "routerID": p.router_id, "lastError": p.last_error})
+                    })
+                    .collect();
+                serde_json::to_string_pretty(&v)? + "\n"
+            } else if peers.is_empty() {
+                "No BGP peers. Add a CiliumBGPClusterConfig selecting this node to the manifest directory.\n"
+                    .to_string()
+            } else {
+                let rows: Vec<Vec<String>> = peers
+                    .iter()
+                    .map(|p| {
+                        let peer_as = if p.peer_asn == 0 { "-".to_string() } else { p.peer_asn.to_string() };
+                        let state = if p.last_error.is_empty() || p.state == "established" {
+                            p.state.clone()
+                        } else {
+                            format!("{} ({})", p.state, p.last_error)
+                        };
+                        vec![
+                            p.local_asn.to_string(),
+                            peer_as,
+                            p.address.clone(),
+                            state,
+                            if p.uptime_seconds > 0 { human_duration(p.uptime_seconds) } else { "-".into() },
+                            joined(&p.families),
+                            p.received.to_string(),
+                            p.advertised.to_string(),
+                        ]
+                    })
+                    .collect();
+                table::render(
+                    &[
+                        "LOCAL AS",
+                        "PEER AS",
+                        "PEER ADDRESS",
+                        "SESSION STATE",
+                        "UPTIME",
+                        "FAMILIES",
+                        "RECEIVED",
+                        "ADVERTISED",
+                    ],
+                    &rows,
+                )
+            }
+        }
+        Command::Bgp(BgpCmd::Routes { direction }) => {
+            let req = v1::ListBgpRoutesRequest { direction: direction.clone() };
+            let routes = client.list_bgp_routes(req).await?.into_inner().routes;
+            if json_out {
+                let v: Vec<Value> = routes.iter().map(|r| json!({"peer": r.peer, "prefix": r.prefix})).collect();
+                serde_json::to_string_pretty(&v)? + "\n"
+            } else if routes.is_empty() {
+                format!("No {direction} routes.\n")
+            } else {
+                let rows: Vec<Vec<String>> = routes.iter().map(|r| vec![r.peer.clone(), r.prefix.clone()]).collect();
+                table::render(&["PEER", "PREFIX"], &rows)
             }
         }
         Command::Config(ConfigCmd::View) => {

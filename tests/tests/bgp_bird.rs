@@ -1,0 +1,128 @@
+//! The agent advertises LoadBalancer IPs to a real BIRD 2 router over BGP, in network
+//! namespaces. Needs root and bird2 (skips with a message otherwise).
+
+use std::time::Duration;
+
+use halyard_tests::Agent;
+use halyard_tests::netns::{Netns, require_program, require_root, veth_pair, wait_until};
+use halyard_tests::peers::{BgpNeighbor, Bird, BirdConfig};
+
+const POOL_AND_SERVICES: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata: {name: lb}
+spec:
+  blocks: [{cidr: 172.30.0.0/28}, {cidr: "fd00:30::/120"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default, labels: {bgp: announce}}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: PreferDualStack
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: default, labels: {bgp: announce}}
+spec:
+  type: LoadBalancer
+  ports: [{port: 443}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: private, namespace: default}
+spec:
+  type: LoadBalancer
+  ports: [{port: 8080}]
+"#;
+
+const BGP: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: e2e-node, labels: {bgp: "on"}}
+status:
+  addresses: [{type: InternalIP, address: 10.77.0.2}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPClusterConfig
+metadata: {name: lab}
+spec:
+  nodeSelector: {matchLabels: {bgp: "on"}}
+  bgpInstances:
+    - name: main
+      localASN: 65001
+      peers:
+        - {name: router, peerASN: 65000, peerAddress: 10.77.0.1, peerConfigRef: {name: router}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPPeerConfig
+metadata: {name: router}
+spec:
+  timers: {holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1}
+  families:
+    - {afi: ipv4, safi: unicast, advertisements: {matchLabels: {advertise: bgp}}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPAdvertisement
+metadata: {name: lb, labels: {advertise: bgp}}
+spec:
+  advertisements:
+    - advertisementType: Service
+      service: {addresses: [LoadBalancerIP]}
+      selector: {matchLabels: {bgp: announce}}
+      attributes:
+        communities: {standard: ["65001:100"], wellKnown: [no-export], large: ["65001:7:9"]}
+"#;
+
+#[test]
+fn lb_ips_reach_bird_and_follow_service_changes() {
+    if !require_root() || !require_program("bird", "bird2") {
+        return;
+    }
+    let router = Netns::new("rtr");
+    let node = Netns::new("node");
+    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    let bird =
+        Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 65001)));
+    let agent =
+        Agent::start_in(node.name(), &[("svc.yaml", POOL_AND_SERVICES), ("bgp.yaml", BGP)], &[]).expect("agent starts");
+
+    let peers = wait_until(Duration::from_secs(15), "the session to be established", || {
+        let p = agent.json(&["bgp", "peers"]);
+        (p[0]["state"] == "established").then_some(p)
+    });
+    assert_eq!(peers[0]["peerASN"], 65000);
+    assert_eq!(peers[0]["localASN"], 65001);
+    assert_eq!(peers[0]["holdTime"], 9);
+
+    let ips = agent.service_ips();
+    let web = &ips["default/web"][0];
+    let api = &ips["default/api"][0];
+    let private = &ips["default/private"][0];
+    let routes = wait_until(Duration::from_secs(10), "BIRD to learn both LB IPs", || {
+        let r = bird.routes(None);
+        (r.contains(&format!("{web}/32")) && r.contains(&format!("{api}/32"))).then_some(r)
+    });
+    assert!(!routes.contains(&format!("{private}/32")), "unselected service advertised:\n{routes}");
+    assert!(routes.contains("(65001,100)") && routes.contains("(65535,65281)"), "communities:\n{routes}");
+    assert!(routes.contains("(65001, 7, 9)"), "large community:\n{routes}");
+    assert!(routes.contains("BGP.as_path: 65001"), "{routes}");
+    assert!(!routes.contains("fd00:30"), "only the ipv4 family is configured:\n{routes}");
+    let advertised = agent.json(&["bgp", "routes", "advertised"]);
+    assert_eq!(advertised.as_array().unwrap().len(), 2);
+
+    // Deleting a service withdraws its route with an UPDATE; the session stays up.
+    agent.write_manifest(
+        "svc.yaml",
+        &POOL_AND_SERVICES
+            .replace("name: api, namespace: default, labels: {bgp: announce}", "name: api, namespace: default"),
+    );
+    wait_until(Duration::from_secs(10), "the api route to be withdrawn", || {
+        (!bird.routes(None).contains(&format!("{api}/32"))).then_some(())
+    });
+    assert!(bird.routes(None).contains(&format!("{web}/32")));
+    let state = bird.wait_bgp_state("peer1", &["Established"], Duration::from_secs(1));
+    assert_eq!(state, "Established", "the session must not reset on a route change");
+    drop(agent);
+}
