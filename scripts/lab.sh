@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The Halyard lab (main job). Today: one agent in standalone mode over the example manifest
-# directory. It allocates LoadBalancer IPs, and the CLI shows them. Then the lab edits the
-# manifests live and restarts the agent to show that no IP moves.
-# Later capabilities grow this into a network-namespace topology (router, nodes, clients).
+# The Halyard lab (main job): a router (BIRD 2, AS 65000) and a node running halyard-agent, each
+# in its own network namespace, joined by a veth link. The agent allocates LoadBalancer IPs for
+# the example manifests and advertises them to the router over BGP; the CLI shows both sides.
+# Then the lab edits the manifests live (the router follows) and restarts the agent to show that
+# no IP moves. Needs root (network namespaces).
 # Installs the Debian packages it needs when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages "${BUILD_PACKAGES[@]}"
+ensure_packages "${BUILD_PACKAGES[@]}" bird2
+[ "$(id -u)" -eq 0 ] || { echo "the lab creates network namespaces: run it as root" >&2; exit 1; }
 ensure_rust
 
 echo ">> building halyard-agent and halyard (release)"
@@ -15,24 +17,52 @@ cargo build --release --locked -p halyard-agent -p halyard-cli
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 work=$(mktemp -d /tmp/halyard-lab.XXXXXX)
+rtr="hy-lab-$$-rtr"
+node="hy-lab-$$-node"
 agent_pid=""
+bird_pid=""
 cleanup() {
-    if [ -n "$agent_pid" ] && kill -0 "$agent_pid" 2>/dev/null; then
-        kill "$agent_pid"
-        wait "$agent_pid" 2>/dev/null || true
-    fi
+    for pid in $agent_pid $bird_pid; do
+        if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
+    done
+    ip netns del "$rtr" 2>/dev/null || true
+    ip netns del "$node" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
 cp -r examples/manifests "$work/manifests"
+cp examples/lab-bgp.yaml "$work/manifests/"
+
+# The topology: router (10.90.0.1) <-veth-> node (10.90.0.2).
+ip netns add "$rtr"
+ip netns add "$node"
+ip -n "$rtr" link add eth0 type veth peer name eth0 netns "$node"
+ip -n "$rtr" addr add 10.90.0.1/24 dev eth0
+ip -n "$node" addr add 10.90.0.2/24 dev eth0
+for ns in "$rtr" "$node"; do ip -n "$ns" link set lo up; ip -n "$ns" link set eth0 up; done
+cat >"$work/bird.conf" <<'BIRD'
+log stderr all;
+router id 10.90.0.1;
+protocol device { }
+protocol bgp lab_node {
+  local 10.90.0.1 as 65000;
+  neighbor 10.90.0.2 as 65001;
+  hold time 9;
+  connect delay time 1; connect retry time 1; error wait time 1, 5;
+  ipv4 { import all; export none; };
+}
+BIRD
+ip netns exec "$rtr" bird -f -c "$work/bird.conf" -s "$work/bird.ctl" >"$work/bird.log" 2>&1 &
+bird_pid=$!
+birdc() { command birdc -s "$work/bird.ctl" "$@"; }
 sock="$work/agent.sock"
 metrics_port=$(( 20000 + RANDOM % 20000 ))
 halyard() { "$bin/halyard" --socket "$sock" "$@"; }
 
 start_agent() {
-    "$bin/halyard-agent" --manifest-dir "$work/manifests" --state-dir "$work/state" --socket "$sock" \
-        --metrics-addr "127.0.0.1:$metrics_port" --node-name lab-node >>"$work/agent.log" 2>&1 &
+    ip netns exec "$node" "$bin/halyard-agent" --manifest-dir "$work/manifests" --state-dir "$work/state" \
+        --socket "$sock" --metrics-addr "127.0.0.1:$metrics_port" --node-name lab-node >>"$work/agent.log" 2>&1 &
     agent_pid=$!
     for _ in $(seq 100); do
         halyard status >/dev/null 2>&1 && return 0
@@ -58,7 +88,16 @@ step "halyard node list"
 halyard node list
 
 step "metrics (curl 127.0.0.1:$metrics_port/metrics)"
-curl -fsS "127.0.0.1:$metrics_port/metrics" | grep -E '^halyard_lbipam_(ips_used|ips_available|services)'
+ip netns exec "$node" curl -fsS "127.0.0.1:$metrics_port/metrics" | grep -E '^halyard_lbipam_(ips_used|ips_available|services)'
+
+step "BGP: halyard bgp peers (the node's side)"
+for _ in $(seq 100); do halyard bgp peers | grep -q established && break; sleep 0.1; done
+halyard bgp peers
+
+step "BGP: the router learned the LB IPs (birdc show route)"
+for _ in $(seq 50); do [ "$(birdc show route | grep -c '^172\.')" -ge 5 ] && break; sleep 0.1; done
+birdc show route
+birdc show route all 172.20.1.15/32 | grep -E 'BGP\.(as_path|community)'
 
 step "live edit: a new service file appears"
 cat >"$work/manifests/new.yaml" <<'YAML'
@@ -73,6 +112,9 @@ spec:
 YAML
 for _ in $(seq 50); do halyard service list -n web | grep -q 'added-live .*172\.' && break; sleep 0.1; done
 halyard service list -n web
+added=$(halyard service list -n web -o json | python3 -c 'import json,sys; print([s["ips"][0] for s in json.load(sys.stdin) if s["name"]=="added-live"][0])')
+for _ in $(seq 50); do birdc show route | grep -q "^$added/32" && break; sleep 0.1; done
+echo "router: $(birdc show route | grep "^$added/32")"
 
 step "a broken edit is reported and the last good version stays in force"
 sed -i 's#cidr: 172.20.0.0/28#cidr: 172.20.0.0/33#' "$work/manifests/pools.yaml"
@@ -88,5 +130,7 @@ after=$(halyard service list -o json)
 if [ "$before" = "$after" ]; then echo "identical assignments after restart"; else
     echo "assignments changed across restart:"; diff <(echo "$before") <(echo "$after") || true; exit 1; fi
 halyard service list
+for _ in $(seq 100); do halyard bgp peers | grep -q established && break; sleep 0.1; done
+halyard bgp peers
 
 step "done (agent log: $(wc -l <"$work/agent.log") lines)"

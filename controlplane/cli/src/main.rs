@@ -296,7 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                             peer_as,
                             p.address.clone(),
                             state,
-                            if p.uptime_seconds > 0 { human_duration(p.uptime_seconds) } else { "-".into() },
+                            if p.state == "established" { human_duration(p.uptime_seconds) } else { "-".into() },
                             joined(&p.families),
                             p.received.to_string(),
                             p.advertised.to_string(),
