@@ -85,8 +85,12 @@ fn lb_ips_reach_bird_and_follow_service_changes() {
     veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
     let bird =
         Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 65001)));
-    let agent =
-        Agent::start_in(node.name(), &[("svc.yaml", POOL_AND_SERVICES), ("bgp.yaml", BGP)], &[]).expect("agent starts");
+    let agent = Agent::start_in(
+        node.name(),
+        &[("svc.yaml", POOL_AND_SERVICES), ("bgp.yaml", BGP)],
+        &["--metrics-addr", "127.0.0.1:9890"],
+    )
+    .expect("agent starts");
 
     let peers = wait_until(Duration::from_secs(15), "the session to be established", || {
         let p = agent.json(&["bgp", "peers"]);
@@ -111,6 +115,11 @@ fn lb_ips_reach_bird_and_follow_service_changes() {
     assert!(!routes.contains("fd00:30"), "only the ipv4 family is configured:\n{routes}");
     let advertised = agent.json(&["bgp", "routes", "advertised"]);
     assert_eq!(advertised.as_array().unwrap().len(), 2);
+    // Metrics, scraped inside the node's namespace (the agent listens on its loopback there).
+    let metrics = node.run_ok(&["curl", "-fsS", "http://127.0.0.1:9890/metrics"]);
+    let labels = "{peer=\"main/router\",address=\"10.77.0.1\"}";
+    assert!(metrics.contains(&format!("halyard_bgp_session_up{labels} 1")), "{metrics}");
+    assert!(metrics.contains(&format!("halyard_bgp_prefixes_advertised{labels} 2")), "{metrics}");
 
     // Deleting a service withdraws its route with an UPDATE; the session stays up.
     agent.write_manifest(

@@ -19,6 +19,12 @@ pub struct PoolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: String,
 }
@@ -44,6 +50,11 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub ips_released: Counter,
     pub node_cidrs_used: Family<PoolLabels, F64Gauge>,
+    pub bgp_session_up: Family<PeerLabels, Gauge>,
+    pub bgp_prefixes_advertised: Family<PeerLabels, Gauge>,
+    pub bgp_prefixes_received: Family<PeerLabels, Gauge>,
+    pub bgp_updates_in: Family<PeerLabels, Gauge>,
+    pub bgp_updates_out: Family<PeerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -60,6 +71,11 @@ impl Metrics {
             reconcile_seconds: Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
             ips_released: Counter::default(),
             node_cidrs_used: Family::default(),
+            bgp_session_up: Family::default(),
+            bgp_prefixes_advertised: Family::default(),
+            bgp_prefixes_received: Family::default(),
+            bgp_updates_in: Family::default(),
+            bgp_updates_out: Family::default(),
             registry: Registry::default(),
         };
         registry.register("lbipam_ips_used", "LoadBalancer IPs in use, per pool", m.ips_used.clone());
@@ -80,6 +96,23 @@ impl Metrics {
         registry.register("reconciles", "Reconciles that changed the model", m.reconciles.clone());
         registry.register("reconcile_duration_seconds", "Time to reconcile the model", m.reconcile_seconds.clone());
         registry.register("podcidr_blocks_used", "Node pod CIDRs in use, per cluster pool", m.node_cidrs_used.clone());
+        registry.register("bgp_session_up", "1 if the BGP session is Established", m.bgp_session_up.clone());
+        registry.register(
+            "bgp_prefixes_advertised",
+            "Prefixes advertised to the peer",
+            m.bgp_prefixes_advertised.clone(),
+        );
+        registry.register("bgp_prefixes_received", "Prefixes received from the peer", m.bgp_prefixes_received.clone());
+        registry.register(
+            "bgp_updates_received",
+            "UPDATE messages received in the current session (resets with the session)",
+            m.bgp_updates_in.clone(),
+        );
+        registry.register(
+            "bgp_updates_sent",
+            "UPDATE messages sent in the current session (resets with the session)",
+            m.bgp_updates_out.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -118,6 +151,31 @@ impl Metrics {
         }
     }
 
+    /// Refreshes the BGP gauges from the live sessions (done at scrape time: sessions change
+    /// state on their own, not only at reconciles).
+    pub fn observe_bgp(&self, peers: &crate::bgp::PeerStatuses) {
+        let fams = [
+            &self.bgp_session_up,
+            &self.bgp_prefixes_advertised,
+            &self.bgp_prefixes_received,
+            &self.bgp_updates_in,
+            &self.bgp_updates_out,
+        ];
+        for f in fams {
+            f.clear();
+        }
+        for (name, (cfg, st)) in peers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let st = st.lock().unwrap_or_else(|e| e.into_inner());
+            let l = PeerLabels { peer: name.clone(), address: cfg.address.to_string() };
+            let up = st.state == Some(halyard_bgp::fsm::State::Established);
+            self.bgp_session_up.get_or_create(&l).set(i64::from(up));
+            self.bgp_prefixes_advertised.get_or_create(&l).set(st.advertised.len() as i64);
+            self.bgp_prefixes_received.get_or_create(&l).set(st.received.len() as i64);
+            self.bgp_updates_in.get_or_create(&l).set(st.updates_in as i64);
+            self.bgp_updates_out.get_or_create(&l).set(st.updates_out as i64);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -138,7 +196,11 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 /// Serves `/metrics` and `/healthz` until the process exits.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    bgp_peers: crate::bgp::PeerStatuses,
+) -> anyhow::Result<()> {
     use axum::routing::get;
     let app =
         axum::Router::new()
@@ -146,6 +208,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> 
                 "/metrics",
                 get(move || {
                     let m = metrics.clone();
+                    m.observe_bgp(&bgp_peers);
                     async move {
                         ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
                     }
