@@ -9,9 +9,9 @@
 //!                                    └──▶ PeerStatus (shared, read by API/CLI)
 //! ```
 //!
-//! Not yet: accepting connections (passive peers), TCP MD5, GTSM, graceful restart, BFD.
+//! Not yet: TCP MD5, GTSM, graceful restart, BFD.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::fsm::{Action, Event, Fsm, FsmConfig, Millis, PeerOpen, State};
@@ -417,12 +417,55 @@ impl Driver {
     }
 }
 
-/// Runs one peer until `stop` turns true, advertising whatever `routes` holds.
+/// Hands connections accepted by a [`listen`] task to the peer they come from.
+pub type IncomingRoutes = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
+
+/// Accepts BGP connections on `addr` and passes each to the peer with that source address
+/// (RFC 4271 §8: a connection from an unconfigured address is closed). Runs until the listener
+/// fails.
+pub async fn listen(addr: SocketAddr, peers: IncomingRoutes) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "listening for BGP connections");
+    loop {
+        let (stream, from) = listener.accept().await?;
+        // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+        let tx = peers.lock().unwrap_or_else(|e| e.into_inner()).get(&from.ip().to_canonical()).cloned();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(stream).await;
+            }
+            None => tracing::info!(%from, "closing BGP connection from an address that is not a configured peer"),
+        }
+    }
+}
+
+/// Takes a connected stream as the session's connection.
+fn adopt(d: &mut Driver, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+    // Accepted on a dual-stack socket, an IPv4 session's local address reads ::ffff:a.b.c.d; the
+    // next hop must be the IPv4 address.
+    let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+    let (reader, writer) = stream.into_split();
+    d.conn = Some(Conn {
+        reader,
+        writer,
+        buf: Vec::new(),
+        local,
+        enc: EncodeCxt::default(),
+        dec: DecodeCxt::default(),
+        families: Vec::new(),
+    });
+}
+
+/// Runs one peer until `stop` turns true, advertising whatever `routes` holds. Connections the
+/// peer opens to us arrive on `incoming` (from [`listen`]); `None` means we only dial out.
 pub async fn run_peer(
     cfg: PeerConfig,
     mut routes: watch::Receiver<Arc<Advertisements>>,
     status: Arc<Mutex<PeerStatus>>,
     mut stop: watch::Receiver<bool>,
+    mut incoming: Option<mpsc::Receiver<TcpStream>>,
 ) {
     let mut fcfg = FsmConfig::new(cfg.local_asn, cfg.peer_asn, cfg.router_id);
     fcfg.hold_time = cfg.hold_time;
@@ -452,10 +495,7 @@ pub async fn run_peer(
                 d.connecting = None;
                 let ev = match res {
                     Ok(Ok(stream)) => {
-                        let _ = stream.set_nodelay(true);
-                        let local = stream.local_addr().unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
-                        let (reader, writer) = stream.into_split();
-                        d.conn = Some(Conn { reader, writer, buf: Vec::new(), local, enc: EncodeCxt::default(), dec: DecodeCxt::default(), families: Vec::new() });
+                        adopt(&mut d, stream);
                         Event::TcpConnected
                     }
                     Ok(Err(e)) => {
@@ -481,6 +521,35 @@ pub async fn run_peer(
                     }
                 }
                 restart_if_idle(&mut d, &current).await;
+            }
+            accepted = async { match incoming.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                match accepted {
+                    None => incoming = None,
+                    // Simplified collision handling (RFC 4271 §6.8): while we have no
+                    // connection of our own, the peer's connection wins (our dial-out is
+                    // dropped); once we have one, the newer connection is closed and the
+                    // existing one carries on. CollisionDetectEstablishedState is FALSE.
+                    Some(stream) if d.conn.is_none() && matches!(d.fsm.state(), State::Idle | State::Connect | State::Active) => {
+                        if let Some(h) = d.connecting.take() {
+                            h.abort();
+                        }
+                        if d.fsm.state() == State::Idle {
+                            let acts = d.fsm.handle(d.now(), Event::AutomaticStart);
+                            d.act(acts, &current, None).await;
+                            if let Some(h) = d.connecting.take() {
+                                h.abort();
+                            }
+                        }
+                        tracing::info!(peer = %d.cfg.name, "accepted a connection from the peer");
+                        adopt(&mut d, stream);
+                        let acts = d.fsm.handle(d.now(), Event::TcpConnected);
+                        d.act(acts, &current, None).await;
+                    }
+                    Some(stream) => {
+                        tracing::debug!(peer = %d.cfg.name, "closing a second connection from the peer (collision)");
+                        drop(stream);
+                    }
+                }
             }
             changed = routes.changed() => {
                 if changed.is_err() { break; }

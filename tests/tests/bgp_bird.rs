@@ -135,3 +135,34 @@ fn lb_ips_reach_bird_and_follow_service_changes() {
     assert_eq!(state, "Established", "the session must not reset on a route change");
     drop(agent);
 }
+
+/// With `localPort` set the agent also accepts the router's connection: here the router is the
+/// only side that can open one (our dial-out goes to a port nothing listens on).
+#[test]
+fn the_agent_accepts_a_session_the_router_opens() {
+    if !require_root() || !require_program("bird", "bird2") {
+        return;
+    }
+    let router = Netns::new("rtr");
+    let node = Netns::new("node");
+    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    let bird =
+        Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 65001)));
+    let bgp = BGP
+        .replace(
+            "    - name: main\n      localASN: 65001\n",
+            "    - name: main\n      localASN: 65001\n      localPort: 179\n",
+        )
+        .replace("  timers:", "  transport: {peerPort: 1179}\n  timers:");
+    assert!(bgp.contains("localPort: 179") && bgp.contains("peerPort: 1179"), "{bgp}");
+    let agent = Agent::start_in(node.name(), &[("svc.yaml", POOL_AND_SERVICES), ("bgp.yaml", &bgp)], &[]).unwrap();
+    wait_until(Duration::from_secs(15), "the router's session to be accepted", || {
+        let p = agent.json(&["bgp", "peers"]);
+        (p[0]["state"] == "established").then_some(())
+    });
+    let web = agent.service_ips()["default/web"][0].clone();
+    wait_until(Duration::from_secs(10), "BIRD to learn the web IP", || {
+        bird.routes(None).contains(&format!("{web}/32")).then_some(())
+    });
+    assert!(agent.log().contains("accepted a connection from the peer"), "{}", agent.log());
+}

@@ -3,7 +3,8 @@
 //! ```toml
 //! router_id = "10.0.0.1"
 //! local_asn = 65001
-//! status_file = "/run/halyard-bgpd.json"   # optional: peer status, rewritten every second
+//! status_file = "/run/halyard-bgpd.json"   # optional: peer status, rewritten every 200 ms
+//! listen_port = 179      # optional: also accept connections from the configured peers
 //!
 //! [[peer]]
 //! address = "10.0.0.2"
@@ -26,7 +27,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use halyard_bgp::session::{Advertisements, PeerConfig, PeerStatus, Prefix, RouteAttrs, run_peer};
+use halyard_bgp::session::{
+    Advertisements, IncomingRoutes, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen, run_peer,
+};
 use halyard_bgp::wire::{Community, LargeCommunity};
 
 #[derive(Debug, Parser)]
@@ -43,6 +46,7 @@ struct Config {
     router_id: Ipv4Addr,
     local_asn: u32,
     status_file: Option<PathBuf>,
+    listen_port: Option<u16>,
     #[serde(default, rename = "peer")]
     peers: Vec<PeerToml>,
     #[serde(default, rename = "route")]
@@ -134,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut statuses = BTreeMap::new();
     let mut tasks = Vec::new();
+    let incoming = IncomingRoutes::default();
     for p in &cfg.peers {
         let mut pc = PeerConfig::new(p.address.to_string(), cfg.local_asn, cfg.router_id, p.address);
         pc.peer_asn = p.asn;
@@ -143,7 +148,21 @@ async fn main() -> anyhow::Result<()> {
         pc.next_hop_v6 = p.next_hop_v6;
         let status = Arc::new(Mutex::new(PeerStatus::default()));
         statuses.insert(p.address, status.clone());
-        tasks.push(tokio::spawn(run_peer(pc, routes_rx.clone(), status, stop_rx.clone())));
+        let accept = cfg.listen_port.map(|_| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            incoming.lock().unwrap_or_else(|e| e.into_inner()).insert(p.address, tx);
+            rx
+        });
+        tasks.push(tokio::spawn(run_peer(pc, routes_rx.clone(), status, stop_rx.clone(), accept)));
+    }
+    if let Some(port) = cfg.listen_port {
+        let addr = std::net::SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+        let inc = incoming.clone();
+        tokio::spawn(async move {
+            if let Err(e) = listen(addr, inc).await {
+                tracing::error!(port, "BGP listener failed: {e}");
+            }
+        });
     }
     let status_file = cfg.status_file.clone();
     let writer = tokio::spawn(async move {

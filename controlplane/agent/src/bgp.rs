@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
-use halyard_bgp::session::{Advertisements, PeerConfig, PeerStatus, Prefix, RouteAttrs, run_peer};
+use halyard_bgp::session::{
+    Advertisements, IncomingRoutes, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen, run_peer,
+};
 use halyard_bgp::wire::{Community, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
 use halyard_ipam::lbipam::{LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE};
 use halyard_model::validate::{parse_large_community, parse_standard_community, well_known_community};
@@ -29,6 +31,8 @@ use crate::reconcile::Snapshot;
 pub struct DesiredPeer {
     pub cfg: PeerConfig,
     pub routes: Advertisements,
+    /// The instance's `localPort`: accept connections from this peer on it (unset: dial only).
+    pub listen_port: Option<u16>,
 }
 
 /// `instance/peer` → what to run.
@@ -166,7 +170,8 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                         }
                     }
                 }
-                out.insert(format!("{}/{}", inst.name, peer.name), DesiredPeer { cfg, routes });
+                let listen_port = inst.local_port.filter(|p| *p != 0);
+                out.insert(format!("{}/{}", inst.name, peer.name), DesiredPeer { cfg, routes, listen_port });
             }
         }
     }
@@ -175,6 +180,7 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
 
 struct Running {
     cfg: PeerConfig,
+    listen_port: Option<u16>,
     routes: watch::Sender<Arc<Advertisements>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -193,6 +199,8 @@ pub async fn run(
 ) {
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     let mut last_problems = Vec::new();
+    let incoming = IncomingRoutes::default();
+    let mut listeners: BTreeMap<u16, tokio::task::JoinHandle<()>> = BTreeMap::new();
     loop {
         let snap = snapshots.borrow_and_update().clone();
         let (want, problems) = desired(&snap, &node, router_id_fallback);
@@ -206,7 +214,7 @@ pub async fn run(
         // unavoidable for those: ASN, address, timers are negotiated in OPEN).
         let stale: Vec<String> = running
             .iter()
-            .filter(|(k, r)| want.get(*k).is_none_or(|d| d.cfg != r.cfg))
+            .filter(|(k, r)| want.get(*k).is_none_or(|d| d.cfg != r.cfg || d.listen_port != r.listen_port))
             .map(|(k, _)| k.clone())
             .collect();
         for k in stale {
@@ -215,7 +223,28 @@ pub async fn run(
                 let _ = r.stop.send(true);
                 let _ = r.task.await;
                 statuses.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
+                incoming.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.cfg.address);
             }
+        }
+        // One listener per port some instance asks for; stopped when no peer needs it.
+        let ports: std::collections::BTreeSet<u16> = want.values().filter_map(|d| d.listen_port).collect();
+        listeners.retain(|port, task| {
+            let keep = ports.contains(port) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for port in ports {
+            listeners.entry(port).or_insert_with(|| {
+                let inc = incoming.clone();
+                tokio::spawn(async move {
+                    let addr = std::net::SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port);
+                    if let Err(e) = listen(addr, inc).await {
+                        tracing::error!(port, "BGP listener failed: {e}");
+                    }
+                })
+            });
         }
         for (k, d) in want {
             match running.get(&k) {
@@ -234,8 +263,14 @@ pub async fn run(
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(k.clone(), (d.cfg.clone(), status.clone()));
-                    let task = tokio::spawn(run_peer(d.cfg.clone(), routes_rx, status, stop_rx));
-                    running.insert(k, Running { cfg: d.cfg, routes: routes_tx, stop: stop_tx, task });
+                    let accept = d.listen_port.map(|_| {
+                        let (tx, rx) = tokio::sync::mpsc::channel(4);
+                        incoming.lock().unwrap_or_else(|e| e.into_inner()).insert(d.cfg.address, tx);
+                        rx
+                    });
+                    let task = tokio::spawn(run_peer(d.cfg.clone(), routes_rx, status, stop_rx, accept));
+                    let listen_port = d.listen_port;
+                    running.insert(k, Running { cfg: d.cfg, listen_port, routes: routes_tx, stop: stop_tx, task });
                 }
             }
         }
@@ -243,6 +278,9 @@ pub async fn run(
             changed = snapshots.changed() => if changed.is_err() { break },
             _ = shutdown.changed() => break,
         }
+    }
+    for (_, t) in listeners {
+        t.abort();
     }
     // The agent is shutting down: send Cease on every session.
     for (_, r) in running {
