@@ -166,3 +166,69 @@ fn the_agent_accepts_a_session_the_router_opens() {
     });
     assert!(agent.log().contains("accepted a connection from the peer"), "{}", agent.log());
 }
+
+/// MetalLB's BGP YAML, unchanged in shape from its docs: BGPPeer + BGPAdvertisement.
+#[test]
+fn metallb_bgp_peer_and_advertisement_reach_bird() {
+    if !require_root() || !require_program("bird", "bird2") {
+        return;
+    }
+    let router = Netns::new("rtr");
+    let node = Netns::new("node");
+    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    let bird =
+        Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 64512)));
+    let metallb = r#"
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: first-pool, namespace: metallb-system}
+spec:
+  addresses: [192.168.10.0/24]
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: sample, namespace: metallb-system}
+spec:
+  myASN: 64512
+  peerASN: 65000
+  peerAddress: 10.77.0.1
+  routerID: 10.77.0.2
+  holdTime: 9s
+  connectTime: 1s
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: local, namespace: metallb-system}
+spec:
+  ipAddressPools: [first-pool]
+  aggregationLength: 32
+  communities: [64512:1234, "large:64512:1:1", no-advertise]
+---
+apiVersion: metallb.io/v1beta1
+kind: Community
+metadata: {name: communities, namespace: metallb-system}
+spec:
+  communities:
+    - {name: no-advertise, value: "65535:65282"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: LoadBalancer
+  ports: [{port: 80}]
+"#;
+    let agent = Agent::start_in(node.name(), &[("metallb.yaml", metallb)], &[]).unwrap();
+    let ip = agent.service_ips()["default/web"][0].clone();
+    assert!(ip.starts_with("192.168.10."), "{ip}");
+    let routes = wait_until(Duration::from_secs(15), "BIRD to learn the MetalLB IP", || {
+        let r = bird.routes(None);
+        r.contains(&format!("{ip}/32")).then_some(r)
+    });
+    assert!(routes.contains("BGP.as_path: 64512"), "{routes}");
+    assert!(routes.contains("(64512,1234)") && routes.contains("(65535,65282)"), "{routes}");
+    assert!(routes.contains("(64512, 1, 1)"), "{routes}");
+    let peers = agent.json(&["bgp", "peers"]);
+    assert_eq!(peers[0]["name"], "metallb/sample");
+    assert_eq!(peers[0]["state"], "established");
+}

@@ -8,8 +8,9 @@
 //! `CiliumBGPPeerConfig` (timers, port, families with an advertisement selector) →
 //! `CiliumBGPAdvertisement` (type `Service` with `LoadBalancerIP`/`ExternalIP`, a service
 //! selector, communities and local preference).
-//! Not yet: MetalLB `BGPPeer`/`BGPAdvertisement`, the v1 `CiliumBGPPeeringPolicy`, PodCIDR and
-//! ClusterIP advertisements, node overrides, MD5 passwords.
+//! MetalLB's `BGPPeer`/`BGPAdvertisement`/`Community` are read too (see [`metallb`]).
+//! Not yet: the v1 `CiliumBGPPeeringPolicy`, PodCIDR and ClusterIP advertisements, node
+//! overrides, MD5 passwords.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -175,7 +176,117 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
             }
         }
     }
+    metallb(snap, node, &node_labels, router_id_fallback, &mut out, &mut problems);
     (out, problems)
+}
+
+/// Adds to `attrs` the MetalLB community strings: `ASN:VALUE`, `large:A:B:C`, or an alias
+/// defined by a `Community` object.
+fn metallb_communities(model: &Model, list: &[String], attrs: &mut RouteAttrs, problems: &mut Vec<String>) {
+    use halyard_model::MetalLbCommunity;
+    for c in list {
+        let mut parsed = halyard_model::parse_metallb_community(c);
+        if let Ok(MetalLbCommunity::Alias(name)) = &parsed {
+            let value = model.metallb_communities.values().flat_map(|o| &o.spec.communities).find(|a| a.name == *name);
+            parsed = match value {
+                Some(a) => halyard_model::parse_metallb_community(&a.value),
+                None => Err(format!("community alias {name:?} is not defined by any Community object")),
+            };
+        }
+        match parsed {
+            Ok(MetalLbCommunity::Standard(v)) => attrs.communities.push(Community(v)),
+            Ok(MetalLbCommunity::Large([g, a, b])) => {
+                attrs.large_communities.push(LargeCommunity { global_admin: g, local_data1: a, local_data2: b })
+            }
+            Ok(MetalLbCommunity::Alias(name)) => {
+                problems.push(format!("community alias {name:?} refers to another alias"))
+            }
+            Err(e) => problems.push(format!("BGPAdvertisement community {c:?}: {e}")),
+        }
+    }
+}
+
+/// MetalLB BGP mode (`website/content/configuration/_advanced_bgp_configuration.md`): every
+/// `BGPPeer` selecting this node is a session; each `BGPAdvertisement` selecting this node (and
+/// the peer, when it names peers) announces the IPs allocated from its pools (all pools when it
+/// names none), aggregated to `aggregationLength`, with its communities and local preference.
+fn metallb(
+    snap: &Snapshot,
+    node: &str,
+    node_labels: &BTreeMap<String, String>,
+    router_id_fallback: Option<Ipv4Addr>,
+    out: &mut DesiredPeers,
+    problems: &mut Vec<String>,
+) {
+    let model = &snap.model;
+    let selects_node = |sels: &[LabelSelector]| sels.is_empty() || sels.iter().any(|s| s.matches(node_labels));
+    for (key, peer) in &model.metallb_bgp_peers {
+        let spec = &peer.spec;
+        if !selects_node(&spec.node_selectors) {
+            continue;
+        }
+        let Some(address) = spec.peer_address else {
+            problems.push(format!("BGPPeer {key}: no peerAddress (interface peering is not supported yet)"));
+            continue;
+        };
+        let Some(rid) = spec.router_id.or_else(|| router_id(model, node, router_id_fallback)) else {
+            problems.push(format!("BGPPeer {key}: no router ID for node {node} (set routerID, or --bgp-router-id)"));
+            continue;
+        };
+        let mut cfg = PeerConfig::new(key.name.clone(), spec.my_asn, rid, address);
+        cfg.peer_asn = spec.peer_asn.filter(|a| *a != 0);
+        cfg.port = spec.peer_port.unwrap_or(179);
+        if let Some(h) = &spec.hold_time {
+            cfg.hold_time = u16::try_from(h.0.as_secs()).unwrap_or(u16::MAX);
+        }
+        if let Some(c) = &spec.connect_time {
+            cfg.connect_retry_time = u16::try_from(c.0.as_secs().max(1)).unwrap_or(u16::MAX);
+        }
+        if spec.password.is_some() || spec.password_secret.is_some() {
+            problems.push(format!("BGPPeer {key}: TCP MD5 passwords are not supported yet; the session will fail"));
+        }
+        let mut routes = Advertisements::new();
+        for adv in model.metallb_bgp_advertisements.values() {
+            let a = &adv.spec;
+            if !selects_node(&a.node_selectors) || !(a.peers.is_empty() || a.peers.contains(&key.name)) {
+                continue;
+            }
+            let pools: Vec<&str> = model
+                .metallb_pools
+                .iter()
+                .filter(|(pk, p)| {
+                    (a.ip_address_pools.is_empty() && a.ip_address_pool_selectors.is_empty())
+                        || a.ip_address_pools.contains(&pk.name)
+                        || a.ip_address_pool_selectors.iter().any(|s| s.matches(&p.metadata.labels))
+                })
+                .map(|(pk, _)| pk.name.as_str())
+                .collect();
+            let mut attrs = RouteAttrs { local_pref: a.local_pref, ..RouteAttrs::default() };
+            metallb_communities(model, &a.communities, &mut attrs, problems);
+            for (skey, st) in &snap.lb.services {
+                if !a.service_selectors.is_empty() {
+                    let labels = model.services.get(skey).map(|s| s.metadata.labels.clone()).unwrap_or_default();
+                    if !a.service_selectors.iter().any(|s| s.matches(&labels)) {
+                        continue;
+                    }
+                }
+                for asg in st.ips.iter().filter(|x| pools.contains(&x.pool.as_str())) {
+                    let prefix = match asg.ip {
+                        IpAddr::V4(ip) => {
+                            Ipv4Prefix::new(ip, a.aggregation_length.unwrap_or(32).min(32)).map(Prefix::V4).ok()
+                        }
+                        IpAddr::V6(ip) => {
+                            Ipv6Prefix::new(ip, a.aggregation_length_v6.unwrap_or(128).min(128)).map(Prefix::V6).ok()
+                        }
+                    };
+                    if let Some(p) = prefix {
+                        routes.entry(p).or_insert_with(|| attrs.clone());
+                    }
+                }
+            }
+        }
+        out.insert(format!("metallb/{}", key.name), DesiredPeer { cfg, routes, listen_port: None });
+    }
 }
 
 struct Running {
