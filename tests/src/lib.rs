@@ -5,7 +5,7 @@
 pub mod netns;
 pub mod peers;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,9 @@ use serde_json::Value;
 /// Path of a workspace binary, next to the test executable's `deps/` directory.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    // Tests live in target/<profile>/deps, harness binaries (benchmarks) in target/<profile>.
+    let here = exe.parent().expect("executable directory");
+    let dir = if here.ends_with("deps") { here.parent().expect("target/<profile>") } else { here };
     let path = dir.join(name);
     assert!(
         path.is_file(),

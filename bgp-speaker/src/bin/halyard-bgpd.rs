@@ -12,6 +12,10 @@
 //! hold_time = 90
 //! next_hop_v6 = "fd00::1" # for IPv6 prefixes over an IPv4 session
 //!
+//! [[generate]]          # many host routes for benchmarks: 10.0.0.0/32, 10.0.0.1/32, ...
+//! start = "10.0.0.0"
+//! count = 100000
+//!
 //! [[route]]
 //! prefix = "192.0.2.0/24"
 //! communities = ["65001:100", "no-export"]
@@ -51,6 +55,15 @@ struct Config {
     peers: Vec<PeerToml>,
     #[serde(default, rename = "route")]
     routes: Vec<RouteToml>,
+    #[serde(default)]
+    generate: Vec<GenerateToml>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateToml {
+    start: Ipv4Addr,
+    count: u32,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -119,6 +132,14 @@ fn load(path: &PathBuf) -> anyhow::Result<(Config, Advertisements)> {
             med: r.med,
         };
         routes.insert(prefix, attrs);
+    }
+    for g in &cfg.generate {
+        let base = u32::from(g.start);
+        for i in 0..g.count {
+            let ip = Ipv4Addr::from(base.wrapping_add(i));
+            let prefix = halyard_bgp::wire::Ipv4Prefix::new(ip, 32).expect("/32 is a valid length");
+            routes.insert(Prefix::V4(prefix), RouteAttrs::default());
+        }
     }
     if cfg.peers.is_empty() {
         bail!("{}: no [[peer]] configured", path.display());

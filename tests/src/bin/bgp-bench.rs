@@ -1,0 +1,150 @@
+//! BGP origination benchmark: N host routes from the device under test to a BIRD 2 receiver, in
+//! network namespaces, for Halyard's speaker (`halyard-bgpd`) and BIRD 2 side by side in one run
+//! (method: `shared/reference/bgp.md` §8.2, scenario (b); the relay scenario needs the RIB).
+//!
+//! Run (root, bird2 installed):
+//! `cargo build --release -p halyard-bgp -p halyard-tests && sudo target/release/bgp-bench [N] [RUNS]`
+//!
+//! Timing starts at the instant the receiver's BIRD records the session as Established (its own
+//! millisecond timestamp, `timeformat protocol iso long ms`) and stops when it holds all N routes
+//! (polled with `birdc show route count` every 10 ms, so figures carry up to ~10 ms of polling). CPU is the DUT's utime+stime
+//! at that moment (so it includes start-up and route generation), RSS its peak (VmHWM).
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use halyard_tests::netns::{Netns, require_program, require_root, veth_pair, wait_until};
+use halyard_tests::peers::{BgpNeighbor, Bird, BirdConfig};
+
+struct Sample {
+    secs: f64,
+    cpu_secs: f64,
+    rss_mib: f64,
+}
+
+fn proc_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: utime and stime are the 12th and 13th of those.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+fn proc_hwm_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Parses BIRD's `YYYY-MM-DD HH:MM:SS.mmm` (local time; this machine runs on UTC, which the
+/// benchmark checks) into a `SystemTime`.
+fn established_at(date: &str, time: &str) -> Option<std::time::SystemTime> {
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (hms, ms) = time.split_once('.')?;
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
+    // Days from civil (Howard Hinnant's algorithm).
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
+    let millis: u64 = ms.parse().ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?) + Duration::from_millis(millis))
+}
+
+fn route_count(rcv: &Bird) -> u64 {
+    let out = rcv.try_birdc("show route count").unwrap_or_default();
+    out.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+fn measure(dut_kind: &str, n: u32, bgpd: &std::path::Path) -> Sample {
+    let dut = Netns::new("dut");
+    let rcv_ns = Netns::new("rcv");
+    veth_pair(&dut, "eth0", &["10.66.0.1/24"], &rcv_ns, "eth0", &["10.66.0.2/24"]);
+    let rcv_conf = BirdConfig::new("10.66.0.2").neighbor(BgpNeighbor::new("10.66.0.1", 65000, 65001)).render();
+    let rcv_conf = rcv_conf.replace("timeformat protocol iso long;", "timeformat protocol iso long ms;");
+    assert!(rcv_conf.contains("iso long ms"), "{rcv_conf}");
+    let rcv = Bird::start_raw(&rcv_ns, &rcv_conf);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Keep the DUT alive until measured: both kinds are killed on drop.
+    let (_guard_h, _guard_b, pid);
+    match dut_kind {
+        "halyard" => {
+            let conf = dir.path().join("bgpd.toml");
+            let text = format!(
+                "router_id = \"10.66.0.1\"\nlocal_asn = 65001\n[[peer]]\naddress = \"10.66.0.2\"\nasn = 65000\n\
+                 connect_retry_time = 1\n[[generate]]\nstart = \"10.0.0.0\"\ncount = {n}\n"
+            );
+            std::fs::write(&conf, text).expect("write config");
+            let g = dut.spawn([bgpd.to_str().unwrap(), "-c", conf.to_str().unwrap()], dir.path().join("bgpd.log"));
+            pid = g.pid();
+            _guard_h = Some(g);
+            _guard_b = None;
+        }
+        _ => {
+            let mut c = String::from("log stderr all;\nrouter id 10.66.0.1;\nprotocol device { }\n");
+            c.push_str("protocol static { ipv4;\n");
+            for i in 0..n {
+                let ip = std::net::Ipv4Addr::from(0x0a00_0000u32 + i);
+                let _ = writeln!(c, "  route {ip}/32 blackhole;");
+            }
+            c.push_str("}\nprotocol bgp rcv {\n  local 10.66.0.1 as 65001;\n  neighbor 10.66.0.2 as 65000;\n");
+            c.push_str("  connect delay time 1; connect retry time 1;\n  ipv4 { import none; export all; };\n}\n");
+            let b = Bird::start_raw(&dut, &c);
+            pid = halyard_tests::peers::Peer::pid(&b);
+            _guard_h = None;
+            _guard_b = Some(b);
+        }
+    }
+    // t0: when the receiver recorded the session as Established (BIRD's clock, local time).
+    let since = wait_until(Duration::from_secs(30), "the DUT session at the receiver", || {
+        let out = rcv.try_birdc("show protocols").ok()?;
+        let line = out.lines().find(|l| l.starts_with("peer1 ") && l.contains("Established"))?;
+        let f: Vec<&str> = line.split_whitespace().collect();
+        established_at(f.get(4)?, f.get(5)?)
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while route_count(&rcv) < u64::from(n) {
+        assert!(Instant::now() < deadline, "{dut_kind}: receiver stuck at {} of {n} routes", route_count(&rcv));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let secs = std::time::SystemTime::now().duration_since(since).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    Sample { secs, cpu_secs: proc_cpu_secs(pid), rss_mib: proc_hwm_mib(pid) }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    if !require_root() || !require_program("bird", "bird2") {
+        std::process::exit(1);
+    }
+    // BIRD prints local time; the timestamp parser assumes UTC.
+    let tz = std::process::Command::new("date").arg("+%z").output().map(|o| o.stdout).unwrap_or_default();
+    assert_eq!(String::from_utf8_lossy(&tz).trim(), "+0000", "run the benchmark with TZ=UTC");
+    let bgpd = halyard_tests::bin("halyard-bgpd");
+    println!("BGP origination: {n} IPv4 /32 routes from the DUT to a BIRD 2 receiver ({runs} runs each)");
+    println!("{:<10} {:>12} {:>20} {:>16} {:>12}", "DUT", "median (s)", "min-max (s)", "CPU us/route", "peak RSS MiB");
+    for kind in ["halyard", "bird"] {
+        let mut samples: Vec<Sample> = (0..runs).map(|_| measure(kind, n, &bgpd)).collect();
+        samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+        let med = &samples[samples.len() / 2];
+        println!(
+            "{:<10} {:>12.3} {:>20} {:>16.2} {:>12.1}",
+            kind,
+            med.secs,
+            format!("{:.3}-{:.3}", samples[0].secs, samples[samples.len() - 1].secs),
+            med.cpu_secs * 1e6 / f64::from(n),
+            med.rss_mib
+        );
+    }
+    println!("anchor (shared/REFERENCE.md, relay of 100k routes): BIRD 0.090 s, FRR 0.46 s, GoBGP 4.34 s");
+}
