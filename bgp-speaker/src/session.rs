@@ -251,7 +251,11 @@ impl Driver {
 
     /// Adj-RIB-In bookkeeping (no import policy yet: everything is recorded, nothing installed).
     fn import(&mut self, u: Update) {
-        let u = if matches!(u.outcome(), Some(crate::wire::Outcome::TreatAsWithdraw)) { u.into_withdraw() } else { u };
+        // RFC 4271 §9.1.2: a route whose AS_PATH already contains our AS is a loop; RFC 7606
+        // treat-as-withdraw likewise turns the announcement into a withdrawal.
+        let looped = u.effective_as_path().is_some_and(|p| p.asns().any(|a| a == self.cfg.local_asn));
+        let withdraw = matches!(u.outcome(), Some(crate::wire::Outcome::TreatAsWithdraw));
+        let u = if looped || withdraw { u.into_withdraw() } else { u };
         self.set_status(|s| {
             s.updates_in += 1;
             for p in &u.withdrawn {
