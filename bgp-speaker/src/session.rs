@@ -82,6 +82,8 @@ pub struct PeerConfig {
     /// Next hop for IPv6 prefixes when the session runs over IPv4 (and the reverse is not
     /// needed: IPv4 prefixes over an IPv6 session use RFC 8950 only when configured later).
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// TCP MD5 signature key (RFC 2385).
+    pub password: Option<String>,
 }
 
 impl PeerConfig {
@@ -96,6 +98,7 @@ impl PeerConfig {
             hold_time: 90,
             connect_retry_time: 5,
             next_hop_v6: None,
+            password: None,
         }
     }
 }
@@ -169,7 +172,8 @@ impl Driver {
             let res = match a {
                 Action::Connect => {
                     let target = SocketAddr::new(self.cfg.address, self.cfg.port);
-                    self.connecting = Some(tokio::spawn(TcpStream::connect(target)));
+                    let password = self.cfg.password.clone();
+                    self.connecting = Some(tokio::spawn(dial(target, password)));
                     Ok(())
                 }
                 Action::Disconnect => {
@@ -421,14 +425,32 @@ impl Driver {
     }
 }
 
+/// Opens the TCP connection to a peer, signing it with MD5 when a password is set.
+async fn dial(target: SocketAddr, password: Option<String>) -> std::io::Result<TcpStream> {
+    let socket = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    if let Some(pw) = password {
+        halyard_tcp_md5::set_md5_key(&socket, target.ip(), pw.as_bytes())?;
+    }
+    socket.connect(target).await
+}
+
 /// Hands connections accepted by a [`listen`] task to the peer they come from.
 pub type IncomingRoutes = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
 
 /// Accepts BGP connections on `addr` and passes each to the peer with that source address
 /// (RFC 4271 §8: a connection from an unconfigured address is closed). Runs until the listener
 /// fails.
-pub async fn listen(addr: SocketAddr, peers: IncomingRoutes) -> std::io::Result<()> {
+/// `keys` are the MD5 passwords of the peers that have one.
+pub async fn listen(addr: SocketAddr, peers: IncomingRoutes, keys: Vec<(IpAddr, String)>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    for (peer, pw) in keys {
+        // On a dual-stack (IPv6) socket an IPv4 peer is keyed by its v4-mapped address.
+        let key_addr = match (addr.ip(), peer) {
+            (IpAddr::V6(_), IpAddr::V4(a)) => IpAddr::V6(a.to_ipv6_mapped()),
+            _ => peer,
+        };
+        halyard_tcp_md5::set_md5_key(&listener, key_addr, pw.as_bytes())?;
+    }
     tracing::info!(%addr, "listening for BGP connections");
     loop {
         let (stream, from) = listener.accept().await?;

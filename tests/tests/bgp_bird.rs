@@ -232,3 +232,48 @@ spec:
     assert_eq!(peers[0]["name"], "metallb/sample");
     assert_eq!(peers[0]["state"], "established");
 }
+
+/// TCP MD5 (RFC 2385) with MetalLB's `password`: a wrong key never brings the session up, the
+/// right one does.
+#[test]
+fn md5_protected_session_needs_the_right_password() {
+    if !require_root() || !require_program("bird", "bird2") {
+        return;
+    }
+    let router = Netns::new("rtr");
+    let node = Netns::new("node");
+    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    let cfg =
+        |pw: &str| BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 64512).password(pw));
+    let bird = Bird::start(&router, &cfg("not-the-key"));
+    let manifests = r#"
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: pool, namespace: metallb-system}
+spec: {addresses: [192.168.20.0/28]}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: tor, namespace: metallb-system}
+spec: {myASN: 64512, peerASN: 65000, peerAddress: 10.77.0.1, routerID: 10.77.0.2, connectTime: 1s, password: s3cret}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: all, namespace: metallb-system}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+"#;
+    let agent = Agent::start_in(node.name(), &[("m.yaml", manifests)], &[]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(bird.bgp_state("peer1").as_deref(), Some("Established"), "a wrong MD5 key must not establish");
+    assert_ne!(agent.json(&["bgp", "peers"])[0]["state"], "established");
+    bird.reconfigure(&cfg("s3cret"));
+    bird.wait_bgp_state("peer1", &["Established"], Duration::from_secs(20));
+    let ip = agent.service_ips()["default/web"][0].clone();
+    wait_until(Duration::from_secs(10), "the route over the signed session", || {
+        bird.routes(None).contains(&format!("{ip}/32")).then_some(())
+    });
+}

@@ -11,6 +11,7 @@
 //! asn = 65000            # omit to accept any AS
 //! hold_time = 90
 //! next_hop_v6 = "fd00::1" # for IPv6 prefixes over an IPv4 session
+//! password = "secret"     # optional: TCP MD5 (RFC 2385)
 //!
 //! [[generate]]          # many host routes for benchmarks: 10.0.0.0/32, 10.0.0.1/32, ...
 //! start = "10.0.0.0"
@@ -75,6 +76,8 @@ struct PeerToml {
     hold_time: Option<u16>,
     connect_retry_time: Option<u16>,
     next_hop_v6: Option<Ipv6Addr>,
+    /// TCP MD5 password (RFC 2385).
+    password: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -167,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
         pc.hold_time = p.hold_time.unwrap_or(90);
         pc.connect_retry_time = p.connect_retry_time.unwrap_or(5);
         pc.next_hop_v6 = p.next_hop_v6;
+        pc.password = p.password.clone();
         let status = Arc::new(Mutex::new(PeerStatus::default()));
         statuses.insert(p.address, status.clone());
         let accept = cfg.listen_port.map(|_| {
@@ -179,8 +183,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(port) = cfg.listen_port {
         let addr = std::net::SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
         let inc = incoming.clone();
+        let keys: Vec<(IpAddr, String)> =
+            cfg.peers.iter().filter_map(|p| p.password.clone().map(|pw| (p.address, pw))).collect();
         tokio::spawn(async move {
-            if let Err(e) = listen(addr, inc).await {
+            if let Err(e) = listen(addr, inc, keys).await {
                 tracing::error!(port, "BGP listener failed: {e}");
             }
         });

@@ -123,6 +123,14 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                 // Cilium's defaults when no PeerConfig is referenced: IPv4 and IPv6 unicast, nothing advertised.
                 let mut selectors: Vec<(bool, &LabelSelector)> = Vec::new();
                 if let Some(pc) = pc {
+                    if pc.spec.auth_secret_ref.is_some() {
+                        problems.push(format!(
+                            "CiliumBGPPeerConfig {}: authSecretRef needs Kubernetes Secrets, which the manifest source \
+                             does not read yet: the session runs without TCP MD5 and the peer will refuse it if it \
+                             requires a password",
+                            pc.metadata.name
+                        ));
+                    }
                     cfg.port = pc.peer_port();
                     cfg.hold_time = u16::try_from(pc.hold_time_seconds()).unwrap_or(u16::MAX);
                     cfg.connect_retry_time = u16::try_from(pc.connect_retry_time_seconds()).unwrap_or(u16::MAX);
@@ -242,8 +250,12 @@ fn metallb(
         if let Some(c) = &spec.connect_time {
             cfg.connect_retry_time = u16::try_from(c.0.as_secs().max(1)).unwrap_or(u16::MAX);
         }
-        if spec.password.is_some() || spec.password_secret.is_some() {
-            problems.push(format!("BGPPeer {key}: TCP MD5 passwords are not supported yet; the session will fail"));
+        cfg.password = spec.password.clone();
+        if spec.password_secret.is_some() {
+            problems.push(format!(
+                "BGPPeer {key}: passwordSecret needs Kubernetes Secrets, which the manifest source does not read yet; \
+                 use password"
+            ));
         }
         let mut routes = Advertisements::new();
         for adv in model.metallb_bgp_advertisements.values() {
@@ -349,9 +361,14 @@ pub async fn run(
         for port in ports {
             listeners.entry(port).or_insert_with(|| {
                 let inc = incoming.clone();
+                let keys: Vec<(IpAddr, String)> = want
+                    .values()
+                    .filter(|d| d.listen_port == Some(port))
+                    .filter_map(|d| d.cfg.password.clone().map(|pw| (d.cfg.address, pw)))
+                    .collect();
                 tokio::spawn(async move {
                     let addr = std::net::SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port);
-                    if let Err(e) = listen(addr, inc).await {
+                    if let Err(e) = listen(addr, inc, keys).await {
                         tracing::error!(port, "BGP listener failed: {e}");
                     }
                 })
