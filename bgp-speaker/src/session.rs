@@ -24,8 +24,9 @@ use tokio::time::Instant;
 
 use crate::fsm::{Action, Event, Fsm, FsmConfig, Millis, PeerOpen, State};
 use crate::wire::{
-    AfiSafi, AsPath, Capability, Community, DecodeCxt, EncodeCxt, Ipv4Prefix, Ipv6NextHop, Ipv6Prefix, LargeCommunity,
-    Message, MpReach, MpUnreach, Notification, Open, Origin, PathAttribute, Update, frame_len,
+    AfiSafi, AsPath, Capability, Community, DecodeCxt, EncodeCxt, GrFamily, GracefulRestart, Ipv4Prefix, Ipv6NextHop,
+    Ipv6Prefix, LargeCommunity, Message, MpReach, MpUnreach, Notification, Open, Origin, PathAttribute, Update,
+    frame_len,
 };
 
 /// A prefix of either family.
@@ -84,6 +85,10 @@ pub struct PeerConfig {
     pub next_hop_v6: Option<Ipv6Addr>,
     /// TCP MD5 signature key (RFC 2385).
     pub password: Option<String>,
+    /// Graceful restart (RFC 4724) restart time in seconds; `None` disables it. When enabled, the
+    /// first OPEN after the process starts carries the Restart State bit, and stopping closes the
+    /// connection without a NOTIFICATION so that the peer keeps our routes while we restart.
+    pub graceful_restart: Option<u16>,
 }
 
 impl PeerConfig {
@@ -99,6 +104,7 @@ impl PeerConfig {
             connect_retry_time: 5,
             next_hop_v6: None,
             password: None,
+            graceful_restart: None,
         }
     }
 }
@@ -144,6 +150,8 @@ struct Driver {
     /// What the peer has been sent (the Adj-RIB-Out as transmitted).
     sent: Advertisements,
     epoch: Instant,
+    /// A session of this process reached Established (ends the RFC 4724 restart state).
+    was_established: bool,
 }
 
 impl Driver {
@@ -186,12 +194,26 @@ impl Driver {
                     Ok(())
                 }
                 Action::SendOpen { hold_time } => {
-                    let caps = vec![
+                    let mut caps = vec![
                         Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
                         Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
                         Capability::RouteRefresh,
                         Capability::FourOctetAs(self.cfg.local_asn),
                     ];
+                    if let Some(restart_time) = self.cfg.graceful_restart {
+                        // RFC 4724 §3: R set while we come back from a restart (the first session
+                        // of this process); F set: we keep forwarding (the datapath survives).
+                        let families = [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]
+                            .into_iter()
+                            .map(|family| GrFamily { family, forwarding_state: true })
+                            .collect();
+                        caps.push(Capability::GracefulRestart(GracefulRestart {
+                            restart_state: !self.was_established,
+                            notification: false,
+                            restart_time: restart_time.min(4095),
+                            families,
+                        }));
+                    }
                     let open = Open::new(self.cfg.local_asn, hold_time, self.cfg.router_id, caps);
                     self.send(&Message::Open(open)).await
                 }
@@ -214,6 +236,7 @@ impl Driver {
                         s.last_error = None;
                     });
                     self.sent.clear();
+                    self.was_established = true;
                     let r = self.sync_routes(routes).await;
                     // End-of-RIB per negotiated family (RFC 4724 §2), after the initial table.
                     for f in families {
@@ -504,6 +527,7 @@ pub async fn run_peer(
         connecting: None,
         sent: Advertisements::new(),
         epoch: Instant::now(),
+        was_established: false,
     };
     let mut current = routes.borrow_and_update().clone();
     let first = d.fsm.handle(0, Event::Start);
@@ -587,8 +611,17 @@ pub async fn run_peer(
                 }
             }
             _ = stop.changed() => {
-                let acts = d.fsm.handle(d.now(), Event::ManualStop);
-                d.act(acts, &current, None).await;
+                if d.cfg.graceful_restart.is_some() && d.fsm.state() == State::Established {
+                    // Stopping for a restart: close without a NOTIFICATION (which would end
+                    // graceful restart, RFC 4724 §4) so the peer keeps our routes meanwhile.
+                    tracing::info!(peer = %d.cfg.name, "closing the session for a graceful restart");
+                    if let Some(mut c) = d.conn.take() {
+                        let _ = c.writer.shutdown().await;
+                    }
+                } else {
+                    let acts = d.fsm.handle(d.now(), Event::ManualStop);
+                    d.act(acts, &current, None).await;
+                }
                 break;
             }
         }

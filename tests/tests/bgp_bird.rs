@@ -277,3 +277,50 @@ spec: {type: LoadBalancer, ports: [{port: 80}]}
         bird.routes(None).contains(&format!("{ip}/32")).then_some(())
     });
 }
+
+/// Graceful restart (RFC 4724): the router keeps the LB routes while the agent restarts, and
+/// End-of-RIB after the restart flushes only what went away meanwhile.
+#[test]
+fn graceful_restart_keeps_routes_across_an_agent_restart() {
+    if !require_root() || !require_program("bird", "bird2") {
+        return;
+    }
+    let router = Netns::new("rtr");
+    let node = Netns::new("node");
+    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    // BIRD's default `graceful restart aware` makes it a receiving (helper) speaker.
+    let bird =
+        Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 65001)));
+    let bgp = BGP.replace("  timers:", "  gracefulRestart: {enabled: true, restartTimeSeconds: 60}\n  timers:");
+    let mut agent = Agent::start_in(node.name(), &[("svc.yaml", POOL_AND_SERVICES), ("bgp.yaml", &bgp)], &[]).unwrap();
+    let ips = agent.service_ips();
+    let (web, api) = (ips["default/web"][0].clone(), ips["default/api"][0].clone());
+    wait_until(Duration::from_secs(15), "both routes at BIRD", || {
+        let r = bird.routes(None);
+        (r.contains(&format!("{web}/32")) && r.contains(&format!("{api}/32"))).then_some(())
+    });
+    let proto = bird.birdc("show protocols all peer1");
+    assert!(proto.contains("Neighbor graceful restart") || proto.contains("graceful restart"), "{proto}");
+
+    agent.stop();
+    // The session is down, yet BIRD keeps both routes (stale) for the restart time.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(bird.bgp_state("peer1").as_deref(), Some("Established"));
+    let r = bird.routes(None);
+    assert!(
+        r.contains(&format!("{web}/32")) && r.contains(&format!("{api}/32")),
+        "routes dropped during restart:\n{r}"
+    );
+
+    // While the agent is down, api stops being advertised; after the restart its stale route
+    // must go (End-of-RIB) and web's must stay.
+    let svc = POOL_AND_SERVICES
+        .replace("name: api, namespace: default, labels: {bgp: announce}", "name: api, namespace: default");
+    std::fs::write(agent.manifests.join("svc.yaml"), svc).unwrap();
+    agent.restart().unwrap();
+    bird.wait_bgp_state("peer1", &["Established"], Duration::from_secs(20));
+    wait_until(Duration::from_secs(10), "the stale api route to be flushed after End-of-RIB", || {
+        (!bird.routes(None).contains(&format!("{api}/32"))).then_some(())
+    });
+    assert!(bird.routes(None).contains(&format!("{web}/32")));
+}

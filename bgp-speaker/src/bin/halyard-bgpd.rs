@@ -12,6 +12,7 @@
 //! hold_time = 90
 //! next_hop_v6 = "fd00::1" # for IPv6 prefixes over an IPv4 session
 //! password = "secret"     # optional: TCP MD5 (RFC 2385)
+//! graceful_restart = 120  # optional: RFC 4724 restart time; stopping then keeps routes at the peer
 //!
 //! [[generate]]          # many host routes for benchmarks: 10.0.0.0/32, 10.0.0.1/32, ...
 //! start = "10.0.0.0"
@@ -78,6 +79,8 @@ struct PeerToml {
     next_hop_v6: Option<Ipv6Addr>,
     /// TCP MD5 password (RFC 2385).
     password: Option<String>,
+    /// Graceful restart time in seconds (RFC 4724); unset disables graceful restart.
+    graceful_restart: Option<u16>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -171,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
         pc.connect_retry_time = p.connect_retry_time.unwrap_or(5);
         pc.next_hop_v6 = p.next_hop_v6;
         pc.password = p.password.clone();
+        pc.graceful_restart = p.graceful_restart;
         let status = Arc::new(Mutex::new(PeerStatus::default()));
         statuses.insert(p.address, status.clone());
         let accept = cfg.listen_port.map(|_| {

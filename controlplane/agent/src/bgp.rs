@@ -132,6 +132,10 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                         ));
                     }
                     cfg.port = pc.peer_port();
+                    if let Some(gr) = pc.spec.graceful_restart.as_ref().filter(|g| g.enabled) {
+                        // Cilium's default restart time is 120 s.
+                        cfg.graceful_restart = Some(gr.restart_time_seconds.unwrap_or(120).min(4095) as u16);
+                    }
                     cfg.hold_time = u16::try_from(pc.hold_time_seconds()).unwrap_or(u16::MAX);
                     cfg.connect_retry_time = u16::try_from(pc.connect_retry_time_seconds()).unwrap_or(u16::MAX);
                     for fam in &pc.spec.families {
@@ -251,6 +255,9 @@ fn metallb(
             cfg.connect_retry_time = u16::try_from(c.0.as_secs().max(1)).unwrap_or(u16::MAX);
         }
         cfg.password = spec.password.clone();
+        if spec.enable_graceful_restart {
+            cfg.graceful_restart = Some(120);
+        }
         if spec.password_secret.is_some() {
             problems.push(format!(
                 "BGPPeer {key}: passwordSecret needs Kubernetes Secrets, which the manifest source does not read yet; \
