@@ -59,6 +59,9 @@ impl std::str::FromStr for Prefix {
 /// Path attributes we attach to an advertised prefix (export policy output).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteAttrs {
+    /// The AS path as received (empty for routes we originate); our AS is prepended towards
+    /// eBGP peers on export. AS_SETs are flattened into the sequence.
+    pub as_path: Vec<u32>,
     pub communities: Vec<Community>,
     pub large_communities: Vec<LargeCommunity>,
     /// Sent to iBGP peers only (RFC 4271 §5.1.5); defaults to 100 there.
@@ -67,7 +70,8 @@ pub struct RouteAttrs {
 }
 
 /// What to advertise to a peer: the desired Adj-RIB-Out.
-pub type Advertisements = BTreeMap<Prefix, RouteAttrs>;
+/// Attributes are shared (`Arc`): one set usually covers many prefixes.
+pub type Advertisements = BTreeMap<Prefix, Arc<RouteAttrs>>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
@@ -107,6 +111,30 @@ impl PeerConfig {
             graceful_restart: None,
         }
     }
+}
+
+/// Routes a peer announced or withdrew, for a RIB that relays them to other peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Learned {
+    pub from: IpAddr,
+    pub announced: Vec<(Prefix, Arc<RouteAttrs>)>,
+    pub withdrawn: Vec<Prefix>,
+    /// The session went down: forget everything learned from this peer.
+    pub session_down: bool,
+}
+
+/// The channels one peer's driver works with.
+#[derive(Debug)]
+pub struct PeerChannels {
+    /// What to advertise (the desired Adj-RIB-Out).
+    pub routes: watch::Receiver<Arc<Advertisements>>,
+    pub status: Arc<Mutex<PeerStatus>>,
+    /// Turns true to stop the session.
+    pub stop: watch::Receiver<bool>,
+    /// Connections the peer opened to us, from [`listen`]; `None`: we only dial out.
+    pub incoming: Option<mpsc::Receiver<TcpStream>>,
+    /// Where to report received routes; `None`: they are only counted in the status.
+    pub learned: Option<mpsc::UnboundedSender<Learned>>,
 }
 
 /// What the API and CLI show about a peer.
@@ -152,6 +180,7 @@ struct Driver {
     epoch: Instant,
     /// A session of this process reached Established (ends the RFC 4724 restart state).
     was_established: bool,
+    learned: Option<mpsc::UnboundedSender<Learned>>,
 }
 
 impl Driver {
@@ -248,6 +277,14 @@ impl Driver {
                 }
                 Action::Down { reason } => {
                     tracing::warn!(peer = %self.cfg.name, "session down: {reason}");
+                    if let Some(tx) = &self.learned {
+                        let _ = tx.send(Learned {
+                            from: self.cfg.address,
+                            announced: Vec::new(),
+                            withdrawn: Vec::new(),
+                            session_down: true,
+                        });
+                    }
                     self.sent.clear();
                     self.set_status(|s| {
                         s.established_since = None;
@@ -280,39 +317,50 @@ impl Driver {
     fn import(&mut self, u: Update) {
         // RFC 4271 §9.1.2: a route whose AS_PATH already contains our AS is a loop; RFC 7606
         // treat-as-withdraw likewise turns the announcement into a withdrawal.
-        let looped = u.effective_as_path().is_some_and(|p| p.asns().any(|a| a == self.cfg.local_asn));
+        let path = u.effective_as_path();
+        let looped = path.as_ref().is_some_and(|p| p.asns().any(|a| a == self.cfg.local_asn));
         let withdraw = matches!(u.outcome(), Some(crate::wire::Outcome::TreatAsWithdraw));
         let u = if looped || withdraw { u.into_withdraw() } else { u };
+        let mut announced: Vec<Prefix> = u.nlri.iter().map(|p| Prefix::V4(*p)).collect();
+        let mut withdrawn: Vec<Prefix> = u.withdrawn.iter().map(|p| Prefix::V4(*p)).collect();
+        for a in &u.attributes {
+            match a {
+                PathAttribute::MpReach(MpReach::Ipv6Unicast { nlri, .. }) => {
+                    announced.extend(nlri.iter().map(|p| Prefix::V6(*p)));
+                }
+                PathAttribute::MpReach(MpReach::Ipv4Unicast { nlri, .. }) => {
+                    announced.extend(nlri.iter().map(|p| Prefix::V4(*p)));
+                }
+                PathAttribute::MpUnreach(MpUnreach::Ipv6Unicast(w)) => {
+                    withdrawn.extend(w.iter().map(|p| Prefix::V6(*p)))
+                }
+                PathAttribute::MpUnreach(MpUnreach::Ipv4Unicast(w)) => {
+                    withdrawn.extend(w.iter().map(|p| Prefix::V4(*p)))
+                }
+                _ => {}
+            }
+        }
         self.set_status(|s| {
             s.updates_in += 1;
-            for p in &u.withdrawn {
-                s.received.remove(&Prefix::V4(*p));
+            for p in &withdrawn {
+                s.received.remove(p);
             }
-            for p in &u.nlri {
-                s.received.insert(Prefix::V4(*p), ());
-            }
-            for a in &u.attributes {
-                match a {
-                    PathAttribute::MpReach(MpReach::Ipv6Unicast { nlri, .. }) => {
-                        s.received.extend(nlri.iter().map(|p| (Prefix::V6(*p), ())));
-                    }
-                    PathAttribute::MpReach(MpReach::Ipv4Unicast { nlri, .. }) => {
-                        s.received.extend(nlri.iter().map(|p| (Prefix::V4(*p), ())));
-                    }
-                    PathAttribute::MpUnreach(MpUnreach::Ipv6Unicast(w)) => {
-                        for p in w {
-                            s.received.remove(&Prefix::V6(*p));
-                        }
-                    }
-                    PathAttribute::MpUnreach(MpUnreach::Ipv4Unicast(w)) => {
-                        for p in w {
-                            s.received.remove(&Prefix::V4(*p));
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            s.received.extend(announced.iter().map(|p| (*p, ())));
         });
+        if let Some(tx) = &self.learned
+            && (!announced.is_empty() || !withdrawn.is_empty())
+        {
+            // Transitive attributes travel on; MED and LOCAL_PREF stay in this AS (RFC 4271 §5.1).
+            let attrs = Arc::new(RouteAttrs {
+                as_path: path.map(|p| p.asns().collect()).unwrap_or_default(),
+                communities: u.communities().cloned().unwrap_or_default(),
+                large_communities: u.large_communities().cloned().unwrap_or_default(),
+                local_pref: None,
+                med: None,
+            });
+            let announced = announced.into_iter().map(|p| (p, attrs.clone())).collect();
+            let _ = tx.send(Learned { from: self.cfg.address, announced, withdrawn, session_down: false });
+        }
     }
 
     /// Sends the difference between what the peer has and `want`, as packed UPDATEs.
@@ -344,12 +392,12 @@ impl Driver {
             }
         }
         // Group what changed by attribute set, so one UPDATE carries many prefixes.
-        let mut groups: Vec<(&RouteAttrs, Vec<Ipv4Prefix>, Vec<Ipv6Prefix>)> = Vec::new();
+        let mut groups: Vec<(&Arc<RouteAttrs>, Vec<Ipv4Prefix>, Vec<Ipv6Prefix>)> = Vec::new();
         for (p, attrs) in want {
-            if self.sent.get(p) == Some(attrs) {
+            if self.sent.get(p).is_some_and(|s| Arc::ptr_eq(s, attrs) || s == attrs) {
                 continue;
             }
-            let idx = match groups.iter().position(|g| g.0 == attrs) {
+            let idx = match groups.iter().position(|g| Arc::ptr_eq(g.0, attrs) || g.0 == attrs) {
                 Some(i) => i,
                 None => {
                     groups.push((attrs, Vec::new(), Vec::new()));
@@ -413,7 +461,11 @@ impl Driver {
     fn path_attributes(&self, attrs: &RouteAttrs, ibgp: bool) -> Vec<PathAttribute> {
         let mut v = vec![
             PathAttribute::Origin(Origin::Igp),
-            PathAttribute::AsPath(if ibgp { AsPath::default() } else { AsPath::sequence(vec![self.cfg.local_asn]) }),
+            PathAttribute::AsPath(if ibgp {
+                AsPath::sequence(attrs.as_path.clone())
+            } else {
+                AsPath::sequence(std::iter::once(self.cfg.local_asn).chain(attrs.as_path.iter().copied()).collect())
+            }),
         ];
         if let Some(med) = attrs.med {
             v.push(PathAttribute::MultiExitDisc(med));
@@ -507,15 +559,9 @@ fn adopt(d: &mut Driver, stream: TcpStream) {
     });
 }
 
-/// Runs one peer until `stop` turns true, advertising whatever `routes` holds. Connections the
-/// peer opens to us arrive on `incoming` (from [`listen`]); `None` means we only dial out.
-pub async fn run_peer(
-    cfg: PeerConfig,
-    mut routes: watch::Receiver<Arc<Advertisements>>,
-    status: Arc<Mutex<PeerStatus>>,
-    mut stop: watch::Receiver<bool>,
-    mut incoming: Option<mpsc::Receiver<TcpStream>>,
-) {
+/// Runs one peer until `stop` turns true, advertising whatever `routes` holds.
+pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
+    let PeerChannels { mut routes, status, mut stop, mut incoming, learned } = ch;
     let mut fcfg = FsmConfig::new(cfg.local_asn, cfg.peer_asn, cfg.router_id);
     fcfg.hold_time = cfg.hold_time;
     fcfg.connect_retry_time = cfg.connect_retry_time;
@@ -528,6 +574,7 @@ pub async fn run_peer(
         sent: Advertisements::new(),
         epoch: Instant::now(),
         was_established: false,
+        learned,
     };
     let mut current = routes.borrow_and_update().clone();
     let first = d.fsm.handle(0, Event::Start);

@@ -5,6 +5,7 @@
 //! local_asn = 65001
 //! status_file = "/run/halyard-bgpd.json"   # optional: peer status, rewritten every 200 ms
 //! listen_port = 179      # optional: also accept connections from the configured peers
+//! relay = true           # optional: pass routes learned from one peer on to the others
 //!
 //! [[peer]]
 //! address = "10.0.0.2"
@@ -34,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use clap::Parser;
 use halyard_bgp::session::{
-    Advertisements, IncomingRoutes, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen, run_peer,
+    Advertisements, IncomingRoutes, Learned, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen, run_peer,
 };
 use halyard_bgp::wire::{Community, LargeCommunity};
 
@@ -53,6 +54,9 @@ struct Config {
     local_asn: u32,
     status_file: Option<PathBuf>,
     listen_port: Option<u16>,
+    /// Relay routes learned from one peer to the others (a minimal RIB; off by default).
+    #[serde(default)]
+    relay: bool,
     #[serde(default, rename = "peer")]
     peers: Vec<PeerToml>,
     #[serde(default, rename = "route")]
@@ -126,7 +130,7 @@ fn load(path: &PathBuf) -> anyhow::Result<(Config, Advertisements)> {
     for (i, r) in cfg.routes.iter().enumerate() {
         let at = |e: String| anyhow::anyhow!("{}: route[{i}]: {e}", path.display());
         let prefix: Prefix = r.prefix.parse().map_err(at)?;
-        let attrs = RouteAttrs {
+        let attrs = Arc::new(RouteAttrs {
             communities: r.communities.iter().map(|c| community(c)).collect::<Result<_, _>>().map_err(at)?,
             large_communities: r
                 .large_communities
@@ -136,21 +140,80 @@ fn load(path: &PathBuf) -> anyhow::Result<(Config, Advertisements)> {
                 .map_err(at)?,
             local_pref: r.local_pref,
             med: r.med,
-        };
+            as_path: Vec::new(),
+        });
         routes.insert(prefix, attrs);
     }
+    let plain = Arc::new(RouteAttrs::default());
     for g in &cfg.generate {
         let base = u32::from(g.start);
         for i in 0..g.count {
             let ip = Ipv4Addr::from(base.wrapping_add(i));
             let prefix = halyard_bgp::wire::Ipv4Prefix::new(ip, 32).expect("/32 is a valid length");
-            routes.insert(Prefix::V4(prefix), RouteAttrs::default());
+            routes.insert(Prefix::V4(prefix), plain.clone());
         }
     }
     if cfg.peers.is_empty() {
         bail!("{}: no [[peer]] configured", path.display());
     }
     Ok((cfg, routes))
+}
+
+/// The relay RIB: every route learned from a peer is offered to every other peer. Best path per
+/// prefix: shortest AS path, then lowest peer address (RFC 4271 §9.1.2.2 a, then a stable
+/// tie-break). Events are applied in batches, so a burst of UPDATEs costs one recomputation.
+async fn relay(
+    mut learned: tokio::sync::mpsc::UnboundedReceiver<Learned>,
+    statics: Advertisements,
+    senders: BTreeMap<IpAddr, tokio::sync::watch::Sender<Arc<Advertisements>>>,
+) {
+    // Per prefix, the paths from each peer (a short list: one per peer that sent it).
+    type Paths = Vec<(IpAddr, Arc<RouteAttrs>)>;
+    let mut rib: BTreeMap<Prefix, Paths> = BTreeMap::new();
+    let apply = |ev: Learned, rib: &mut BTreeMap<Prefix, Paths>| {
+        if ev.session_down {
+            rib.retain(|_, paths| {
+                paths.retain(|(from, _)| *from != ev.from);
+                !paths.is_empty()
+            });
+            return;
+        }
+        for p in ev.withdrawn {
+            if let Some(paths) = rib.get_mut(&p) {
+                paths.retain(|(from, _)| *from != ev.from);
+                if paths.is_empty() {
+                    rib.remove(&p);
+                }
+            }
+        }
+        for (p, attrs) in ev.announced {
+            let paths = rib.entry(p).or_default();
+            match paths.iter_mut().find(|(from, _)| *from == ev.from) {
+                Some(slot) => slot.1 = attrs,
+                None => paths.push((ev.from, attrs)),
+            }
+        }
+    };
+    while let Some(ev) = learned.recv().await {
+        apply(ev, &mut rib);
+        while let Ok(ev) = learned.try_recv() {
+            apply(ev, &mut rib);
+        }
+        let best: Vec<(Prefix, IpAddr, &Arc<RouteAttrs>)> = rib
+            .iter()
+            .filter_map(|(p, paths)| {
+                paths.iter().min_by_key(|(from, a)| (a.as_path.len(), *from)).map(|(from, a)| (*p, *from, a))
+            })
+            .collect();
+        for (peer, tx) in &senders {
+            let mut adv = statics.clone();
+            // Split horizon: a route is not sent back to the peer it came from.
+            for (p, _, attrs) in best.iter().filter(|(_, from, _)| from != peer) {
+                adv.entry(*p).or_insert_with(|| Arc::clone(attrs));
+            }
+            let _ = tx.send(Arc::new(adv));
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -161,7 +224,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let (cfg, routes) = load(&cli.config)?;
-    let (_routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::new(routes));
+    let statics = routes;
+    let (learned_tx, learned_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut senders = BTreeMap::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut statuses = BTreeMap::new();
     let mut tasks = Vec::new();
@@ -182,7 +247,15 @@ async fn main() -> anyhow::Result<()> {
             incoming.lock().unwrap_or_else(|e| e.into_inner()).insert(p.address, tx);
             rx
         });
-        tasks.push(tokio::spawn(run_peer(pc, routes_rx.clone(), status, stop_rx.clone(), accept)));
+        let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::new(statics.clone()));
+        senders.insert(p.address, routes_tx);
+        let learned = cfg.relay.then(|| learned_tx.clone());
+        let ch = PeerChannels { routes: routes_rx, status, stop: stop_rx.clone(), incoming: accept, learned };
+        tasks.push(tokio::spawn(run_peer(pc, ch)));
+    }
+    drop(learned_tx);
+    if cfg.relay {
+        tokio::spawn(relay(learned_rx, statics, senders));
     }
     if let Some(port) = cfg.listen_port {
         let addr = std::net::SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);

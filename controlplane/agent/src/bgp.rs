@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
 use halyard_bgp::session::{
-    Advertisements, IncomingRoutes, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen, run_peer,
+    Advertisements, IncomingRoutes, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen, run_peer,
 };
 use halyard_bgp::wire::{Community, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
 use halyard_ipam::lbipam::{LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE};
@@ -157,7 +157,7 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                             let Some(svc_opts) = &entry.service else { continue };
                             // A missing selector selects no service (Cilium semantics).
                             let Some(svc_sel) = &entry.selector else { continue };
-                            let attrs = attrs_of(entry.attributes.as_ref());
+                            let attrs = Arc::new(attrs_of(entry.attributes.as_ref()));
                             for svc in model.services.values() {
                                 let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
                                 let mut labels = svc.metadata.labels.clone();
@@ -282,6 +282,7 @@ fn metallb(
                 .collect();
             let mut attrs = RouteAttrs { local_pref: a.local_pref, ..RouteAttrs::default() };
             metallb_communities(model, &a.communities, &mut attrs, problems);
+            let attrs = Arc::new(attrs);
             for (skey, st) in &snap.lb.services {
                 if !a.service_selectors.is_empty() {
                     let labels = model.services.get(skey).map(|s| s.metadata.labels.clone()).unwrap_or_default();
@@ -403,7 +404,8 @@ pub async fn run(
                         incoming.lock().unwrap_or_else(|e| e.into_inner()).insert(d.cfg.address, tx);
                         rx
                     });
-                    let task = tokio::spawn(run_peer(d.cfg.clone(), routes_rx, status, stop_rx, accept));
+                    let ch = PeerChannels { routes: routes_rx, status, stop: stop_rx, incoming: accept, learned: None };
+                    let task = tokio::spawn(run_peer(d.cfg.clone(), ch));
                     let listen_port = d.listen_port;
                     running.insert(k, Running { cfg: d.cfg, listen_port, routes: routes_tx, stop: stop_tx, task });
                 }

@@ -120,6 +120,78 @@ fn measure(dut_kind: &str, n: u32, bgpd: &std::path::Path) -> Sample {
     Sample { secs, cpu_secs: proc_cpu_secs(pid), rss_mib: proc_hwm_mib(pid) }
 }
 
+/// Relay: injector (halyard-bgpd, AS 65100) -> DUT (AS 65001) -> BIRD receiver (AS 65000).
+/// The DUT and receiver are up first; timing runs from the injector's start until the receiver
+/// holds all N routes (so it includes the injector's session set-up, equally for every DUT).
+fn measure_relay(dut_kind: &str, n: u32, bgpd: &std::path::Path) -> Sample {
+    use halyard_tests::peers::{Frr, FrrConfig, Gobgp, GobgpConfig, Peer};
+    let inj = Netns::new("inj");
+    let dut = Netns::new("dut");
+    let rcv_ns = Netns::new("rcv");
+    veth_pair(&inj, "eth0", &["10.67.0.1/24"], &dut, "eth0", &["10.67.0.2/24"]);
+    veth_pair(&dut, "eth1", &["10.66.0.1/24"], &rcv_ns, "eth0", &["10.66.0.2/24"]);
+    let rcv = Bird::start(&rcv_ns, &BirdConfig::new("10.66.0.2").neighbor(BgpNeighbor::new("10.66.0.1", 65000, 65001)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let to_inj = || BgpNeighbor::new("10.67.0.1", 65001, 65100);
+    let to_rcv = || BgpNeighbor::new("10.66.0.2", 65001, 65000);
+    // The DUT stays alive until measured: its guard kills it on drop.
+    let (_guard, pid): (Box<dyn std::any::Any>, u32) = match dut_kind {
+        "halyard" => {
+            let conf = dir.path().join("dut.toml");
+            let text = "router_id = \"10.66.0.1\"\nlocal_asn = 65001\nrelay = true\nlisten_port = 179\n\
+                        [[peer]]\naddress = \"10.67.0.1\"\nasn = 65100\nconnect_retry_time = 1\n\
+                        [[peer]]\naddress = \"10.66.0.2\"\nasn = 65000\nconnect_retry_time = 1\n";
+            std::fs::write(&conf, text).expect("write config");
+            let g = dut.spawn([bgpd.to_str().unwrap(), "-c", conf.to_str().unwrap()], dir.path().join("dut.log"));
+            let pid = g.pid();
+            (Box::new(g), pid)
+        }
+        "bird" => {
+            let c = "log stderr all;\nrouter id 10.66.0.1;\nprotocol device { }\n\
+                     protocol bgp inj { local 10.67.0.2 as 65001; neighbor 10.67.0.1 as 65100;\n\
+                       connect delay time 1; connect retry time 1; ipv4 { import all; export all; }; }\n\
+                     protocol bgp rcv { local 10.66.0.1 as 65001; neighbor 10.66.0.2 as 65000;\n\
+                       connect delay time 1; connect retry time 1; ipv4 { import all; export all; }; }\n";
+            let b = Bird::start_raw(&dut, c);
+            let pid = b.pid();
+            (Box::new(b), pid)
+        }
+        "frr" => {
+            let f = Frr::start(
+                &dut,
+                &FrrConfig::new("10.66.0.1").neighbor(to_inj()).neighbor(to_rcv()).families(true, false),
+            );
+            let pid = f.pid();
+            (Box::new(f), pid)
+        }
+        _ => {
+            let g = Gobgp::start(
+                &dut,
+                &GobgpConfig::new("10.66.0.1").neighbor(to_inj()).neighbor(to_rcv()).families(true, false),
+            );
+            let pid = g.pid();
+            (Box::new(g), pid)
+        }
+    };
+    wait_until(Duration::from_secs(30), "the DUT session at the receiver", || {
+        rcv.bgp_state("peer1").filter(|s| s == "Established").map(|_| ())
+    });
+    let conf = dir.path().join("inj.toml");
+    let text = format!(
+        "router_id = \"10.67.0.1\"\nlocal_asn = 65100\n[[peer]]\naddress = \"10.67.0.2\"\nasn = 65001\n\
+         connect_retry_time = 1\n[[generate]]\nstart = \"10.0.0.0\"\ncount = {n}\n"
+    );
+    std::fs::write(&conf, text).expect("write config");
+    let t0 = Instant::now();
+    let _inj = inj.spawn([bgpd.to_str().unwrap(), "-c", conf.to_str().unwrap()], dir.path().join("inj.log"));
+    let deadline = t0 + Duration::from_secs(120);
+    while route_count(&rcv) < u64::from(n) {
+        assert!(Instant::now() < deadline, "{dut_kind}: receiver stuck at {} of {n} routes", route_count(&rcv));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Sample { secs: t0.elapsed().as_secs_f64(), cpu_secs: proc_cpu_secs(pid), rss_mib: proc_hwm_mib(pid) }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
@@ -131,20 +203,40 @@ fn main() {
     let tz = std::process::Command::new("date").arg("+%z").output().map(|o| o.stdout).unwrap_or_default();
     assert_eq!(String::from_utf8_lossy(&tz).trim(), "+0000", "run the benchmark with TZ=UTC");
     let bgpd = halyard_tests::bin("halyard-bgpd");
+    if std::env::var("BENCH").as_deref() != Ok("origination") {
+        println!("BGP relay: {n} IPv4 /32 routes, injector -> DUT -> BIRD 2 receiver ({runs} runs each)");
+        println!(
+            "{:<10} {:>12} {:>20} {:>16} {:>12}",
+            "DUT", "median (s)", "min-max (s)", "CPU us/route", "peak RSS MiB"
+        );
+        for kind in ["halyard", "bird", "frr", "gobgp"] {
+            if (kind == "frr" && !halyard_tests::peers::Frr::available())
+                || (kind == "gobgp" && !halyard_tests::peers::Gobgp::available())
+            {
+                continue;
+            }
+            let mut samples: Vec<Sample> = (0..runs).map(|_| measure_relay(kind, n, &bgpd)).collect();
+            report(kind, &mut samples, n);
+        }
+        println!("anchor (shared/REFERENCE.md, same method): BIRD 0.090 s, FRR 0.46 s, GoBGP 4.34 s\n");
+    }
     println!("BGP origination: {n} IPv4 /32 routes from the DUT to a BIRD 2 receiver ({runs} runs each)");
     println!("{:<10} {:>12} {:>20} {:>16} {:>12}", "DUT", "median (s)", "min-max (s)", "CPU us/route", "peak RSS MiB");
     for kind in ["halyard", "bird"] {
         let mut samples: Vec<Sample> = (0..runs).map(|_| measure(kind, n, &bgpd)).collect();
-        samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
-        let med = &samples[samples.len() / 2];
-        println!(
-            "{:<10} {:>12.3} {:>20} {:>16.2} {:>12.1}",
-            kind,
-            med.secs,
-            format!("{:.3}-{:.3}", samples[0].secs, samples[samples.len() - 1].secs),
-            med.cpu_secs * 1e6 / f64::from(n),
-            med.rss_mib
-        );
+        report(kind, &mut samples, n);
     }
-    println!("anchor (shared/REFERENCE.md, relay of 100k routes): BIRD 0.090 s, FRR 0.46 s, GoBGP 4.34 s");
+}
+
+fn report(kind: &str, samples: &mut [Sample], n: u32) {
+    samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    let med = &samples[samples.len() / 2];
+    println!(
+        "{:<10} {:>12.3} {:>20} {:>16.2} {:>12.1}",
+        kind,
+        med.secs,
+        format!("{:.3}-{:.3}", samples[0].secs, samples[samples.len() - 1].secs),
+        med.cpu_secs * 1e6 / f64::from(n),
+        med.rss_mib
+    );
 }
