@@ -17,6 +17,7 @@ pub type Shared = tokio::sync::watch::Receiver<Arc<Snapshot>>;
 pub struct AgentApi {
     pub snapshot: Shared,
     pub bgp_peers: crate::bgp::PeerStatuses,
+    pub l2_status: crate::l2::SharedL2Status,
     pub started: Instant,
     pub node_name: String,
     pub manifest_dir: String,
@@ -243,6 +244,27 @@ impl halyard_api::Agent for AgentApi {
             routes.extend(prefixes.into_iter().map(|prefix| v1::BgpRoute { peer: name.clone(), prefix }));
         }
         Ok(Response::new(v1::ListBgpRoutesReply { routes }))
+    }
+
+    async fn list_l2_announcements(
+        &self,
+        _: Request<v1::ListL2AnnouncementsRequest>,
+    ) -> Result<Response<v1::ListL2AnnouncementsReply>, Status> {
+        let st = self.l2_status.lock().unwrap_or_else(|e| e.into_inner());
+        let announcements = st
+            .rows
+            .iter()
+            .map(|(ip, iface, svc, policy)| v1::L2Announcement {
+                ip: ip.to_string(),
+                interface: iface.clone(),
+                service: svc.clone(),
+                policy: policy.clone(),
+                owner: self.node_name.clone(),
+                mac: st.macs.get(iface).cloned().unwrap_or_default(),
+                replies: st.replies.get(iface).copied().unwrap_or(0),
+            })
+            .collect();
+        Ok(Response::new(v1::ListL2AnnouncementsReply { announcements }))
     }
 
     async fn get_config(&self, _: Request<v1::GetConfigRequest>) -> Result<Response<v1::GetConfigReply>, Status> {

@@ -9,6 +9,7 @@
 mod api;
 mod bgp;
 mod config;
+mod l2;
 mod metrics;
 mod reconcile;
 mod state;
@@ -132,6 +133,8 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let _watcher = spawn_reconcile_loop(rec, &cfg, snap_tx, metrics.clone())?;
     let bgp_peers = bgp::PeerStatuses::default();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let l2_status = l2::SharedL2Status::default();
+    let l2_task = tokio::spawn(l2::run(snap_rx.clone(), cfg.node_name.clone(), l2_status.clone(), shutdown_rx.clone()));
     let bgp_task = tokio::spawn(bgp::run(
         snap_rx.clone(),
         cfg.node_name.clone(),
@@ -160,6 +163,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let api = AgentApi {
         snapshot: snap_rx,
         bgp_peers,
+        l2_status,
         started: Instant::now(),
         node_name: cfg.node_name.clone(),
         manifest_dir: cfg.manifest_dir.display().to_string(),
@@ -184,6 +188,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // Close BGP sessions with a Cease rather than a dropped connection (RFC 4486).
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), bgp_task).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), l2_task).await;
     Ok(())
 }
 

@@ -47,6 +47,9 @@ enum Command {
     /// BGP sessions and routes.
     #[command(subcommand)]
     Bgp(BgpCmd),
+    /// L2 (ARP) announcements.
+    #[command(subcommand)]
+    L2(L2Cmd),
     /// Print a shell completion script (e.g. `halyard completion bash > /etc/bash_completion.d/halyard`).
     Completion {
         #[arg(value_enum)]
@@ -87,6 +90,12 @@ enum BgpCmd {
         #[arg(value_parser = ["advertised", "received"], default_value = "advertised")]
         direction: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum L2Cmd {
+    /// IPs this node answers ARP for: IP, interface, owner, MAC, service, policy.
+    Announcements,
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,6 +338,39 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             } else {
                 let rows: Vec<Vec<String>> = routes.iter().map(|r| vec![r.peer.clone(), r.prefix.clone()]).collect();
                 table::render(&["PEER", "PREFIX"], &rows)
+            }
+        }
+        Command::L2(L2Cmd::Announcements) => {
+            let list =
+                client.list_l2_announcements(v1::ListL2AnnouncementsRequest {}).await?.into_inner().announcements;
+            if json_out {
+                let v: Vec<Value> = list
+                    .iter()
+                    .map(|a| {
+                        json!({"ip": a.ip, "interface": a.interface, "service": a.service, "policy": a.policy,
+                               "owner": a.owner, "mac": a.mac, "replies": a.replies})
+                    })
+                    .collect();
+                serde_json::to_string_pretty(&v)? + "\n"
+            } else if list.is_empty() {
+                "No L2 announcements. Add a CiliumL2AnnouncementPolicy or L2Advertisement that selects services.\n"
+                    .to_string()
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.ip.clone(),
+                            a.interface.clone(),
+                            a.owner.clone(),
+                            dash(&a.mac),
+                            a.service.clone(),
+                            a.policy.clone(),
+                            a.replies.to_string(),
+                        ]
+                    })
+                    .collect();
+                table::render(&["IP", "INTERFACE", "OWNER", "MAC", "SERVICE", "POLICY", "REPLIES"], &rows)
             }
         }
         Command::Config(ConfigCmd::View) => {

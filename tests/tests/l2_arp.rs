@@ -1,0 +1,76 @@
+//! L2 announcements: a client on the LAN bridge resolves a LoadBalancer IP with arping and gets
+//! the node's MAC; unowned IPs get no answer; deleting the service stops the answers. Needs root
+//! and arping (iputils-arping).
+
+use std::process::Output;
+use std::time::Duration;
+
+use halyard_tests::Agent;
+use halyard_tests::netns::{Bridge, Netns, require_program, require_root, wait_until};
+
+const MANIFESTS: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata: {name: lan}
+spec:
+  blocks: [{start: 10.80.0.100, stop: 10.80.0.110}]
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: lan}
+spec:
+  interfaces: ["^eth[0-9]+"]
+  loadBalancerIPs: true
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: LoadBalancer
+  ports: [{port: 80}]
+"#;
+
+fn arping(client: &Netns, ip: &str) -> Output {
+    client.exec(&["arping", "-c", "1", "-w", "2", "-I", "eth0", ip])
+}
+
+#[test]
+fn arping_resolves_the_lb_ip_to_the_node() {
+    if !require_root() || !require_program("arping", "iputils-arping") {
+        return;
+    }
+    let lan = Bridge::new("lan");
+    let node = Netns::new("node");
+    let client = Netns::new("cli");
+    lan.attach(&node, "eth0", &["10.80.0.2/24"]);
+    lan.attach(&client, "eth0", &["10.80.0.10/24"]);
+    let agent = Agent::start_in(node.name(), &[("m.yaml", MANIFESTS)], &[]).unwrap();
+    let ip = agent.service_ips()["default/web"][0].clone();
+    assert_eq!(ip, "10.80.0.100");
+    let ann = wait_until(Duration::from_secs(10), "the announcement", || {
+        let a = agent.json(&["l2", "announcements"]);
+        (a.as_array().is_some_and(|v| !v.is_empty()) && a[0]["mac"] != "").then_some(a)
+    });
+    assert_eq!(ann[0]["interface"], "eth0");
+    assert_eq!(ann[0]["owner"], "e2e-node");
+    let node_mac = node.run_ok(&["cat", "/sys/class/net/eth0/address"]).trim().to_lowercase();
+    assert_eq!(ann[0]["mac"].as_str().unwrap().to_lowercase(), node_mac);
+
+    let out = wait_until(Duration::from_secs(10), "an ARP reply", || {
+        let o = arping(&client, &ip);
+        o.status.success().then_some(o)
+    });
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.contains(&node_mac), "reply not from the node's MAC {node_mac}:\n{text}");
+
+    // An IP of the pool that nobody holds is not answered.
+    assert!(!arping(&client, "10.80.0.105").status.success(), "an unowned IP was answered");
+
+    // Service gone: the IP is no longer answered.
+    agent.write_manifest("m.yaml", &MANIFESTS.replace("kind: Service", "kind: ConfigMapNotAService"));
+    wait_until(Duration::from_secs(10), "the answers to stop", || {
+        (!arping(&client, &ip).status.success()).then_some(())
+    });
+    let replies = agent.json(&["l2", "announcements"]);
+    assert!(replies.as_array().unwrap().is_empty(), "{replies}");
+}
