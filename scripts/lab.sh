@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Halyard lab (main job): a router (BIRD 2, AS 65000) and a node running halyard-agent, each
-# in its own network namespace, joined by a veth link. The agent allocates LoadBalancer IPs for
+# in its own network namespace, joined by a veth link; and a LAN bridge joining the node and a
+# client, on which the node answers ARP for the LoadBalancer IPs. The agent allocates LoadBalancer IPs for
 # the example manifests and advertises them to the router over BGP; the CLI shows both sides.
 # Then the lab edits the manifests live (the router follows) and restarts the agent to show that
 # no IP moves. Needs root (network namespaces).
@@ -8,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages "${BUILD_PACKAGES[@]}" bird2
+ensure_packages "${BUILD_PACKAGES[@]}" bird2 iputils-arping
 [ "$(id -u)" -eq 0 ] || { echo "the lab creates network namespaces: run it as root" >&2; exit 1; }
 ensure_rust
 
@@ -19,14 +20,15 @@ bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d /tmp/halyard-lab.XXXXXX)
 rtr="hy-lab-$$-rtr"
 node="hy-lab-$$-node"
+lan="hy-lab-$$-lan"
+cli="hy-lab-$$-cli"
 agent_pid=""
 bird_pid=""
 cleanup() {
     for pid in $agent_pid $bird_pid; do
         if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
     done
-    ip netns del "$rtr" 2>/dev/null || true
-    ip netns del "$node" 2>/dev/null || true
+    for ns in "$rtr" "$node" "$lan" "$cli"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -41,6 +43,19 @@ ip -n "$rtr" link add eth0 type veth peer name eth0 netns "$node"
 ip -n "$rtr" addr add 10.90.0.1/24 dev eth0
 ip -n "$node" addr add 10.90.0.2/24 dev eth0
 for ns in "$rtr" "$node"; do ip -n "$ns" link set lo up; ip -n "$ns" link set eth0 up; done
+# The LAN: a bridge in its own namespace; the node's eth1 (10.91.0.2) and the client (10.91.0.10).
+ip netns add "$lan"
+ip netns add "$cli"
+ip -n "$lan" link add br0 type bridge
+ip -n "$lan" link set br0 up
+ip -n "$node" link add eth1 type veth peer name p-node netns "$lan"
+ip -n "$cli" link add eth0 type veth peer name p-cli netns "$lan"
+for p in p-node p-cli; do ip -n "$lan" link set "$p" master br0; ip -n "$lan" link set "$p" up; done
+ip -n "$node" addr add 10.91.0.2/24 dev eth1
+ip -n "$cli" addr add 10.91.0.10/24 dev eth0
+ip -n "$node" link set eth1 up
+ip -n "$cli" link set lo up
+ip -n "$cli" link set eth0 up
 cat >"$work/bird.conf" <<'BIRD'
 log stderr all;
 router id 10.90.0.1;
@@ -98,6 +113,14 @@ step "BGP: the router learned the LB IPs (birdc show route)"
 for _ in $(seq 50); do [ "$(birdc show route | grep -c '^172\.')" -ge 5 ] && break; sleep 0.1; done
 birdc show route
 birdc show route all 172.20.1.15/32 | grep -E 'BGP\.(as_path|community)'
+
+step "L2: halyard l2 announcements (policy \"lan\" in announce.yaml: every ethN interface)"
+for _ in $(seq 50); do halyard l2 announcements | grep -q eth1 && break; sleep 0.1; done
+halyard l2 announcements
+
+step "L2: the client resolves an LB IP with arping (on the bridge LAN)"
+echo "node eth1 MAC: $(ip -n "$node" -br link show eth1 | awk '{print $3}')"
+ip netns exec "$cli" arping -c 2 -I eth0 172.20.1.15
 
 step "live edit: a new service file appears"
 cat >"$work/manifests/new.yaml" <<'YAML'
