@@ -37,4 +37,4 @@ ensure_rust() {
 BUILD_PACKAGES=(protobuf-compiler build-essential pkg-config iproute2 curl)
 
 # Real peers and tools the integration tests run inside network namespaces.
-TEST_PACKAGES=(bird2 frr gobgpd exabgp iputils-ping iputils-arping)
+TEST_PACKAGES=(bird2 frr gobgpd exabgp iputils-ping iputils-arping ndisc6)

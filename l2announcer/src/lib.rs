@@ -4,4 +4,5 @@
 //! etcd lease backend follow.
 
 pub mod arp;
+pub mod ndp;
 pub mod responder;

@@ -1,9 +1,10 @@
-//! An ARP responder on one interface (AF_PACKET through pnet): answers requests for the IPv4
-//! addresses this node currently owns, with the interface's own MAC, and sends gratuitous ARP
-//! (request and reply forms) when it starts owning an address. It answers nothing else.
+//! An ARP/NDP responder on one interface (AF_PACKET through pnet): answers ARP requests (IPv4)
+//! and neighbor solicitations (IPv6) for the addresses this node currently owns, with the
+//! interface's own MAC, and announces an address when it starts owning it (gratuitous ARP in
+//! request and reply forms; an unsolicited NA with Override). It answers nothing else.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use pnet_base::MacAddr;
 use pnet_datalink::{Channel, Config, NetworkInterface};
 
-use crate::arp;
+use crate::{arp, ndp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResponderError {
@@ -30,8 +31,8 @@ pub enum ResponderError {
 pub struct Responder {
     iface: String,
     mac: MacAddr,
-    owned: Arc<RwLock<BTreeSet<Ipv4Addr>>>,
-    announce: mpsc::Sender<Ipv4Addr>,
+    owned: Arc<RwLock<BTreeSet<IpAddr>>>,
+    announce: mpsc::Sender<IpAddr>,
     stop: Arc<AtomicBool>,
     replies: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
@@ -64,19 +65,25 @@ impl Responder {
             }
             Err(source) => return Err(ResponderError::Socket { iface: iface.to_string(), source }),
         };
-        let owned: Arc<RwLock<BTreeSet<Ipv4Addr>>> = Arc::default();
+        let owned: Arc<RwLock<BTreeSet<IpAddr>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let replies = Arc::new(AtomicU64::new(0));
-        let (announce, announcements) = mpsc::channel::<Ipv4Addr>();
+        let (announce, announcements) = mpsc::channel::<IpAddr>();
         let (o, s, r, name) = (owned.clone(), stop.clone(), replies.clone(), iface.to_string());
         let thread = std::thread::Builder::new()
             .name(format!("arp-{iface}"))
             .spawn(move || {
                 while !s.load(Ordering::Relaxed) {
                     while let Ok(ip) = announcements.try_recv() {
-                        for as_reply in [false, true] {
-                            if let Some(Err(e)) = tx.send_to(&arp::gratuitous(ip, mac, as_reply), None) {
-                                tracing::warn!(iface = %name, %ip, "gratuitous ARP failed: {e}");
+                        let frames: Vec<Vec<u8>> = match ip {
+                            IpAddr::V4(v4) => {
+                                [false, true].iter().map(|r| arp::gratuitous(v4, mac, *r).to_vec()).collect()
+                            }
+                            IpAddr::V6(v6) => vec![ndp::unsolicited(v6, mac.octets())],
+                        };
+                        for f in frames {
+                            if let Some(Err(e)) = tx.send_to(&f, None) {
+                                tracing::warn!(iface = %name, %ip, "announcement failed: {e}");
                             }
                         }
                     }
@@ -89,15 +96,19 @@ impl Responder {
                             continue;
                         }
                     };
-                    let Some(req) = arp::parse_request(frame) else { continue };
-                    // Our own gratuitous requests come back on the packet socket: skip them.
-                    if req.sender_mac == mac {
-                        continue;
-                    }
-                    let ours = o.read().unwrap_or_else(|e| e.into_inner()).contains(&req.target_ip);
-                    if ours {
-                        if let Some(Err(e)) = tx.send_to(&arp::reply(&req, mac), None) {
-                            tracing::warn!(iface = %name, "ARP reply failed: {e}");
+                    // Our own announcements come back on the packet socket: skip them.
+                    let answer = if let Some(req) = arp::parse_request(frame) {
+                        let ours = o.read().unwrap_or_else(|e| e.into_inner()).contains(&IpAddr::V4(req.target_ip));
+                        (ours && req.sender_mac != mac).then(|| arp::reply(&req, mac).to_vec())
+                    } else if let Some(ns) = ndp::parse_solicitation(frame) {
+                        let ours = o.read().unwrap_or_else(|e| e.into_inner()).contains(&IpAddr::V6(ns.target));
+                        (ours && ns.src_mac != mac.octets()).then(|| ndp::advertisement(&ns, mac.octets()))
+                    } else {
+                        None
+                    };
+                    if let Some(frame) = answer {
+                        if let Some(Err(e)) = tx.send_to(&frame, None) {
+                            tracing::warn!(iface = %name, "reply failed: {e}");
                         } else {
                             r.fetch_add(1, Ordering::Relaxed);
                         }
@@ -117,7 +128,7 @@ impl Responder {
     }
 
     /// Replaces the set of owned addresses; newly owned ones are announced at once.
-    pub fn set_owned(&self, ips: BTreeSet<Ipv4Addr>) {
+    pub fn set_owned(&self, ips: BTreeSet<IpAddr>) {
         let mut owned = self.owned.write().unwrap_or_else(|e| e.into_inner());
         for ip in ips.difference(&owned) {
             let _ = self.announce.send(*ip);
@@ -125,11 +136,11 @@ impl Responder {
         *owned = ips;
     }
 
-    pub fn owned(&self) -> BTreeSet<Ipv4Addr> {
+    pub fn owned(&self) -> BTreeSet<IpAddr> {
         self.owned.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// ARP replies sent so far.
+    /// ARP replies and neighbor advertisements sent in answer so far.
     pub fn replies_sent(&self) -> u64 {
         self.replies.load(Ordering::Relaxed)
     }

@@ -74,3 +74,49 @@ fn arping_resolves_the_lb_ip_to_the_node() {
     let replies = agent.json(&["l2", "announcements"]);
     assert!(replies.as_array().unwrap().is_empty(), "{replies}");
 }
+
+/// IPv6: ndisc6 on the client gets a Neighbor Advertisement with the node's MAC.
+#[test]
+fn ndisc6_resolves_an_ipv6_lb_ip_to_the_node() {
+    if !require_root() || !require_program("ndisc6", "ndisc6") {
+        return;
+    }
+    let lan = Bridge::new("lan");
+    let node = Netns::new("node");
+    let client = Netns::new("cli");
+    lan.attach(&node, "eth0", &["fd00:80::2/64"]);
+    lan.attach(&client, "eth0", &["fd00:80::10/64"]);
+    let manifests = r#"
+apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata: {name: lan6}
+spec:
+  blocks: [{start: "fd00:80::100", stop: "fd00:80::110"}]
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: lan}
+spec:
+  loadBalancerIPs: true
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web6, namespace: default}
+spec:
+  type: LoadBalancer
+  ipFamilies: [IPv6]
+  ports: [{port: 80}]
+"#;
+    let agent = Agent::start_in(node.name(), &[("m.yaml", manifests)], &[]).unwrap();
+    let ip = agent.service_ips()["default/web6"][0].clone();
+    assert_eq!(ip, "fd00:80::100");
+    let node_mac = node.run_ok(&["cat", "/sys/class/net/eth0/address"]).trim().to_lowercase();
+    let out = wait_until(Duration::from_secs(10), "a neighbor advertisement", || {
+        let o = client.exec(&["ndisc6", "-1", "-r", "2", "-w", "1000", &ip, "eth0"]);
+        o.status.success().then_some(o)
+    });
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.contains(&node_mac), "NA not from the node's MAC {node_mac}:\n{text}");
+    let unowned = client.exec(&["ndisc6", "-1", "-r", "1", "-w", "500", "fd00:80::105", "eth0"]);
+    assert!(!unowned.status.success(), "an unowned IPv6 address was answered");
+}

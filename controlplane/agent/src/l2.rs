@@ -3,11 +3,12 @@
 //! `Documentation/network/l2-announcements.rst`) and MetalLB `L2Advertisement`; and the task
 //! that keeps one ARP responder per interface in step.
 //!
-//! Election today is the single-node backend: this node owns every selected IP. The
-//! multi-node backends (LAN heartbeats with etcd fencing) and NDP come with the rest of issue 6.
+//! IPv4 addresses are answered with ARP, IPv6 with NDP. Election today is the single-node
+//! backend: this node owns every selected IP. The multi-node backends (LAN heartbeats with etcd
+//! fencing) come with the rest of issue 6.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use halyard_ipam::lbipam::{LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE};
@@ -17,10 +18,10 @@ use tokio::sync::watch;
 use crate::reconcile::Snapshot;
 
 /// Interface → the IPv4 addresses answered on it.
-pub type Desired = BTreeMap<String, BTreeSet<Ipv4Addr>>;
+pub type Desired = BTreeMap<String, BTreeSet<IpAddr>>;
 
 /// One announced IP on one interface: (ip, interface, service, policy).
-pub type Row = (Ipv4Addr, String, String, String);
+pub type Row = (IpAddr, String, String, String);
 
 /// What `halyard l2 announcements` shows: the rows, plus replies and MAC per interface.
 #[derive(Debug, Default)]
@@ -40,7 +41,6 @@ pub fn desired(snap: &Snapshot, node: &str, interfaces: &[String]) -> (Desired, 
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     let mut add = |ip: IpAddr, ifaces: &[String], svc: &str, policy: &str| {
-        let IpAddr::V4(ip) = ip else { return }; // NDP is not implemented yet
         for i in ifaces {
             if out.entry(i.clone()).or_default().insert(ip) {
                 rows.push((ip, i.clone(), svc.to_string(), policy.to_string()));
