@@ -148,8 +148,10 @@ pub struct PeerStatus {
     pub families: Vec<AfiSafi>,
     /// Adj-RIB-In: prefixes the peer sent us (we import nothing into the kernel yet).
     pub received: BTreeMap<Prefix, ()>,
-    /// Adj-RIB-Out as sent.
-    pub advertised: Vec<Prefix>,
+    /// Adj-RIB-Out as sent (shared with the driver, not copied). It may list prefixes of a
+    /// family the session does not carry; `advertised_count` counts only what went out.
+    pub advertised: Arc<Advertisements>,
+    pub advertised_count: usize,
     pub last_error: Option<String>,
     pub updates_in: u64,
     pub updates_out: u64,
@@ -175,8 +177,9 @@ struct Driver {
     status: Arc<Mutex<PeerStatus>>,
     conn: Option<Conn>,
     connecting: Option<tokio::task::JoinHandle<std::io::Result<TcpStream>>>,
-    /// What the peer has been sent (the Adj-RIB-Out as transmitted).
-    sent: Advertisements,
+    /// The last Adj-RIB-Out the peer was synced to (prefixes of families the session does not
+    /// carry included: they were skipped, and are skipped again on withdrawal).
+    sent: Arc<Advertisements>,
     epoch: Instant,
     /// A session of this process reached Established (ends the RFC 4724 restart state).
     was_established: bool,
@@ -203,7 +206,7 @@ impl Driver {
     }
 
     /// Carries out FSM actions in order. `update` is the UPDATE that produced `ProcessUpdate`.
-    async fn act(&mut self, actions: Vec<Action>, routes: &Advertisements, update: Option<Update>) {
+    async fn act(&mut self, actions: Vec<Action>, routes: &Arc<Advertisements>, update: Option<Update>) {
         let mut update = update;
         for a in actions {
             let res = match a {
@@ -264,7 +267,7 @@ impl Driver {
                         s.families = families.clone();
                         s.last_error = None;
                     });
-                    self.sent.clear();
+                    self.sent = Arc::default();
                     self.was_established = true;
                     let r = self.sync_routes(routes).await;
                     // End-of-RIB per negotiated family (RFC 4724 §2), after the initial table.
@@ -285,11 +288,12 @@ impl Driver {
                             session_down: true,
                         });
                     }
-                    self.sent.clear();
+                    self.sent = Arc::default();
                     self.set_status(|s| {
                         s.established_since = None;
                         s.received.clear();
-                        s.advertised.clear();
+                        s.advertised = Arc::default();
+                        s.advertised_count = 0;
                         s.last_error = Some(reason);
                     });
                     Ok(())
@@ -364,7 +368,7 @@ impl Driver {
     }
 
     /// Sends the difference between what the peer has and `want`, as packed UPDATEs.
-    async fn sync_routes(&mut self, want: &Advertisements) -> std::io::Result<()> {
+    async fn sync_routes(&mut self, want: &Arc<Advertisements>) -> std::io::Result<()> {
         let Some(conn) = self.conn.as_ref() else { return Ok(()) };
         let Some(peer_asn) = self.fsm.negotiated().map(|n| n.peer_asn) else { return Ok(()) };
         let families = conn.families.clone();
@@ -386,14 +390,15 @@ impl Driver {
         for p in self.sent.keys() {
             if !want.contains_key(p) {
                 match p {
-                    Prefix::V4(x) => withdraw_v4.push(*x),
-                    Prefix::V6(x) => withdraw_v6.push(*x),
+                    Prefix::V4(x) if send_v4 => withdraw_v4.push(*x),
+                    Prefix::V6(x) if send_v6 => withdraw_v6.push(*x),
+                    _ => {}
                 }
             }
         }
         // Group what changed by attribute set, so one UPDATE carries many prefixes.
         let mut groups: Vec<(&Arc<RouteAttrs>, Vec<Ipv4Prefix>, Vec<Ipv6Prefix>)> = Vec::new();
-        for (p, attrs) in want {
+        for (p, attrs) in want.iter() {
             if self.sent.get(p).is_some_and(|s| Arc::ptr_eq(s, attrs) || s == attrs) {
                 continue;
             }
@@ -440,17 +445,18 @@ impl Driver {
         for m in msgs {
             self.send(&Message::Update(m)).await?;
         }
-        self.sent = want
-            .iter()
-            .filter(|(p, _)| match p {
+        self.sent = Arc::clone(want);
+        let advertised_count = want
+            .keys()
+            .filter(|p| match p {
                 Prefix::V4(_) => send_v4,
                 Prefix::V6(_) => send_v6,
             })
-            .map(|(p, a)| (*p, a.clone()))
-            .collect();
-        let advertised: Vec<Prefix> = self.sent.keys().copied().collect();
+            .count();
+        let sent = Arc::clone(want);
         self.set_status(|s| {
-            s.advertised = advertised;
+            s.advertised = sent;
+            s.advertised_count = advertised_count;
             s.updates_out += count;
         });
         Ok(())
@@ -571,7 +577,7 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
         status,
         conn: None,
         connecting: None,
-        sent: Advertisements::new(),
+        sent: Arc::default(),
         epoch: Instant::now(),
         was_established: false,
         learned,
@@ -676,7 +682,7 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
 }
 
 /// After an error the FSM rests in Idle; start again after the connect-retry time.
-async fn restart_if_idle(d: &mut Driver, current: &Advertisements) {
+async fn restart_if_idle(d: &mut Driver, current: &Arc<Advertisements>) {
     if d.fsm.state() == State::Idle && d.fsm.next_deadline().is_none() {
         tokio::time::sleep(Duration::from_secs(u64::from(d.cfg.connect_retry_time))).await;
         let acts = d.fsm.handle(d.now(), Event::AutomaticStart);
@@ -685,7 +691,7 @@ async fn restart_if_idle(d: &mut Driver, current: &Advertisements) {
 }
 
 /// Decodes every complete message in the connection buffer and feeds the FSM.
-async fn process_frames(d: &mut Driver, current: &Advertisements) {
+async fn process_frames(d: &mut Driver, current: &Arc<Advertisements>) {
     loop {
         let Some(conn) = d.conn.as_mut() else { return };
         let len = match frame_len(&conn.buf, &conn.dec) {
@@ -721,7 +727,7 @@ async fn process_frames(d: &mut Driver, current: &Advertisements) {
         d.act(acts, current, update).await;
         if refresh && d.fsm.state() == State::Established {
             // RFC 2918: answer a ROUTE-REFRESH by re-sending the whole Adj-RIB-Out.
-            d.sent.clear();
+            d.sent = Arc::default();
             let _ = d.sync_routes(current).await;
         }
     }

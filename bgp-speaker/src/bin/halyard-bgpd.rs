@@ -196,8 +196,16 @@ async fn relay(
     };
     while let Some(ev) = learned.recv().await {
         apply(ev, &mut rib);
-        while let Ok(ev) = learned.try_recv() {
-            apply(ev, &mut rib);
+        // Let a burst of UPDATEs land before recomputing (each recomputation is O(routes)); a
+        // millisecond is far below any BGP timer and turns thousands of passes into a few.
+        loop {
+            while let Ok(ev) = learned.try_recv() {
+                apply(ev, &mut rib);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            if learned.is_empty() {
+                break;
+            }
         }
         let best: Vec<(Prefix, IpAddr, &Arc<RouteAttrs>)> = rib
             .iter()
@@ -283,7 +291,7 @@ async fn main() -> anyhow::Result<()> {
                             "state": s.state.map(|x| format!("{x:?}")),
                             "peerAsn": s.peer_asn,
                             "holdTime": s.hold_time,
-                            "advertised": s.advertised.len(),
+                            "advertised": s.advertised_count,
                             "received": received,
                             "updatesIn": s.updates_in,
                             "updatesOut": s.updates_out,

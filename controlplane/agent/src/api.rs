@@ -210,7 +210,7 @@ impl halyard_api::Agent for AgentApi {
                         .unwrap_or(0),
                     families: st.families.iter().map(|f| family_name(*f)).collect(),
                     received: st.received.len() as u32,
-                    advertised: st.advertised.len() as u32,
+                    advertised: st.advertised_count as u32,
                     last_error: st.last_error.clone().unwrap_or_default(),
                     hold_time: st.hold_time.map(u32::from).unwrap_or(0),
                     router_id: cfg.router_id.to_string(),
@@ -239,7 +239,17 @@ impl halyard_api::Agent for AgentApi {
             let prefixes: Vec<String> = if received {
                 st.received.keys().map(|p| p.to_string()).collect()
             } else {
-                st.advertised.iter().map(|p| p.to_string()).collect()
+                {
+                    // Only what the session carries (the Adj-RIB-Out may hold other families).
+                    let carried = |p: &halyard_bgp::session::Prefix| {
+                        let fam = match p {
+                            halyard_bgp::session::Prefix::V4(_) => halyard_bgp::wire::AfiSafi::IPV4_UNICAST,
+                            halyard_bgp::session::Prefix::V6(_) => halyard_bgp::wire::AfiSafi::IPV6_UNICAST,
+                        };
+                        st.families.contains(&fam)
+                    };
+                    st.advertised.keys().filter(|p| carried(p)).map(|p| p.to_string()).collect()
+                }
             };
             routes.extend(prefixes.into_iter().map(|prefix| v1::BgpRoute { peer: name.clone(), prefix }));
         }

@@ -169,7 +169,7 @@ impl Metrics {
             let l = PeerLabels { peer: name.clone(), address: cfg.address.to_string() };
             let up = st.state == Some(halyard_bgp::fsm::State::Established);
             self.bgp_session_up.get_or_create(&l).set(i64::from(up));
-            self.bgp_prefixes_advertised.get_or_create(&l).set(st.advertised.len() as i64);
+            self.bgp_prefixes_advertised.get_or_create(&l).set(st.advertised_count as i64);
             self.bgp_prefixes_received.get_or_create(&l).set(st.received.len() as i64);
             self.bgp_updates_in.get_or_create(&l).set(st.updates_in as i64);
             self.bgp_updates_out.get_or_create(&l).set(st.updates_out as i64);
