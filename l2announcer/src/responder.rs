@@ -16,6 +16,10 @@ use pnet_datalink::{Channel, Config, NetworkInterface};
 
 use crate::{arp, ndp};
 
+/// Announcements after the first one, and the interval between them.
+const REPEATS: u32 = 4;
+const REPEAT_EVERY: Duration = Duration::from_millis(1100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ResponderError {
     #[error("interface {0} does not exist")]
@@ -35,6 +39,7 @@ pub struct Responder {
     announce: mpsc::Sender<IpAddr>,
     stop: Arc<AtomicBool>,
     replies: Arc<AtomicU64>,
+    announcements_sent: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -68,13 +73,32 @@ impl Responder {
         let owned: Arc<RwLock<BTreeSet<IpAddr>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let replies = Arc::new(AtomicU64::new(0));
+        let announcements_sent = Arc::new(AtomicU64::new(0));
         let (announce, announcements) = mpsc::channel::<IpAddr>();
-        let (o, s, r, name) = (owned.clone(), stop.clone(), replies.clone(), iface.to_string());
+        let (o, s, r, a, name) =
+            (owned.clone(), stop.clone(), replies.clone(), announcements_sent.clone(), iface.to_string());
         let thread = std::thread::Builder::new()
             .name(format!("arp-{iface}"))
             .spawn(move || {
+                // Announcements are repeated so that switches and clients that missed the first
+                // one still move (MetalLB: at once, then every 1.1 s for 5 s).
+                let mut schedule: Vec<(std::time::Instant, IpAddr)> = Vec::new();
                 while !s.load(Ordering::Relaxed) {
+                    let now = std::time::Instant::now();
                     while let Ok(ip) = announcements.try_recv() {
+                        schedule.retain(|(_, x)| *x != ip);
+                        for k in 0..=REPEATS {
+                            schedule.push((now + REPEAT_EVERY * k, ip));
+                        }
+                    }
+                    if !schedule.is_empty() {
+                        // Drop repeats for addresses no longer owned.
+                        let owned_now = o.read().unwrap_or_else(|e| e.into_inner());
+                        schedule.retain(|(_, ip)| owned_now.contains(ip));
+                    }
+                    let due: Vec<IpAddr> = schedule.iter().filter(|(t, _)| *t <= now).map(|(_, ip)| *ip).collect();
+                    schedule.retain(|(t, _)| *t > now);
+                    for ip in due {
                         let frames: Vec<Vec<u8>> = match ip {
                             IpAddr::V4(v4) => {
                                 [false, true].iter().map(|r| arp::gratuitous(v4, mac, *r).to_vec()).collect()
@@ -84,6 +108,8 @@ impl Responder {
                         for f in frames {
                             if let Some(Err(e)) = tx.send_to(&f, None) {
                                 tracing::warn!(iface = %name, %ip, "announcement failed: {e}");
+                            } else {
+                                a.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
@@ -116,7 +142,16 @@ impl Responder {
                 }
             })
             .map_err(|source| ResponderError::Socket { iface: iface.to_string(), source })?;
-        Ok(Responder { iface: iface.to_string(), mac, owned, announce, stop, replies, thread: Some(thread) })
+        Ok(Responder {
+            iface: iface.to_string(),
+            mac,
+            owned,
+            announce,
+            stop,
+            replies,
+            announcements_sent,
+            thread: Some(thread),
+        })
     }
 
     pub fn iface(&self) -> &str {
@@ -138,6 +173,11 @@ impl Responder {
 
     pub fn owned(&self) -> BTreeSet<IpAddr> {
         self.owned.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Gratuitous ARP / unsolicited NA frames sent so far.
+    pub fn announcements_sent(&self) -> u64 {
+        self.announcements_sent.load(Ordering::Relaxed)
     }
 
     /// ARP replies and neighbor advertisements sent in answer so far.

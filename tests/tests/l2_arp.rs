@@ -44,7 +44,7 @@ fn arping_resolves_the_lb_ip_to_the_node() {
     let client = Netns::new("cli");
     lan.attach(&node, "eth0", &["10.80.0.2/24"]);
     lan.attach(&client, "eth0", &["10.80.0.10/24"]);
-    let agent = Agent::start_in(node.name(), &[("m.yaml", MANIFESTS)], &[]).unwrap();
+    let agent = Agent::start_in(node.name(), &[("m.yaml", MANIFESTS)], &["--metrics-addr", "127.0.0.1:9890"]).unwrap();
     let ip = agent.service_ips()["default/web"][0].clone();
     assert_eq!(ip, "10.80.0.100");
     let ann = wait_until(Duration::from_secs(10), "the announcement", || {
@@ -62,6 +62,21 @@ fn arping_resolves_the_lb_ip_to_the_node() {
     });
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
     assert!(text.contains(&node_mac), "reply not from the node's MAC {node_mac}:\n{text}");
+
+    // Metrics: one owned IP on eth0, replies counted, and the takeover announcement repeated
+    // (two frames — request and reply forms — at once and again 1.1 s later at least).
+    let value = |m: &str, name: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name}{{interface=\"eth0\"}}")))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let metrics = wait_until(Duration::from_secs(10), "repeated announcements and replies in the metrics", || {
+        let m = node.run_ok(&["curl", "-fsS", "http://127.0.0.1:9890/metrics"]);
+        (value(&m, "halyard_l2_announcements_sent") >= 4 && value(&m, "halyard_l2_replies_sent") >= 1).then_some(m)
+    });
+    assert_eq!(value(&metrics, "halyard_l2_owned_ips"), 1, "{metrics}");
 
     // An IP of the pool that nobody holds is not answered.
     assert!(!arping(&client, "10.80.0.105").status.success(), "an unowned IP was answered");

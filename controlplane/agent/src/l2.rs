@@ -28,6 +28,7 @@ pub type Row = (IpAddr, String, String, String);
 pub struct L2Status {
     pub rows: Vec<Row>,
     pub replies: BTreeMap<String, u64>,
+    pub announcements: BTreeMap<String, u64>,
     pub macs: BTreeMap<String, String>,
 }
 
@@ -177,5 +178,6 @@ pub async fn run(
         }
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
         st.replies = responders.iter().map(|(i, r)| (i.clone(), r.replies_sent())).collect();
+        st.announcements = responders.iter().map(|(i, r)| (i.clone(), r.announcements_sent())).collect();
     }
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics, served as OpenMetrics text on `/metrics`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -22,6 +23,11 @@ pub struct PoolLabels {
 pub struct PeerLabels {
     pub peer: String,
     pub address: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterfaceLabels {
+    pub interface: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +61,9 @@ pub struct Metrics {
     pub bgp_prefixes_received: Family<PeerLabels, Gauge>,
     pub bgp_updates_in: Family<PeerLabels, Gauge>,
     pub bgp_updates_out: Family<PeerLabels, Gauge>,
+    pub l2_owned: Family<InterfaceLabels, Gauge>,
+    pub l2_replies: Family<InterfaceLabels, Gauge>,
+    pub l2_announcements: Family<InterfaceLabels, Gauge>,
 }
 
 impl Metrics {
@@ -76,6 +85,9 @@ impl Metrics {
             bgp_prefixes_received: Family::default(),
             bgp_updates_in: Family::default(),
             bgp_updates_out: Family::default(),
+            l2_owned: Family::default(),
+            l2_replies: Family::default(),
+            l2_announcements: Family::default(),
             registry: Registry::default(),
         };
         registry.register("lbipam_ips_used", "LoadBalancer IPs in use, per pool", m.ips_used.clone());
@@ -103,6 +115,17 @@ impl Metrics {
             m.bgp_prefixes_advertised.clone(),
         );
         registry.register("bgp_prefixes_received", "Prefixes received from the peer", m.bgp_prefixes_received.clone());
+        registry.register("l2_owned_ips", "IPs this node answers ARP/NDP for, per interface", m.l2_owned.clone());
+        registry.register(
+            "l2_replies_sent",
+            "ARP replies and neighbor advertisements sent since the responder started, per interface",
+            m.l2_replies.clone(),
+        );
+        registry.register(
+            "l2_announcements_sent",
+            "Gratuitous ARP and unsolicited NA frames sent since the responder started, per interface",
+            m.l2_announcements.clone(),
+        );
         registry.register(
             "bgp_updates_received",
             "UPDATE messages received in the current session (resets with the session)",
@@ -176,6 +199,27 @@ impl Metrics {
         }
     }
 
+    /// Refreshes the L2 gauges from the responders' status (at scrape time).
+    pub fn observe_l2(&self, l2: &crate::l2::SharedL2Status) {
+        let st = l2.lock().unwrap_or_else(|e| e.into_inner());
+        for f in [&self.l2_owned, &self.l2_replies, &self.l2_announcements] {
+            f.clear();
+        }
+        let mut owned: BTreeMap<&str, i64> = BTreeMap::new();
+        for (_, iface, _, _) in &st.rows {
+            *owned.entry(iface.as_str()).or_default() += 1;
+        }
+        for (iface, n) in owned {
+            self.l2_owned.get_or_create(&InterfaceLabels { interface: iface.to_string() }).set(n);
+        }
+        for (iface, n) in &st.replies {
+            self.l2_replies.get_or_create(&InterfaceLabels { interface: iface.clone() }).set(*n as i64);
+        }
+        for (iface, n) in &st.announcements {
+            self.l2_announcements.get_or_create(&InterfaceLabels { interface: iface.clone() }).set(*n as i64);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -200,6 +244,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     bgp_peers: crate::bgp::PeerStatuses,
+    l2: crate::l2::SharedL2Status,
 ) -> anyhow::Result<()> {
     use axum::routing::get;
     let app =
@@ -209,6 +254,7 @@ pub async fn serve(
                 get(move || {
                     let m = metrics.clone();
                     m.observe_bgp(&bgp_peers);
+                    m.observe_l2(&l2);
                     async move {
                         ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
                     }
