@@ -20,12 +20,12 @@ use halyard_bgp::session::{
     Advertisements, IncomingRoutes, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen, run_peer,
 };
 use halyard_bgp::wire::{Community, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
-use halyard_ipam::lbipam::{LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE};
 use halyard_model::validate::{parse_large_community, parse_standard_community, well_known_community};
 use halyard_model::{AdvertisementType, BgpAttributes, LabelSelector, Model, ServiceAddressType};
 use tokio::sync::watch;
 
 use crate::reconcile::Snapshot;
+use crate::translate;
 
 /// One session this node should run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,13 +159,10 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                             let Some(svc_sel) = &entry.selector else { continue };
                             let attrs = Arc::new(attrs_of(entry.attributes.as_ref()));
                             for svc in model.services.values() {
-                                let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-                                let mut labels = svc.metadata.labels.clone();
-                                labels.insert(LABEL_SERVICE_NAMESPACE.into(), ns.to_string());
-                                labels.insert(LABEL_SERVICE_NAME.into(), svc.metadata.name.clone());
-                                if !svc_sel.matches(&labels) {
+                                if !svc_sel.matches(&translate::selector_labels(svc)) {
                                     continue;
                                 }
+                                let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
                                 let mut ips: Vec<IpAddr> = Vec::new();
                                 if svc_opts.addresses.contains(&ServiceAddressType::LoadBalancerIP) {
                                     let key = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
@@ -231,7 +228,7 @@ fn metallb(
     problems: &mut Vec<String>,
 ) {
     let model = &snap.model;
-    let selects_node = |sels: &[LabelSelector]| sels.is_empty() || sels.iter().any(|s| s.matches(node_labels));
+    let selects_node = |sels: &[LabelSelector]| translate::any_selector(sels, node_labels);
     for (key, peer) in &model.metallb_bgp_peers {
         let spec = &peer.spec;
         if !selects_node(&spec.node_selectors) {
@@ -265,32 +262,22 @@ fn metallb(
             ));
         }
         let mut routes = Advertisements::new();
+        let no_labels = BTreeMap::new();
         for adv in model.metallb_bgp_advertisements.values() {
             let a = &adv.spec;
             if !selects_node(&a.node_selectors) || !(a.peers.is_empty() || a.peers.contains(&key.name)) {
                 continue;
             }
-            let pools: Vec<&str> = model
-                .metallb_pools
-                .iter()
-                .filter(|(pk, p)| {
-                    (a.ip_address_pools.is_empty() && a.ip_address_pool_selectors.is_empty())
-                        || a.ip_address_pools.contains(&pk.name)
-                        || a.ip_address_pool_selectors.iter().any(|s| s.matches(&p.metadata.labels))
-                })
-                .map(|(pk, _)| pk.name.as_str())
-                .collect();
+            let pools = translate::metallb_pools(model, &a.ip_address_pools, &a.ip_address_pool_selectors);
             let mut attrs = RouteAttrs { local_pref: a.local_pref, ..RouteAttrs::default() };
             metallb_communities(model, &a.communities, &mut attrs, problems);
             let attrs = Arc::new(attrs);
             for (skey, st) in &snap.lb.services {
-                if !a.service_selectors.is_empty() {
-                    let labels = model.services.get(skey).map(|s| s.metadata.labels.clone()).unwrap_or_default();
-                    if !a.service_selectors.iter().any(|s| s.matches(&labels)) {
-                        continue;
-                    }
+                let labels = model.services.get(skey).map_or(&no_labels, |s| &s.metadata.labels);
+                if !translate::any_selector(&a.service_selectors, labels) {
+                    continue;
                 }
-                for asg in st.ips.iter().filter(|x| pools.contains(&x.pool.as_str())) {
+                for asg in st.ips.iter().filter(|x| pools.contains(x.pool.as_str())) {
                     let prefix = match asg.ip {
                         IpAddr::V4(ip) => {
                             Ipv4Prefix::new(ip, a.aggregation_length.unwrap_or(32).min(32)).map(Prefix::V4).ok()

@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use halyard_ipam::lbipam::{LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE};
 use halyard_l2::responder::{Responder, candidate_interfaces};
 use tokio::sync::watch;
 
 use crate::reconcile::Snapshot;
+use crate::translate;
 
 /// Interface → the IPv4 addresses answered on it.
 pub type Desired = BTreeMap<String, BTreeSet<IpAddr>>;
@@ -67,13 +67,10 @@ pub fn desired(snap: &Snapshot, node: &str, interfaces: &[String]) -> (Desired, 
             .cloned()
             .collect();
         for svc in model.services.values() {
-            let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-            let mut labels = svc.metadata.labels.clone();
-            labels.insert(LABEL_SERVICE_NAMESPACE.into(), ns.to_string());
-            labels.insert(LABEL_SERVICE_NAME.into(), svc.metadata.name.clone());
-            if !spec.service_selector.as_ref().is_none_or(|s| s.matches(&labels)) {
+            if !spec.service_selector.as_ref().is_none_or(|s| s.matches(&translate::selector_labels(svc))) {
                 continue;
             }
+            let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
             let key = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
             let svc_name = key.to_string();
             if spec.load_balancer_ips
@@ -90,29 +87,19 @@ pub fn desired(snap: &Snapshot, node: &str, interfaces: &[String]) -> (Desired, 
             }
         }
     }
+    let no_labels = BTreeMap::new();
     for (key, adv) in &model.l2_advertisements {
         let spec = &adv.spec;
-        if !(spec.node_selectors.is_empty() || spec.node_selectors.iter().any(|s| s.matches(&node_labels))) {
+        if !translate::any_selector(&spec.node_selectors, &node_labels) {
             continue;
         }
         let ifaces: Vec<String> =
             interfaces.iter().filter(|i| spec.interfaces.is_empty() || spec.interfaces.contains(i)).cloned().collect();
-        let pools: BTreeSet<&str> = model
-            .metallb_pools
-            .iter()
-            .filter(|(pk, p)| {
-                (spec.ip_address_pools.is_empty() && spec.ip_address_pool_selectors.is_empty())
-                    || spec.ip_address_pools.contains(&pk.name)
-                    || spec.ip_address_pool_selectors.iter().any(|s| s.matches(&p.metadata.labels))
-            })
-            .map(|(pk, _)| pk.name.as_str())
-            .collect();
+        let pools = translate::metallb_pools(model, &spec.ip_address_pools, &spec.ip_address_pool_selectors);
         for (skey, st) in &snap.lb.services {
-            if !spec.service_selectors.is_empty() {
-                let labels = model.services.get(skey).map(|s| s.metadata.labels.clone()).unwrap_or_default();
-                if !spec.service_selectors.iter().any(|s| s.matches(&labels)) {
-                    continue;
-                }
+            let labels = model.services.get(skey).map_or(&no_labels, |s| &s.metadata.labels);
+            if !translate::any_selector(&spec.service_selectors, labels) {
+                continue;
             }
             for a in st.ips.iter().filter(|a| pools.contains(a.pool.as_str())) {
                 add(a.ip, &ifaces, &skey.to_string(), &format!("L2Advertisement/{}", key.name));

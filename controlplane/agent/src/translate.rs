@@ -181,6 +181,40 @@ pub fn services(model: &Model) -> Vec<ServiceSpec> {
     model.services.values().filter(|s| s.spec.type_ == ServiceType::LoadBalancer).map(|s| service(model, s)).collect()
 }
 
+/// A service's labels plus Cilium's namespace/name pseudo-labels, for service selectors.
+pub fn selector_labels(svc: &Service) -> std::collections::BTreeMap<String, String> {
+    let mut labels = svc.metadata.labels.clone();
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    labels.insert(halyard_ipam::lbipam::LABEL_SERVICE_NAMESPACE.into(), ns.to_string());
+    labels.insert(halyard_ipam::lbipam::LABEL_SERVICE_NAME.into(), svc.metadata.name.clone());
+    labels
+}
+
+/// MetalLB's list-of-selectors rule (`nodeSelectors`, `serviceSelectors`): an empty list
+/// matches everything, otherwise any selector may match.
+pub fn any_selector(selectors: &[LabelSelector], labels: &std::collections::BTreeMap<String, String>) -> bool {
+    selectors.is_empty() || selectors.iter().any(|s| s.matches(labels))
+}
+
+/// MetalLB's `ipAddressPools` / `ipAddressPoolSelectors` (on L2Advertisement and
+/// BGPAdvertisement): the named or selected pools, or every pool when both are empty.
+pub fn metallb_pools<'a>(
+    model: &'a Model,
+    names: &[String],
+    selectors: &[LabelSelector],
+) -> std::collections::BTreeSet<&'a str> {
+    model
+        .metallb_pools
+        .iter()
+        .filter(|(key, p)| {
+            (names.is_empty() && selectors.is_empty())
+                || names.contains(&key.name)
+                || selectors.iter().any(|s| s.matches(&p.metadata.labels))
+        })
+        .map(|(key, _)| key.name.as_str())
+        .collect()
+}
+
 /// A selector rendered for people: `color=blue,tier in (web,api)`.
 pub fn render_selector(s: &LabelSelector) -> String {
     let mut parts: Vec<String> = s.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
