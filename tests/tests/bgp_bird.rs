@@ -75,14 +75,20 @@ spec:
         communities: {standard: ["65001:100"], wellKnown: [no-export], large: ["65001:7:9"]}
 "#;
 
+/// The router (10.77.0.1) and the node (10.77.0.2), joined by a veth link.
+fn router_and_node() -> (Netns, Netns) {
+    let router = Netns::new("rtr");
+    let node = Netns::new("node");
+    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    (router, node)
+}
+
 #[test]
 fn lb_ips_reach_bird_and_follow_service_changes() {
     if !require_root() || !require_program("bird", "bird2") {
         return;
     }
-    let router = Netns::new("rtr");
-    let node = Netns::new("node");
-    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    let (router, node) = router_and_node();
     let bird =
         Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 65001)));
     let agent = Agent::start_in(
@@ -143,9 +149,7 @@ fn the_agent_accepts_a_session_the_router_opens() {
     if !require_root() || !require_program("bird", "bird2") {
         return;
     }
-    let router = Netns::new("rtr");
-    let node = Netns::new("node");
-    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    let (router, node) = router_and_node();
     let bird =
         Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 65001)));
     let bgp = BGP
@@ -173,9 +177,7 @@ fn metallb_bgp_peer_and_advertisement_reach_bird() {
     if !require_root() || !require_program("bird", "bird2") {
         return;
     }
-    let router = Netns::new("rtr");
-    let node = Netns::new("node");
-    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    let (router, node) = router_and_node();
     let bird =
         Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 64512)));
     let metallb = r#"
@@ -240,9 +242,7 @@ fn md5_protected_session_needs_the_right_password() {
     if !require_root() || !require_program("bird", "bird2") {
         return;
     }
-    let router = Netns::new("rtr");
-    let node = Netns::new("node");
-    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    let (router, node) = router_and_node();
     let cfg =
         |pw: &str| BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 64512).password(pw));
     let bird = Bird::start(&router, &cfg("not-the-key"));
@@ -285,9 +285,7 @@ fn graceful_restart_keeps_routes_across_an_agent_restart() {
     if !require_root() || !require_program("bird", "bird2") {
         return;
     }
-    let router = Netns::new("rtr");
-    let node = Netns::new("node");
-    veth_pair(&router, "eth0", &["10.77.0.1/24"], &node, "eth0", &["10.77.0.2/24"]);
+    let (router, node) = router_and_node();
     // BIRD's default `graceful restart aware` makes it a receiving (helper) speaker.
     let bird =
         Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 65001)));
