@@ -33,8 +33,9 @@ ensure_rust() {
     fi
 }
 
-# The packages every build needs: protoc for the gRPC API, a C toolchain for build scripts.
-BUILD_PACKAGES=(protobuf-compiler build-essential pkg-config iproute2 curl)
+# The packages every build needs: protoc for the gRPC API, a C toolchain for build scripts,
+# clang-19 and libbpf's headers for the eBPF programs (datapath-bpf/build.rs).
+BUILD_PACKAGES=(protobuf-compiler build-essential pkg-config iproute2 curl clang-19 libbpf-dev)
 
 # Real peers and tools the integration tests run inside network namespaces.
-TEST_PACKAGES=(bird2 frr gobgpd exabgp iputils-ping iputils-arping ndisc6)
+TEST_PACKAGES=(bird2 frr gobgpd exabgp iputils-ping iputils-arping ndisc6 etcd-server etcd-client tcpdump bpftool)

@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Halyard datapath: the structs shared by the BPF programs and the agent.
+ *
+ * Every struct here has a #[repr(C)] mirror in datapath-bpf/src/maps.rs. The build script compiles
+ * bpf/layout.c for the host and the `layout` test compares sizeof/offsetof of each field with the
+ * Rust side, so a change on one side only fails the build's tests, never corrupts a map.
+ *
+ * Byte order: addresses and ports are kept in network byte order (as they sit in the packet), so
+ * the hot path never swaps; ids and counters are host order.
+ */
+#ifndef HALYARD_COMMON_H
+#define HALYARD_COMMON_H
+
+#include <linux/types.h>
+
+/* Maglev lookup table size (prime, one of Cilium's sizes). The table is the value of a one-entry
+ * inner array, so the verifier needs the bound at compile time; build.rs may override it. */
+#ifndef HL_MAGLEV_M
+#define HL_MAGLEV_M 16381
+#endif
+
+#ifndef HL_MAX_SERVICES
+#define HL_MAX_SERVICES 65536
+#endif
+#ifndef HL_MAX_BACKENDS
+#define HL_MAX_BACKENDS 65536
+#endif
+#ifndef HL_CT_ENTRIES
+#define HL_CT_ENTRIES 262144
+#endif
+
+/* Service forwarding modes (lb4_service.mode). */
+#define HL_MODE_DSR_IPIP   1 /* outer IPv4 (proto 4) to the backend; decapsulated by tc_decap */
+#define HL_MODE_DSR_GENEVE 2 /* outer IPv4/UDP/Geneve with Cilium's DSR option (class 0x014B) */
+#define HL_MODE_DNAT       3 /* rewrite destination to the backend (backend routes replies back) */
+
+/* Service flags. */
+#define HL_SVC_F_AFFINITY  0x01 /* hash without the source port: one client, one backend */
+
+/* Backend flags. */
+#define HL_BE_F_STATIC_NH  0x01 /* use nh_mac/nh_ifindex instead of bpf_fib_lookup */
+
+/* Geneve (RFC 8926) and Cilium's DSR option: class 0x014B (IANA: Cilium), type 0x81 (critical). */
+#define HL_GENEVE_PORT     6081
+#define HL_GENEVE_DSR_CLASS 0x014B
+#define HL_GENEVE_DSR_TYPE 0x81
+
+/* Counters (index into the per-CPU hl_stats array). Keep in sync with maps.rs `Counter`. */
+enum hl_counter {
+	HL_CNT_RX = 0,          /* packets seen */
+	HL_CNT_PASS_NOT_IPV4,   /* not IPv4 (or IPv6 without a service) */
+	HL_CNT_PASS_NO_SERVICE, /* destination is not a service */
+	HL_CNT_PASS_FRAGMENT,   /* IPv4 fragment: passed to the stack */
+	HL_CNT_PASS_IP_OPTIONS, /* IPv4 header with options: passed to the stack */
+	HL_CNT_PASS_NO_NEIGH,   /* next hop has no neighbour entry yet: the kernel resolves it */
+	HL_CNT_DROP_NO_BACKEND, /* service without (usable) backends */
+	HL_CNT_DROP_MALFORMED,  /* truncated headers */
+	HL_CNT_DROP_ENCAP,      /* could not make room for encapsulation */
+	HL_CNT_DROP_FIB,        /* backend unreachable by the routing table */
+	HL_CNT_CT_HIT,          /* flow found in conntrack, backend kept */
+	HL_CNT_CT_NEW,          /* flow new (or its backend gone): Maglev chose */
+	HL_CNT_TX,              /* sent back out of the ingress device */
+	HL_CNT_REDIRECT,        /* redirected to another device */
+	HL_CNT_DECAP,           /* tc_decap: DSR packet decapsulated */
+	HL_CNT_MAX,
+};
+
+/* lb4_key: service frontend (IPv4). */
+struct lb4_key {
+	__be32 vip;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct lb4_service {
+	__u32 svc_id;   /* key of the Maglev outer map */
+	__u16 backends; /* active backends (0: drop) */
+	__u8 mode;      /* HL_MODE_* */
+	__u8 flags;     /* HL_SVC_F_* */
+};
+
+struct lb4_backend {
+	__be32 addr;
+	__be16 port;  /* backend port (network order) for DNAT; DSR keeps the service port */
+	__u8 flags;   /* HL_BE_F_* */
+	__u8 pad;
+	__u8 nh_mac[6];
+	__u16 pad2;
+	__u32 nh_ifindex;
+};
+
+/* ct4_key: the flow as the client sent it. */
+struct ct4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ct4_entry {
+	__u32 backend_id;
+	__u32 svc_id;
+	__u64 created_ns; /* bpf_ktime_get_ns() when first seen */
+};
+
+struct maglev_lut {
+	__u32 backend_ids[HL_MAGLEV_M];
+};
+
+/* hl_stats value: one per counter per CPU. */
+struct hl_stat {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Host program run by build.rs: prints the C layout of every map key/value as a Rust table, which
+ * the `layout` test compares with the #[repr(C)] mirrors in src/maps.rs.
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include "halyard/common.h"
+
+#define STRUCT(s) printf("    (\"%s\", \"\", %zu, %zu),\n", #s, sizeof(struct s), _Alignof(struct s))
+#define FIELD(s, f) \
+	printf("    (\"%s\", \"%s\", %zu, %zu),\n", #s, #f, offsetof(struct s, f), sizeof(((struct s *)0)->f))
+
+int main(void)
+{
+	printf("/// (struct, field, offset or size, size or alignment) as the C compiler lays them out.\n");
+	printf("pub const C_LAYOUT: &[(&str, &str, usize, usize)] = &[\n");
+	STRUCT(lb4_key);
+	FIELD(lb4_key, vip);
+	FIELD(lb4_key, dport);
+	FIELD(lb4_key, proto);
+	STRUCT(lb4_service);
+	FIELD(lb4_service, svc_id);
+	FIELD(lb4_service, backends);
+	FIELD(lb4_service, mode);
+	FIELD(lb4_service, flags);
+	STRUCT(lb4_backend);
+	FIELD(lb4_backend, addr);
+	FIELD(lb4_backend, port);
+	FIELD(lb4_backend, flags);
+	FIELD(lb4_backend, nh_mac);
+	FIELD(lb4_backend, nh_ifindex);
+	STRUCT(ct4_key);
+	FIELD(ct4_key, saddr);
+	FIELD(ct4_key, daddr);
+	FIELD(ct4_key, sport);
+	FIELD(ct4_key, dport);
+	FIELD(ct4_key, proto);
+	STRUCT(ct4_entry);
+	FIELD(ct4_entry, backend_id);
+	FIELD(ct4_entry, svc_id);
+	FIELD(ct4_entry, created_ns);
+	STRUCT(hl_stat);
+	FIELD(hl_stat, packets);
+	FIELD(hl_stat, bytes);
+	printf("];\n");
+	printf("pub const C_MAGLEV_M: u32 = %d;\n", HL_MAGLEV_M);
+	printf("pub const C_COUNTERS: u32 = %d;\n", HL_CNT_MAX);
+	return 0;
+}

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * XDP north-south load balancer: service lookup -> conntrack -> Maglev -> DSR dispatch (IPIP or
+ * Geneve with Cilium's DSR option) -> next hop by bpf_fib_lookup (or a static next hop) -> XDP_TX
+ * or redirect. Anything that is not a service packet goes to the stack untouched.
+ *
+ * Documented non-paths: IPv4 fragments and packets with IP options are passed to the stack
+ * (counted), as are packets whose next hop has no neighbour entry yet (after encapsulation, so the
+ * kernel forwards them and resolves the neighbour for the next ones).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include "halyard/common.h"
+#include "halyard/config.h"
+#include "halyard/maps.h"
+#include "halyard/lb.h"
+#include "halyard/encap.h"
+
+#define AF_INET 2
+
+/* Makes `len` bytes of room after the Ethernet header (moving the Ethernet header forward). */
+static __always_inline int hl_xdp_push_after_eth(struct xdp_md *ctx, int len)
+{
+	if (bpf_xdp_adjust_head(ctx, -len))
+		return -1;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *neweth = data;
+	struct ethhdr *oldeth = data + len;
+
+	if ((void *)(oldeth + 1) > data_end)
+		return -1;
+	__builtin_memcpy(neweth, oldeth, sizeof(*neweth));
+	return 0;
+}
+
+static __always_inline int hl_xdp_forward(struct xdp_md *ctx, const struct lb4_backend *be,
+					  __u64 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	if (be->flags & HL_BE_F_STATIC_NH) {
+		/* The frame was addressed to us: our MAC becomes the source. */
+		__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+		__builtin_memcpy(eth->h_dest, be->nh_mac, ETH_ALEN);
+		if (be->nh_ifindex == 0 || be->nh_ifindex == ctx->ingress_ifindex) {
+			hl_count(HL_CNT_TX, len);
+			return XDP_TX;
+		}
+		hl_count(HL_CNT_REDIRECT, len);
+		return bpf_redirect(be->nh_ifindex, 0);
+	}
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.ipv4_src = CFG_NODE_IPV4;
+	fib.ipv4_dst = be->addr;
+	fib.ifindex = ctx->ingress_ifindex;
+	int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+		if (fib.ifindex == ctx->ingress_ifindex) {
+			hl_count(HL_CNT_TX, len);
+			return XDP_TX;
+		}
+		hl_count(HL_CNT_REDIRECT, len);
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		hl_count(HL_CNT_PASS_NO_NEIGH, len);
+		return XDP_PASS;
+	}
+	hl_count(HL_CNT_DROP_FIB, len);
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int hl_xdp_lb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 len = data_end - data;
+	struct hl_lb_decision d = {};
+
+	switch (hl_lb4_decide(data, data_end, len, &d)) {
+	case HL_VERDICT_FORWARD:
+		break;
+	case HL_VERDICT_DROP:
+		return XDP_DROP;
+	default:
+		return XDP_PASS;
+	}
+
+	__be32 backend = d.be->addr;
+	if (d.mode == HL_MODE_DSR_GENEVE) {
+		if (hl_xdp_push_after_eth(ctx, HL_GENEVE_LEN))
+			goto encap_fail;
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		if (hl_write_geneve(data + sizeof(struct ethhdr), data_end, backend, d.vip, d.vport,
+				    d.hash))
+			goto encap_fail;
+	} else if (d.mode == HL_MODE_DSR_IPIP) {
+		if (hl_xdp_push_after_eth(ctx, HL_IPIP_LEN))
+			goto encap_fail;
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		if (hl_write_ipip(data + sizeof(struct ethhdr), data_end, backend))
+			goto encap_fail;
+	} else {
+		goto encap_fail;
+	}
+	return hl_xdp_forward(ctx, d.be, (long)ctx->data_end - (long)ctx->data);
+
+encap_fail:
+	hl_count(HL_CNT_DROP_ENCAP, len);
+	return XDP_DROP;
+}
+
+/* For the peer of a veth that receives XDP_TX frames: veth delivers xdp_frames only to a peer
+ * with a native XDP program (or GRO on). */
+SEC("xdp")
+int hl_xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

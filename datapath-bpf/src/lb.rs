@@ -1,0 +1,194 @@
+//! Typed handles on the LB maps, opened from their pins (the agent and the CLI both use them) or
+//! taken from a freshly loaded object.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, MapError, PerCpuArray};
+
+use crate::maps::{
+    CT4_ENTRY_LEN, CT4_KEY_LEN, Counter, Ct4Entry, Ct4Key, HL_STAT_LEN, HlStat, LB4_BACKEND_LEN, LB4_KEY_LEN,
+    LB4_SERVICE_LEN, Lb4Backend, Lb4Key, Lb4Service, MAGLEV_M, MaglevLut, MapBytes,
+};
+
+pub const MAP_SERVICES: &str = "hl_lb4_svc";
+pub const MAP_BACKENDS: &str = "hl_lb4_be";
+pub const MAP_MAGLEV: &str = "hl_lb4_maglev";
+pub const MAP_CT: &str = "hl_ct4";
+pub const MAP_STATS: &str = "hl_stats";
+
+/// Errors from the LB maps, each naming the map and what was done.
+#[derive(Debug, thiserror::Error)]
+pub enum LbMapError {
+    #[error("opening pinned map {path}: {source} (is the datapath loaded, and is {dir} on a bpffs?)", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
+    Open { path: PathBuf, source: MapError },
+    #[error("map {map}: {op}: {source}")]
+    Op { map: &'static str, op: &'static str, source: MapError },
+    #[error("map {0} missing from the BPF object")]
+    Missing(&'static str),
+}
+
+fn op(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> LbMapError {
+    move |source| LbMapError::Op { map, op, source }
+}
+
+/// The LB maps of one node.
+pub struct LbMaps {
+    services: HashMap<MapData, [u8; LB4_KEY_LEN], [u8; LB4_SERVICE_LEN]>,
+    backends: HashMap<MapData, [u8; 4], [u8; LB4_BACKEND_LEN]>,
+    maglev: HashOfMaps<MapData, u32, Array<MapData, MaglevLut>>,
+    ct: HashMap<MapData, [u8; CT4_KEY_LEN], [u8; CT4_ENTRY_LEN]>,
+    stats: PerCpuArray<MapData, [u8; HL_STAT_LEN]>,
+}
+
+impl std::fmt::Debug for LbMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LbMaps").finish_non_exhaustive()
+    }
+}
+
+fn open_pinned(dir: &Path, name: &'static str) -> Result<Map, LbMapError> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| LbMapError::Open { path: path.clone(), source })?;
+    Map::from_map_data(data).map_err(|source| LbMapError::Open { path, source })
+}
+
+impl LbMaps {
+    /// Opens the maps pinned under `pin_dir` (by a running or earlier agent).
+    pub fn open(pin_dir: &Path) -> Result<Self, LbMapError> {
+        Self::from_maps(|name| open_pinned(pin_dir, name))
+    }
+
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, LbMapError> {
+        Self::from_maps(|name| ebpf.take_map(name).ok_or(LbMapError::Missing(name)))
+    }
+
+    fn from_maps(mut get: impl FnMut(&'static str) -> Result<Map, LbMapError>) -> Result<Self, LbMapError> {
+        Ok(Self {
+            services: HashMap::try_from(get(MAP_SERVICES)?).map_err(op(MAP_SERVICES, "open"))?,
+            backends: HashMap::try_from(get(MAP_BACKENDS)?).map_err(op(MAP_BACKENDS, "open"))?,
+            maglev: HashOfMaps::try_from(get(MAP_MAGLEV)?).map_err(op(MAP_MAGLEV, "open"))?,
+            ct: HashMap::try_from(get(MAP_CT)?).map_err(op(MAP_CT, "open"))?,
+            stats: PerCpuArray::try_from(get(MAP_STATS)?).map_err(op(MAP_STATS, "open"))?,
+        })
+    }
+
+    // ===== services =====
+
+    pub fn upsert_service(&mut self, key: &Lb4Key, svc: &Lb4Service) -> Result<(), LbMapError> {
+        self.services.insert(key.to_bytes(), svc.to_bytes(), 0).map_err(op(MAP_SERVICES, "insert"))
+    }
+
+    pub fn remove_service(&mut self, key: &Lb4Key) -> Result<(), LbMapError> {
+        match self.services.remove(&key.to_bytes()) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(op(MAP_SERVICES, "remove")(e)),
+        }
+    }
+
+    pub fn services(&self) -> Result<BTreeMap<Lb4Key, Lb4Service>, LbMapError> {
+        self.services
+            .iter()
+            .map(|r| r.map(|(k, v)| (Lb4Key::from_bytes(&k), Lb4Service::from_bytes(&v))))
+            .collect::<Result<_, _>>()
+            .map_err(op(MAP_SERVICES, "iterate"))
+    }
+
+    // ===== backends =====
+
+    pub fn upsert_backend(&mut self, id: u32, be: &Lb4Backend) -> Result<(), LbMapError> {
+        self.backends.insert(id.to_ne_bytes(), be.to_bytes(), 0).map_err(op(MAP_BACKENDS, "insert"))
+    }
+
+    pub fn remove_backend(&mut self, id: u32) -> Result<(), LbMapError> {
+        match self.backends.remove(&id.to_ne_bytes()) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(op(MAP_BACKENDS, "remove")(e)),
+        }
+    }
+
+    pub fn backends(&self) -> Result<BTreeMap<u32, Lb4Backend>, LbMapError> {
+        self.backends
+            .iter()
+            .map(|r| r.map(|(k, v)| (u32::from_ne_bytes(k), Lb4Backend::from_bytes(&v))))
+            .collect::<Result<_, _>>()
+            .map_err(op(MAP_BACKENDS, "iterate"))
+    }
+
+    // ===== Maglev =====
+
+    /// Installs a whole table for `svc_id`: a fresh inner map, filled, then swapped in with one
+    /// update, so packets see the old table or the new one and never a mix.
+    pub fn set_maglev(&mut self, svc_id: u32, table: &[u32]) -> Result<(), LbMapError> {
+        assert_eq!(table.len(), MAGLEV_M, "Maglev table must have {MAGLEV_M} slots");
+        let mut lut: Box<MaglevLut> = Box::new([0; MAGLEV_M]);
+        lut.copy_from_slice(table);
+        let mut inner: Array<MapData, MaglevLut> = Array::create(1, 0).map_err(op(MAP_MAGLEV, "create inner map"))?;
+        inner.set(0, &*lut, 0).map_err(op(MAP_MAGLEV, "fill inner map"))?;
+        self.maglev.insert(svc_id, &inner, 0).map_err(op(MAP_MAGLEV, "swap inner map"))
+    }
+
+    pub fn remove_maglev(&mut self, svc_id: u32) -> Result<(), LbMapError> {
+        match self.maglev.remove(&svc_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(op(MAP_MAGLEV, "remove")(e)),
+        }
+    }
+
+    /// The table installed for `svc_id`, if any.
+    pub fn maglev(&self, svc_id: u32) -> Result<Option<Vec<u32>>, LbMapError> {
+        let inner = match self.maglev.get(&svc_id, 0) {
+            Ok(inner) => inner,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(op(MAP_MAGLEV, "lookup")(e)),
+        };
+        let lut = inner.get(&0, 0).map_err(op(MAP_MAGLEV, "read inner map"))?;
+        Ok(Some(lut.to_vec()))
+    }
+
+    pub fn maglev_ids(&self) -> Result<Vec<u32>, LbMapError> {
+        self.maglev.keys().collect::<Result<_, _>>().map_err(op(MAP_MAGLEV, "iterate"))
+    }
+
+    // ===== conntrack =====
+
+    pub fn ct_entries(&self) -> Result<Vec<(Ct4Key, Ct4Entry)>, LbMapError> {
+        let mut out = Vec::new();
+        for r in self.ct.iter() {
+            match r {
+                Ok((k, v)) => out.push((Ct4Key::from_bytes(&k), Ct4Entry::from_bytes(&v))),
+                // An LRU entry evicted while we walk: the walk goes on from the next key.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(op(MAP_CT, "iterate")(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn ct_clear(&mut self) -> Result<usize, LbMapError> {
+        let keys: Vec<_> = self.ct.keys().filter_map(Result::ok).collect();
+        for k in &keys {
+            let _ = self.ct.remove(k);
+        }
+        Ok(keys.len())
+    }
+
+    // ===== counters =====
+
+    /// Each counter summed over CPUs: (counter, packets, bytes).
+    pub fn counters(&self) -> Result<Vec<(Counter, u64, u64)>, LbMapError> {
+        let mut out = Vec::with_capacity(Counter::ALL.len());
+        for c in Counter::ALL {
+            let per_cpu = self.stats.get(&(c as u32), 0).map_err(op(MAP_STATS, "read"))?;
+            let (mut p, mut b) = (0u64, 0u64);
+            for v in per_cpu.iter() {
+                let s = HlStat::from_bytes(v);
+                p += s.packets;
+                b += s.bytes;
+            }
+            out.push((c, p, b));
+        }
+        Ok(out)
+    }
+}

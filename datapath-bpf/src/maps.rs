@@ -1,0 +1,306 @@
+//! `#[repr(C)]` mirrors of every map key and value in `bpf/include/halyard/common.h`, with their
+//! byte encodings.
+//!
+//! The maps are handled as byte arrays (`[u8; N]`, which aya accepts as plain data) and each mirror
+//! encodes itself field by field at its `offset_of!` position. That keeps the crate free of
+//! `unsafe` and makes byte order explicit: fields the datapath compares with packet bytes
+//! (addresses, ports) are stored as network-order byte arrays, ids and counters in host order.
+//! The `layout` test checks every size and offset against the C compiler's (`C_LAYOUT`, generated
+//! by build.rs from bpf/layout.c).
+
+use std::mem::{offset_of, size_of};
+use std::net::Ipv4Addr;
+
+include!(concat!(env!("OUT_DIR"), "/c_layout.rs"));
+
+/// Maglev table size compiled into the BPF objects (`HL_MAGLEV_M`).
+pub const MAGLEV_M: usize = C_MAGLEV_M as usize;
+
+/// One Maglev table as the inner map stores it.
+pub type MaglevLut = [u32; MAGLEV_M];
+
+/// A value that can be written into and read from a map's bytes at a given offset.
+trait Field: Sized {
+    fn put(&self, buf: &mut [u8], off: usize);
+    fn get(buf: &[u8], off: usize) -> Self;
+}
+
+macro_rules! int_field {
+    ($($t:ty),*) => {$(
+        impl Field for $t {
+            fn put(&self, buf: &mut [u8], off: usize) {
+                buf[off..off + size_of::<$t>()].copy_from_slice(&self.to_ne_bytes());
+            }
+            fn get(buf: &[u8], off: usize) -> Self {
+                let mut b = [0u8; size_of::<$t>()];
+                b.copy_from_slice(&buf[off..off + size_of::<$t>()]);
+                <$t>::from_ne_bytes(b)
+            }
+        }
+    )*};
+}
+int_field!(u8, u16, u32, u64);
+
+impl<const N: usize> Field for [u8; N] {
+    fn put(&self, buf: &mut [u8], off: usize) {
+        buf[off..off + N].copy_from_slice(self);
+    }
+    fn get(buf: &[u8], off: usize) -> Self {
+        let mut b = [0u8; N];
+        b.copy_from_slice(&buf[off..off + N]);
+        b
+    }
+}
+
+/// Conversion between a mirror and the bytes of its map key or value.
+pub trait MapBytes<const N: usize>: Sized {
+    fn to_bytes(&self) -> [u8; N];
+    fn from_bytes(bytes: &[u8; N]) -> Self;
+}
+
+macro_rules! mirror {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name { $($(#[$fm])* pub $field: $ty),* }
+
+        impl MapBytes<{ size_of::<$name>() }> for $name {
+            fn to_bytes(&self) -> [u8; size_of::<$name>()] {
+                let mut b = [0u8; size_of::<$name>()];
+                $( Field::put(&self.$field, &mut b, offset_of!($name, $field)); )*
+                b
+            }
+            fn from_bytes(b: &[u8; size_of::<$name>()]) -> Self {
+                Self { $( $field: Field::get(b, offset_of!($name, $field)) ),* }
+            }
+        }
+
+        impl $name {
+            /// (field, offset, size) of each field, for the layout test.
+            pub fn fields() -> Vec<(&'static str, usize, usize)> {
+                vec![$( (stringify!($field), offset_of!($name, $field), size_of::<$ty>()) ),*]
+            }
+        }
+    };
+}
+
+mirror! {
+    /// `struct lb4_key`: a service frontend.
+    Lb4Key { vip: [u8; 4], dport: [u8; 2], proto: u8, pad: u8 }
+}
+
+mirror! {
+    /// `struct lb4_service`.
+    Lb4Service { svc_id: u32, backends: u16, mode: u8, flags: u8 }
+}
+
+mirror! {
+    /// `struct lb4_backend`.
+    Lb4Backend {
+        addr: [u8; 4],
+        port: [u8; 2],
+        flags: u8,
+        pad: u8,
+        nh_mac: [u8; 6],
+        pad2: u16,
+        nh_ifindex: u32,
+    }
+}
+
+mirror! {
+    /// `struct ct4_key`: a flow as the client sent it.
+    Ct4Key { saddr: [u8; 4], daddr: [u8; 4], sport: [u8; 2], dport: [u8; 2], proto: u8, pad: [u8; 3] }
+}
+
+mirror! {
+    /// `struct ct4_entry`.
+    Ct4Entry { backend_id: u32, svc_id: u32, created_ns: u64 }
+}
+
+mirror! {
+    /// `struct hl_stat`: one counter on one CPU.
+    HlStat { packets: u64, bytes: u64 }
+}
+
+pub const LB4_KEY_LEN: usize = size_of::<Lb4Key>();
+pub const LB4_SERVICE_LEN: usize = size_of::<Lb4Service>();
+pub const LB4_BACKEND_LEN: usize = size_of::<Lb4Backend>();
+pub const CT4_KEY_LEN: usize = size_of::<Ct4Key>();
+pub const CT4_ENTRY_LEN: usize = size_of::<Ct4Entry>();
+pub const HL_STAT_LEN: usize = size_of::<HlStat>();
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Forwarding modes (`HL_MODE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ForwardingMode {
+    /// Outer IPv4 (protocol 4, RFC 2003) to the backend, removed there by `tc_decap`.
+    DsrIpip = 1,
+    /// Outer IPv4/UDP/Geneve (RFC 8926) with Cilium's DSR option (class 0x014B, type 0x81).
+    DsrGeneve = 2,
+}
+
+impl ForwardingMode {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::DsrIpip),
+            2 => Some(Self::DsrGeneve),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DsrIpip => "dsr-ipip",
+            Self::DsrGeneve => "dsr-geneve",
+        }
+    }
+}
+
+pub const SVC_F_AFFINITY: u8 = 0x01;
+pub const BE_F_STATIC_NH: u8 = 0x01;
+
+impl Lb4Key {
+    pub fn new(vip: Ipv4Addr, port: u16, proto: u8) -> Self {
+        Self { vip: vip.octets(), dport: port.to_be_bytes(), proto, pad: 0 }
+    }
+    pub fn vip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.vip)
+    }
+    pub fn port(&self) -> u16 {
+        u16::from_be_bytes(self.dport)
+    }
+}
+
+impl Lb4Backend {
+    pub fn new(addr: Ipv4Addr, port: u16) -> Self {
+        Self { addr: addr.octets(), port: port.to_be_bytes(), ..Default::default() }
+    }
+    /// Send to this MAC (out of `ifindex`, 0 = the ingress device) instead of asking the FIB.
+    pub fn with_static_next_hop(mut self, mac: [u8; 6], ifindex: u32) -> Self {
+        self.flags |= BE_F_STATIC_NH;
+        self.nh_mac = mac;
+        self.nh_ifindex = ifindex;
+        self
+    }
+    pub fn addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.addr)
+    }
+    pub fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
+}
+
+impl Ct4Key {
+    pub fn new(saddr: Ipv4Addr, sport: u16, daddr: Ipv4Addr, dport: u16, proto: u8) -> Self {
+        Self {
+            saddr: saddr.octets(),
+            daddr: daddr.octets(),
+            sport: sport.to_be_bytes(),
+            dport: dport.to_be_bytes(),
+            proto,
+            pad: [0; 3],
+        }
+    }
+}
+
+/// The datapath's counters (`enum hl_counter`), in map order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Counter {
+    Rx = 0,
+    PassNotIpv4,
+    PassNoService,
+    PassFragment,
+    PassIpOptions,
+    PassNoNeigh,
+    DropNoBackend,
+    DropMalformed,
+    DropEncap,
+    DropFib,
+    CtHit,
+    CtNew,
+    Tx,
+    Redirect,
+    Decap,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 15] = [
+        Counter::Rx,
+        Counter::PassNotIpv4,
+        Counter::PassNoService,
+        Counter::PassFragment,
+        Counter::PassIpOptions,
+        Counter::PassNoNeigh,
+        Counter::DropNoBackend,
+        Counter::DropMalformed,
+        Counter::DropEncap,
+        Counter::DropFib,
+        Counter::CtHit,
+        Counter::CtNew,
+        Counter::Tx,
+        Counter::Redirect,
+        Counter::Decap,
+    ];
+
+    /// (metric label "action", metric label "reason").
+    pub fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Counter::Rx => ("received", "all"),
+            Counter::PassNotIpv4 => ("passed", "not_ipv4"),
+            Counter::PassNoService => ("passed", "no_service"),
+            Counter::PassFragment => ("passed", "fragment"),
+            Counter::PassIpOptions => ("passed", "ip_options"),
+            Counter::PassNoNeigh => ("passed", "no_neighbour"),
+            Counter::DropNoBackend => ("dropped", "no_backend"),
+            Counter::DropMalformed => ("passed", "malformed"),
+            Counter::DropEncap => ("dropped", "encap_failed"),
+            Counter::DropFib => ("dropped", "unreachable"),
+            Counter::CtHit => ("conntrack", "hit"),
+            Counter::CtNew => ("conntrack", "new"),
+            Counter::Tx => ("forwarded", "tx"),
+            Counter::Redirect => ("forwarded", "redirect"),
+            Counter::Decap => ("decapsulated", "dsr"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, size: usize, align: usize, fields: Vec<(&'static str, usize, usize)>) {
+        let c: Vec<_> = C_LAYOUT.iter().filter(|(s, ..)| *s == name).collect();
+        assert!(!c.is_empty(), "struct {name} missing from bpf/layout.c");
+        let (_, _, c_size, c_align) = c.iter().find(|(_, f, ..)| f.is_empty()).unwrap();
+        assert_eq!((size, align), (*c_size, *c_align), "size/alignment of struct {name}");
+        for (_, field, off, fsize) in c.iter().filter(|(_, f, ..)| !f.is_empty()) {
+            let r =
+                fields.iter().find(|(f, ..)| f == field).unwrap_or_else(|| panic!("{name}.{field} has no Rust mirror"));
+            assert_eq!((r.1, r.2), (*off, *fsize), "offset/size of {name}.{field}");
+        }
+    }
+
+    #[test]
+    fn layout_matches_c() {
+        check("lb4_key", size_of::<Lb4Key>(), align_of::<Lb4Key>(), Lb4Key::fields());
+        check("lb4_service", size_of::<Lb4Service>(), align_of::<Lb4Service>(), Lb4Service::fields());
+        check("lb4_backend", size_of::<Lb4Backend>(), align_of::<Lb4Backend>(), Lb4Backend::fields());
+        check("ct4_key", size_of::<Ct4Key>(), align_of::<Ct4Key>(), Ct4Key::fields());
+        check("ct4_entry", size_of::<Ct4Entry>(), align_of::<Ct4Entry>(), Ct4Entry::fields());
+        check("hl_stat", size_of::<HlStat>(), align_of::<HlStat>(), HlStat::fields());
+        assert_eq!(C_COUNTERS as usize, Counter::ALL.len());
+    }
+
+    #[test]
+    fn encodings_round_trip_and_use_network_order_for_wire_fields() {
+        let k = Lb4Key::new(Ipv4Addr::new(10, 96, 0, 1), 80, IPPROTO_TCP);
+        assert_eq!(k.to_bytes(), [10, 96, 0, 1, 0, 80, 6, 0]);
+        assert_eq!(Lb4Key::from_bytes(&k.to_bytes()), k);
+        let b = Lb4Backend::new(Ipv4Addr::new(10, 0, 0, 7), 8080).with_static_next_hop([1, 2, 3, 4, 5, 6], 9);
+        assert_eq!(Lb4Backend::from_bytes(&b.to_bytes()), b);
+        let e = Ct4Entry { backend_id: 7, svc_id: 3, created_ns: 99 };
+        assert_eq!(Ct4Entry::from_bytes(&e.to_bytes()), e);
+    }
+}
