@@ -125,7 +125,7 @@ impl LbMaps {
         let mut lut: Box<MaglevLut> = Box::new([0; MAGLEV_M]);
         lut.copy_from_slice(table);
         let mut inner: Array<MapData, MaglevLut> = Array::create(1, 0).map_err(op(MAP_MAGLEV, "create inner map"))?;
-        inner.set(0, &*lut, 0).map_err(op(MAP_MAGLEV, "fill inner map"))?;
+        inner.set(0, lut, 0).map_err(op(MAP_MAGLEV, "fill inner map"))?;
         self.maglev.insert(svc_id, &inner, 0).map_err(op(MAP_MAGLEV, "swap inner map"))
     }
 
