@@ -22,6 +22,7 @@ pub fn require_root(test: &str) -> Option<()> {
 }
 
 /// A bpffs mounted on a fresh temporary directory, unmounted and removed on drop.
+#[derive(Debug)]
 pub struct Bpffs {
     pub dir: PathBuf,
 }
