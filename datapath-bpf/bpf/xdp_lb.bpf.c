@@ -123,12 +123,4 @@ encap_fail:
 	return XDP_DROP;
 }
 
-/* For the peer of a veth that receives XDP_TX frames: veth delivers xdp_frames only to a peer
- * with a native XDP program (or GRO on). */
-SEC("xdp")
-int hl_xdp_pass(struct xdp_md *ctx)
-{
-	return XDP_PASS;
-}
-
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

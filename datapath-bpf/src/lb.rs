@@ -20,7 +20,7 @@ pub const MAP_STATS: &str = "hl_stats";
 /// Errors from the LB maps, each naming the map and what was done.
 #[derive(Debug, thiserror::Error)]
 pub enum LbMapError {
-    #[error("opening pinned map {path}: {source} (is the datapath loaded, and is {dir} on a bpffs?)", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
+    #[error("opening pinned map {path}: {source}")]
     Open { path: PathBuf, source: MapError },
     #[error("map {map}: {op}: {source}")]
     Op { map: &'static str, op: &'static str, source: MapError },

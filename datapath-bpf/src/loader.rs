@@ -21,6 +21,8 @@ pub static XDP_LB_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 pub static TC_LB_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_lb.bpf.o"));
 pub static TC_DECAP_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_decap.bpf.o"));
 
+pub static XDP_PASS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_pass.bpf.o"));
+
 pub const PROG_XDP_LB: &str = "hl_xdp_lb";
 pub const PROG_XDP_PASS: &str = "hl_xdp_pass";
 pub const PROG_TC_LB: &str = "hl_tc_lb";
@@ -108,10 +110,8 @@ impl Datapath {
             return Err(DatapathError::NotBpffs(cfg.pin_dir.clone()));
         }
         let mut xdp = load_object(&cfg, "xdp_lb.bpf.o", XDP_LB_OBJ)?;
-        for name in [PROG_XDP_LB, PROG_XDP_PASS] {
-            let p: &mut Xdp = program(&mut xdp, name)?;
-            p.load().map_err(prog_err(name_static(name), "load (verifier)"))?;
-        }
+        let p: &mut Xdp = program(&mut xdp, PROG_XDP_LB)?;
+        p.load().map_err(prog_err(PROG_XDP_LB, "load (verifier)"))?;
         Ok(Self { cfg, xdp, tc_lb: None, decap: None })
     }
 
@@ -126,10 +126,6 @@ impl Datapath {
 
     pub fn xdp_lb(&mut self) -> Result<&mut Xdp, DatapathError> {
         program(&mut self.xdp, PROG_XDP_LB)
-    }
-
-    pub fn xdp_pass(&mut self) -> Result<&mut Xdp, DatapathError> {
-        program(&mut self.xdp, PROG_XDP_PASS)
     }
 
     /// The tc variant of the LB (loaded on first use).
@@ -165,12 +161,6 @@ impl Datapath {
         self.attach_xdp(PROG_XDP_LB, ifname, &path)
     }
 
-    /// Attaches the pass-through XDP program (for a veth peer that must receive XDP_TX frames).
-    pub fn attach_xdp_pass(&mut self, ifname: &str) -> Result<&'static str, DatapathError> {
-        let path = self.link_path("xdp-pass", ifname);
-        self.attach_xdp(PROG_XDP_PASS, ifname, &path)
-    }
-
     fn attach_xdp(&mut self, name: &'static str, ifname: &str, path: &Path) -> Result<&'static str, DatapathError> {
         let prog = program::<Xdp>(&mut self.xdp, name)?;
         if path.exists() {
@@ -182,10 +172,18 @@ impl Datapath {
                 program: name,
                 what: format!("pinned link {} is not an XDP link: {e}", path.display()),
             })?;
-            let id = prog.attach_to_link(link).map_err(prog_err(name, format!("replace program on {ifname}")))?;
-            // The pin keeps the link; dropping our handle only closes a file descriptor.
-            drop(prog.take_link(id));
-            return Ok("replaced");
+            match prog.attach_to_link(link) {
+                Ok(id) => {
+                    // The pin keeps the link; dropping our handle only closes a file descriptor.
+                    drop(prog.take_link(id));
+                    return Ok("replaced");
+                }
+                // The link outlived its device (interface or namespace gone): start afresh.
+                Err(e) => {
+                    tracing::warn!("stale XDP link {} ({e}); attaching anew", path.display());
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
         let (id, mode) = match prog.attach(ifname, XdpMode::Driver) {
             Ok(id) => (id, "native"),
@@ -237,9 +235,16 @@ fn attach_tc(
             program: name,
             what: format!("pinned link {} is not a tc link: {e}", path.display()),
         })?;
-        let id = prog.attach_to_link(link).map_err(prog_err(name, format!("replace program on {ifname}")))?;
-        drop(prog.take_link(id));
-        return Ok("replaced");
+        match prog.attach_to_link(link) {
+            Ok(id) => {
+                drop(prog.take_link(id));
+                return Ok("replaced");
+            }
+            Err(e) => {
+                tracing::warn!("stale tc link {} ({e}); attaching anew", path.display());
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
     let id =
         prog.attach(ifname, TcAttachType::Ingress).map_err(prog_err(name, format!("attach to {ifname} ingress")))?;
@@ -251,6 +256,27 @@ fn attach_tc(
     fd.pin(path)
         .map_err(|e| DatapathError::Link { program: name, what: format!("pinning link at {}: {e}", path.display()) })?;
     Ok("tcx")
+}
+
+/// Attaches the XDP_PASS program to `ifname` (native mode) and pins the link at `pin`, so it stays
+/// after this process exits. For the bridge-side veth of an LB node in labs and tests.
+pub fn attach_veth_xdp_pass(ifname: &str, pin: &Path) -> Result<(), DatapathError> {
+    let mut obj = EbpfLoader::new()
+        .load(XDP_PASS_OBJ)
+        .map_err(|source| DatapathError::Load { object: "xdp_pass.bpf.o", source: Box::new(source) })?;
+    let prog: &mut Xdp = program(&mut obj, PROG_XDP_PASS)?;
+    prog.load().map_err(prog_err(PROG_XDP_PASS, "load (verifier)"))?;
+    let id = prog.attach(ifname, XdpMode::Driver).map_err(prog_err(PROG_XDP_PASS, format!("attach to {ifname}")))?;
+    let link = prog.take_link(id).map_err(prog_err(PROG_XDP_PASS, "take link"))?;
+    let fd = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+        program: PROG_XDP_PASS,
+        what: format!("link on {ifname} is not a bpf_link: {e}"),
+    })?;
+    fd.pin(pin).map_err(|e| DatapathError::Link {
+        program: PROG_XDP_PASS,
+        what: format!("pinning link at {}: {e}", pin.display()),
+    })?;
+    Ok(())
 }
 
 /// Detaches everything pinned under `pin_dir/links` and removes all pins and the directory.
@@ -299,10 +325,6 @@ fn load_object(cfg: &DatapathConfig, object: &'static str, bytes: &[u8]) -> Resu
         .override_global("CFG_GENEVE_VNI", &cfg.geneve_vni, object != "tc_decap.bpf.o")
         .load(bytes)
         .map_err(|source| DatapathError::Load { object, source: Box::new(source) })
-}
-
-fn name_static(name: &str) -> &'static str {
-    [PROG_XDP_LB, PROG_XDP_PASS, PROG_TC_LB, PROG_TC_DECAP].into_iter().find(|n| *n == name).unwrap_or("program")
 }
 
 fn program<'a, T>(obj: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>

@@ -87,6 +87,8 @@ macro_rules! mirror {
 
 mirror! {
     /// `struct lb4_key`: a service frontend.
+    /// Aligned like the C struct (its `__be32` fields), though encoded byte by byte.
+    #[repr(align(4))]
     Lb4Key { vip: [u8; 4], dport: [u8; 2], proto: u8, pad: u8 }
 }
 
@@ -97,6 +99,8 @@ mirror! {
 
 mirror! {
     /// `struct lb4_backend`.
+    /// Aligned like the C struct (its `__be32` fields), though encoded byte by byte.
+    #[repr(align(4))]
     Lb4Backend {
         addr: [u8; 4],
         port: [u8; 2],
@@ -110,6 +114,8 @@ mirror! {
 
 mirror! {
     /// `struct ct4_key`: a flow as the client sent it.
+    /// Aligned like the C struct (its `__be32` fields), though encoded byte by byte.
+    #[repr(align(4))]
     Ct4Key { saddr: [u8; 4], daddr: [u8; 4], sport: [u8; 2], dport: [u8; 2], proto: u8, pad: [u8; 3] }
 }
 

@@ -414,3 +414,36 @@ impl Bridge {
         port
     }
 }
+
+/// A bpffs mounted on a fresh directory in the root mount namespace (visible inside
+/// `ip netns exec`, which only remounts /sys), unmounted and removed on drop.
+pub struct Bpffs {
+    pub dir: PathBuf,
+}
+
+impl fmt::Debug for Bpffs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bpffs").field("dir", &self.dir).finish()
+    }
+}
+
+impl Bpffs {
+    pub fn new(label: &str) -> Bpffs {
+        let dir = std::env::temp_dir().join(format!(
+            "halyard-bpffs-{label}-{}-{}",
+            std::process::id(),
+            NETNS_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().unwrap();
+        assert!(st.success(), "mount -t bpf bpf {}", dir.display());
+        Bpffs { dir }
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -70,9 +70,30 @@ pub struct Flags {
     /// BGP router ID when this node's Node object has no IPv4 InternalIP.
     #[arg(long, env = "HALYARD_BGP_ROUTER_ID")]
     pub bgp_router_id: Option<std::net::Ipv4Addr>,
+    /// Interfaces the XDP load balancer runs on (comma-separated; none: no LB on this node).
+    #[arg(long, env = "HALYARD_DATAPATH_INTERFACES", value_delimiter = ',')]
+    pub datapath_interfaces: Option<Vec<String>>,
+    /// Interfaces where DSR packets for this node's backends are decapsulated (comma-separated).
+    #[arg(long, env = "HALYARD_DATAPATH_DECAP_INTERFACES", value_delimiter = ',')]
+    pub datapath_decap_interfaces: Option<Vec<String>>,
+    /// How the LB hands packets to backends: `geneve` (Cilium's DSR option) or `ipip`.
+    #[arg(long, env = "HALYARD_DSR_DISPATCH")]
+    pub dsr_dispatch: Option<String>,
+    /// bpffs directory for pinned maps and links (they outlive the agent).
+    #[arg(long, env = "HALYARD_BPF_PIN_DIR", value_name = "DIR")]
+    pub bpf_pin_dir: Option<PathBuf>,
+    /// Outer source address of DSR packets (default: the Node's IPv4 InternalIP).
+    #[arg(long, env = "HALYARD_NODE_IPV4")]
+    pub node_ipv4: Option<std::net::Ipv4Addr>,
+    /// Maglev seed, 12 bytes in base64; every node must use the same (Cilium's default if unset).
+    #[arg(long, env = "HALYARD_MAGLEV_SEED")]
+    pub maglev_seed: Option<String>,
     /// Validate the configuration and the manifest directory, print what is wrong, and exit.
     #[arg(long)]
     pub check: bool,
+    /// Detach the datapath and remove every pinned map and link, then exit.
+    #[arg(long)]
+    pub uninstall: bool,
 }
 
 /// The config file: the same keys as the flags. Unknown keys are errors, so typos do not pass silently.
@@ -95,6 +116,20 @@ struct FileConfig {
     reload_debounce_ms: Option<u64>,
     resync_seconds: Option<u64>,
     bgp_router_id: Option<std::net::Ipv4Addr>,
+    datapath_interfaces: Option<Vec<String>>,
+    datapath_decap_interfaces: Option<Vec<String>>,
+    dsr_dispatch: Option<String>,
+    bpf_pin_dir: Option<PathBuf>,
+    node_ipv4: Option<std::net::Ipv4Addr>,
+    maglev_seed: Option<String>,
+}
+
+/// What the agent was asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Run,
+    Check,
+    Uninstall,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -118,6 +153,7 @@ pub struct AgentConfig {
     pub reload_debounce_ms: u64,
     pub resync_seconds: u64,
     pub bgp_router_id: Option<std::net::Ipv4Addr>,
+    pub datapath: crate::datapath::DatapathSettings,
     /// Each setting's rendered value and where it came from, in key order.
     pub entries: BTreeMap<&'static str, (String, String)>,
 }
@@ -169,11 +205,16 @@ fn hostname() -> String {
 
 impl AgentConfig {
     /// Parses flags and environment from the process, then layers the config file under them.
-    pub fn from_env() -> anyhow::Result<(Self, bool)> {
+    pub fn from_env() -> anyhow::Result<(Self, Mode)> {
         let matches = Flags::command().get_matches();
         let flags = Flags::from_arg_matches(&matches)?;
-        let check = flags.check;
-        Ok((Self::from_flags(flags, &matches)?, check))
+        let mode = match (flags.check, flags.uninstall) {
+            (true, true) => bail!("--check and --uninstall cannot be combined"),
+            (true, false) => Mode::Check,
+            (false, true) => Mode::Uninstall,
+            (false, false) => Mode::Run,
+        };
+        Ok((Self::from_flags(flags, &matches)?, mode))
     }
 
     pub fn from_flags(flags: Flags, matches: &ArgMatches) -> anyhow::Result<Self> {
@@ -262,6 +303,43 @@ impl AgentConfig {
             l.pick("bgp-router-id", flags.bgp_router_id.map(Some), file.bgp_router_id.map(Some), None, |v| {
                 v.map(|a| a.to_string()).unwrap_or_default()
             });
+        let lb_interfaces =
+            l.pick("datapath-interfaces", flags.datapath_interfaces, file.datapath_interfaces, vec![], |v| list(v));
+        let decap_interfaces = l.pick(
+            "datapath-decap-interfaces",
+            flags.datapath_decap_interfaces,
+            file.datapath_decap_interfaces,
+            vec![],
+            |v| list(v),
+        );
+        let dispatch = match l
+            .pick("dsr-dispatch", flags.dsr_dispatch, file.dsr_dispatch, "geneve".to_string(), String::clone)
+            .as_str()
+        {
+            "geneve" => halyard_datapath::maps::ForwardingMode::DsrGeneve,
+            "ipip" => halyard_datapath::maps::ForwardingMode::DsrIpip,
+            other => bail!("dsr-dispatch: {other:?} is not one of geneve, ipip"),
+        };
+        let pin_dir = l.pick(
+            "bpf-pin-dir",
+            flags.bpf_pin_dir,
+            file.bpf_pin_dir,
+            PathBuf::from(halyard_datapath::loader::DEFAULT_PIN_DIR),
+            disp,
+        );
+        let node_ipv4 = l.pick("node-ipv4", flags.node_ipv4.map(Some), file.node_ipv4.map(Some), None, |v| {
+            v.map(|a| a.to_string()).unwrap_or_default()
+        });
+        let seed_text = l.pick(
+            "maglev-seed",
+            flags.maglev_seed,
+            file.maglev_seed,
+            halyard_datapath::maglev::DEFAULT_SEED.to_string(),
+            String::clone,
+        );
+        let seed = halyard_datapath::maglev::MaglevSeed::from_base64(&seed_text)
+            .map_err(|e| anyhow::anyhow!("maglev-seed: {e}"))?;
+        let names_file = state_dir.join("datapath.json");
         if resync_seconds == 0 {
             bail!("resync-seconds: must be at least 1");
         }
@@ -281,6 +359,15 @@ impl AgentConfig {
             reload_debounce_ms,
             resync_seconds,
             bgp_router_id,
+            datapath: crate::datapath::DatapathSettings {
+                lb_interfaces,
+                decap_interfaces,
+                dispatch,
+                pin_dir,
+                node_ipv4,
+                seed,
+                names_file: names_file.clone(),
+            },
             entries: l.entries,
         })
     }

@@ -9,6 +9,7 @@
 mod api;
 mod bgp;
 mod config;
+mod datapath;
 mod l2;
 mod metrics;
 mod reconcile;
@@ -24,7 +25,7 @@ use anyhow::Context;
 use notify::Watcher;
 
 use crate::api::AgentApi;
-use crate::config::{AgentConfig, LogFormat};
+use crate::config::{AgentConfig, LogFormat, Mode};
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
 
@@ -134,6 +135,15 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let bgp_peers = bgp::PeerStatuses::default();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let l2_status = l2::SharedL2Status::default();
+    let datapath_status = datapath::SharedDatapathStatus::default();
+    if cfg.datapath.enabled() {
+        let (settings, node, rx, st) =
+            (cfg.datapath.clone(), cfg.node_name.clone(), snap_rx.clone(), datapath_status.clone());
+        std::thread::Builder::new()
+            .name("datapath".into())
+            .spawn(move || datapath::run_blocking(settings, node, rx, st))
+            .context("starting the datapath thread")?;
+    }
     let l2_task = tokio::spawn(l2::run(snap_rx.clone(), cfg.node_name.clone(), l2_status.clone(), shutdown_rx.clone()));
     let bgp_task = tokio::spawn(bgp::run(
         snap_rx.clone(),
@@ -193,7 +203,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let (cfg, check_only) = match AgentConfig::from_env() {
+    let (cfg, mode) = match AgentConfig::from_env() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("halyard-agent: {e:#}");
@@ -204,7 +214,24 @@ fn main() -> ExitCode {
         eprintln!("halyard-agent: {e:#}");
         return ExitCode::from(2);
     }
-    if check_only {
+    if mode == Mode::Uninstall {
+        return match halyard_datapath::loader::uninstall(&cfg.datapath.pin_dir) {
+            Ok(removed) => {
+                let _ = std::fs::remove_file(&cfg.datapath.names_file);
+                println!(
+                    "datapath uninstalled: {} pins removed from {}",
+                    removed.len(),
+                    cfg.datapath.pin_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("halyard-agent: --uninstall: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if mode == Mode::Check {
         return check(&cfg).unwrap_or_else(|e| {
             eprintln!("halyard-agent: {e:#}");
             ExitCode::from(2)

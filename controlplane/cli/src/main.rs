@@ -1,5 +1,6 @@
 //! `halyard`: the command-line client of halyard-agent.
 
+mod bpf;
 mod table;
 
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ enum Command {
     /// L2 (ARP) announcements.
     #[command(subcommand)]
     L2(L2Cmd),
+    /// The eBPF datapath's maps: load-balancer entries, Maglev tables, conntrack, counters.
+    #[command(subcommand)]
+    Bpf(BpfCmd),
     /// Print a shell completion script (e.g. `halyard completion bash > /etc/bash_completion.d/halyard`).
     Completion {
         #[arg(value_enum)]
@@ -99,6 +103,57 @@ enum L2Cmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum BpfCmd {
+    /// Load-balancer sub-commands.
+    #[command(subcommand)]
+    Lb(BpfLbCmd),
+    /// The Maglev table of a service (namespace/name[:port[/proto]] or service id).
+    Maglev {
+        service: String,
+        /// Show which backend this client flow (IP:PORT) maps to.
+        #[arg(long)]
+        flow: Option<String>,
+        #[command(flatten)]
+        at: PinDirArg,
+    },
+    /// Connection-tracking entries of load-balanced flows.
+    #[command(subcommand)]
+    Ct(BpfCtCmd),
+    /// Datapath packet counters by action and reason.
+    Counters {
+        #[command(flatten)]
+        at: PinDirArg,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct PinDirArg {
+    /// bpffs directory of the pinned maps (default: the agent's `bpf-pin-dir`).
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BpfLbCmd {
+    /// Frontends with their backends and Maglev share.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        at: PinDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BpfCtCmd {
+    /// Flows and the backend each is pinned to.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        at: PinDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCmd {
     /// Show every setting, its value and where it came from.
     View,
@@ -133,8 +188,24 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         clap_complete::generate(shell, &mut Cli::command(), "halyard", &mut buf);
         return Ok(String::from_utf8_lossy(&buf).into_owned());
     }
+    if let Command::Bpf(cmd) = cli.command {
+        let pin = match &cmd {
+            BpfCmd::Lb(BpfLbCmd::List { at }) | BpfCmd::Ct(BpfCtCmd::List { at }) | BpfCmd::Counters { at } => {
+                at.pin_dir.clone()
+            }
+            BpfCmd::Maglev { at, .. } => at.pin_dir.clone(),
+        };
+        let loc = bpf_locations(&cli.socket, pin.as_deref()).await?;
+        return match cmd {
+            BpfCmd::Lb(BpfLbCmd::List { .. }) => bpf::lb_list(&loc, json_out),
+            BpfCmd::Maglev { service, flow, .. } => bpf::maglev(&loc, &service, flow.as_deref(), json_out),
+            BpfCmd::Ct(BpfCtCmd::List { .. }) => bpf::ct_list(&loc, json_out),
+            BpfCmd::Counters { .. } => bpf::counters(&loc, json_out),
+        };
+    }
     let mut client = halyard_api::connect(&cli.socket).await?;
     let text = match cli.command {
+        Command::Bpf(_) => unreachable!("handled above"),
         Command::Completion { .. } => unreachable!("handled above"),
         Command::Status => {
             let s = client.get_status(v1::StatusRequest {}).await?.into_inner();
@@ -387,6 +458,29 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         }
     };
     Ok(text)
+}
+
+/// The pin directory, names file and seed the agent uses (from its configuration), or defaults
+/// when no agent answers; `--pin-dir` wins.
+async fn bpf_locations(socket: &std::path::Path, pin_dir: Option<&std::path::Path>) -> anyhow::Result<bpf::Locations> {
+    let mut loc = bpf::default_locations(pin_dir);
+    if let Ok(mut client) = halyard_api::connect(socket).await
+        && let Ok(cfg) = client.get_config(v1::GetConfigRequest {}).await
+    {
+        for e in cfg.into_inner().entries {
+            match e.key.as_str() {
+                "bpf-pin-dir" if pin_dir.is_none() => loc.pin_dir = PathBuf::from(e.value),
+                "state-dir" => loc.names_file = PathBuf::from(e.value).join("datapath.json"),
+                "maglev-seed" => {
+                    if let Ok(s) = halyard_datapath::maglev::MaglevSeed::from_base64(&e.value) {
+                        loc.seed = s;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(loc)
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -1,0 +1,571 @@
+//! The eBPF datapath in the agent: Services with LoadBalancer/External IPs and their ready
+//! EndpointSlice addresses become LB map entries (frontends, backends, one Maglev table per
+//! service port), diffed against what the maps hold so a restart or an unrelated change touches
+//! nothing that is already right.
+//!
+//! Ids are node-local and stable: a frontend keeps its service id and a backend address keeps its
+//! backend id for as long as they exist (restarts included, since ids are read back from the
+//! pinned maps). A backend that leaves a service drains: it leaves the Maglev table at once (no new
+//! flows) but its backend entry stays while conntrack still has flows on it, so established
+//! connections end where they started.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use halyard_datapath::lb::LbMaps;
+use halyard_datapath::loader::{Datapath, DatapathConfig};
+use halyard_datapath::maglev::{L4Proto, MaglevBackend, MaglevSeed, build_table};
+use halyard_datapath::maps::{ForwardingMode, IPPROTO_TCP, IPPROTO_UDP, Lb4Backend, Lb4Key, Lb4Service, MAGLEV_M};
+use halyard_model::{Model, Protocol, TargetPort};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::reconcile::Snapshot;
+
+/// Datapath settings from the agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathSettings {
+    /// Interfaces the XDP load balancer runs on (empty: no LB on this node).
+    pub lb_interfaces: Vec<String>,
+    /// Interfaces where DSR packets for local backends are decapsulated.
+    pub decap_interfaces: Vec<String>,
+    pub dispatch: ForwardingMode,
+    pub pin_dir: PathBuf,
+    pub node_ipv4: Option<Ipv4Addr>,
+    pub seed: MaglevSeed,
+    /// Names of services and backends, for `halyard bpf` (the maps hold only ids).
+    pub names_file: PathBuf,
+}
+
+impl DatapathSettings {
+    pub fn enabled(&self) -> bool {
+        !self.lb_interfaces.is_empty() || !self.decap_interfaces.is_empty()
+    }
+}
+
+/// One load-balanced service port: what a Maglev table is built for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Unit {
+    pub service: String,
+    pub port: u16,
+    pub proto: u8,
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = if self.proto == IPPROTO_UDP { "UDP" } else { "TCP" };
+        write!(f, "{}:{}/{}", self.service, self.port, p)
+    }
+}
+
+/// What the maps should hold, without ids.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// Frontend (VIP, port, proto) -> unit.
+    pub frontends: BTreeMap<Lb4Key, Unit>,
+    /// Unit -> its backends (address, port), sorted.
+    pub units: BTreeMap<Unit, BTreeSet<(Ipv4Addr, u16)>>,
+    /// Services skipped, with the reason (shown in logs).
+    pub skipped: Vec<String>,
+}
+
+fn proto_num(p: Protocol) -> Option<u8> {
+    match p {
+        Protocol::Tcp => Some(IPPROTO_TCP),
+        Protocol::Udp => Some(IPPROTO_UDP),
+        Protocol::Sctp => None,
+    }
+}
+
+/// Derives the desired LB state from a snapshot: LoadBalancer IPs assigned by LB-IPAM, plus
+/// `spec.externalIPs`, for every TCP/UDP port; backends are the ready IPv4 endpoints of the
+/// service's EndpointSlices, on the port the slice gives for the service port's name.
+pub fn desired(snap: &Snapshot) -> Desired {
+    desired_from(&snap.model, |key| {
+        snap.lb.services.get(key).map(|s| s.ips.iter().map(|a| a.ip).collect()).unwrap_or_default()
+    })
+}
+
+pub fn desired_from(model: &Model, lb_ips: impl Fn(&halyard_ipam::ServiceKey) -> Vec<IpAddr>) -> Desired {
+    let mut out = Desired::default();
+    for svc in model.services.values() {
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let key = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
+        let mut vips: Vec<Ipv4Addr> = lb_ips(&key)
+            .into_iter()
+            .chain(svc.spec.external_ips.iter().copied())
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        vips.sort();
+        vips.dedup();
+        if vips.is_empty() {
+            continue;
+        }
+        let slices: Vec<_> = model.endpoint_slices_for(&key).collect();
+        for sp in &svc.spec.ports {
+            let Some(proto) = proto_num(sp.protocol) else {
+                out.skipped.push(format!("{key}: port {} is SCTP, which the datapath does not balance", sp.port));
+                continue;
+            };
+            let unit = Unit { service: key.to_string(), port: sp.port, proto };
+            let mut backends = BTreeSet::new();
+            for slice in &slices {
+                if slice.address_type != halyard_model::AddressType::IPv4 {
+                    continue;
+                }
+                // The slice names its ports after the service's; an unnamed single port matches
+                // the unnamed service port.
+                let port = slice
+                    .ports
+                    .iter()
+                    .find(|p| p.name == sp.name && p.protocol == sp.protocol)
+                    .and_then(|p| p.port)
+                    .or(match sp.target_port() {
+                        TargetPort::Number(n) => Some(n),
+                        TargetPort::Name(_) => None,
+                    });
+                let Some(port) = port else { continue };
+                for ep in &slice.endpoints {
+                    if ep.conditions.ready == Some(false) {
+                        continue;
+                    }
+                    for ip in ep.ip_addresses() {
+                        if let IpAddr::V4(v4) = ip {
+                            backends.insert((v4, port));
+                        }
+                    }
+                }
+            }
+            for vip in &vips {
+                out.frontends.insert(Lb4Key::new(*vip, sp.port, proto), unit.clone());
+            }
+            out.units.insert(unit, backends);
+        }
+    }
+    out
+}
+
+/// Names for `halyard bpf`, written next to the agent's state.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Names {
+    pub services: BTreeMap<u32, Unit>,
+    pub backends: BTreeMap<u32, String>,
+    pub draining: BTreeSet<u32>,
+    pub dispatch: String,
+    pub interfaces: Vec<String>,
+}
+
+/// The agent's view of what it wrote, rebuilt from the maps at start.
+#[derive(Debug, Default)]
+struct Applied {
+    frontends: BTreeMap<Lb4Key, Lb4Service>,
+    unit_ids: BTreeMap<Unit, u32>,
+    backend_ids: BTreeMap<(Ipv4Addr, u16), u32>,
+    backends: BTreeMap<u32, Lb4Backend>,
+    tables: BTreeMap<u32, Vec<u32>>,
+    draining: BTreeSet<u32>,
+}
+
+/// Counts of what one apply changed (all zero when nothing needed doing).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub frontends_written: usize,
+    pub frontends_removed: usize,
+    pub backends_written: usize,
+    pub backends_removed: usize,
+    pub tables_written: usize,
+    pub tables_removed: usize,
+}
+
+impl ApplyStats {
+    pub fn is_noop(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Drives the LB maps towards [`Desired`].
+pub struct LbReconciler {
+    maps: LbMaps,
+    applied: Applied,
+    mode: ForwardingMode,
+    seed: MaglevSeed,
+}
+
+impl std::fmt::Debug for LbReconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LbReconciler").field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+fn lowest_free(used: impl Iterator<Item = u32>) -> u32 {
+    let used: BTreeSet<u32> = used.collect();
+    (1..).find(|i| !used.contains(i)).unwrap_or(1)
+}
+
+impl LbReconciler {
+    /// Reads back what earlier runs left in the (pinned) maps.
+    pub fn new(maps: LbMaps, mode: ForwardingMode, seed: MaglevSeed, names: Option<Names>) -> anyhow::Result<Self> {
+        let mut applied = Applied { frontends: maps.services()?, backends: maps.backends()?, ..Default::default() };
+        for (id, be) in &applied.backends {
+            applied.backend_ids.insert((be.addr(), be.port()), *id);
+        }
+        for id in maps.maglev_ids()? {
+            if let Some(t) = maps.maglev(id)? {
+                applied.tables.insert(id, t);
+            }
+        }
+        // Units back from the names file; a frontend whose unit is unknown is re-keyed below.
+        if let Some(n) = names {
+            for (id, unit) in n.services {
+                if applied.frontends.values().any(|s| s.svc_id == id) {
+                    applied.unit_ids.insert(unit, id);
+                }
+            }
+            applied.draining = n.draining.into_iter().filter(|id| applied.backends.contains_key(id)).collect();
+        }
+        Ok(Self { maps, applied, mode, seed })
+    }
+
+    /// Makes the maps match `want`. Order: backends, tables, frontends, then removals, so a
+    /// packet never finds a frontend whose table or backends are missing.
+    pub fn apply(&mut self, want: &Desired) -> anyhow::Result<ApplyStats> {
+        let mut st = ApplyStats::default();
+        // Ids for units (stable: from the frontends the maps hold, else the lowest free).
+        for (fe, unit) in &want.frontends {
+            if !self.applied.unit_ids.contains_key(unit)
+                && let Some(svc) = self.applied.frontends.get(fe)
+                && !self.applied.unit_ids.values().any(|id| *id == svc.svc_id)
+            {
+                self.applied.unit_ids.insert(unit.clone(), svc.svc_id);
+            }
+        }
+        self.applied.unit_ids.retain(|u, _| want.units.contains_key(u));
+        for unit in want.units.keys() {
+            if !self.applied.unit_ids.contains_key(unit) {
+                let id = lowest_free(self.applied.unit_ids.values().copied());
+                self.applied.unit_ids.insert(unit.clone(), id);
+            }
+        }
+
+        // Backends.
+        let wanted_backends: BTreeSet<(Ipv4Addr, u16)> = want.units.values().flatten().copied().collect();
+        for &(addr, port) in &wanted_backends {
+            let id = match self.applied.backend_ids.get(&(addr, port)) {
+                Some(id) => *id,
+                None => {
+                    let id = lowest_free(self.applied.backends.keys().copied());
+                    self.applied.backend_ids.insert((addr, port), id);
+                    id
+                }
+            };
+            self.applied.draining.remove(&id);
+            let be = Lb4Backend::new(addr, port);
+            if self.applied.backends.get(&id) != Some(&be) {
+                self.maps.upsert_backend(id, &be)?;
+                self.applied.backends.insert(id, be);
+                st.backends_written += 1;
+            }
+        }
+
+        // Maglev tables.
+        for (unit, backends) in &want.units {
+            let svc_id = self.applied.unit_ids[unit];
+            if backends.is_empty() {
+                if self.applied.tables.remove(&svc_id).is_some() {
+                    self.maps.remove_maglev(svc_id)?;
+                    st.tables_removed += 1;
+                }
+                continue;
+            }
+            let mb: Vec<MaglevBackend> = backends
+                .iter()
+                .map(|(a, p)| {
+                    let proto = if unit.proto == IPPROTO_UDP { L4Proto::Udp } else { L4Proto::Tcp };
+                    MaglevBackend::new(self.applied.backend_ids[&(*a, *p)], IpAddr::V4(*a), *p, proto)
+                })
+                .collect();
+            let table = build_table(&mb, MAGLEV_M as u32, &self.seed)?;
+            if self.applied.tables.get(&svc_id) != Some(&table) {
+                self.maps.set_maglev(svc_id, &table)?;
+                self.applied.tables.insert(svc_id, table);
+                st.tables_written += 1;
+            }
+        }
+
+        // Frontends.
+        for (fe, unit) in &want.frontends {
+            let svc = Lb4Service {
+                svc_id: self.applied.unit_ids[unit],
+                backends: want.units[unit].len().min(u16::MAX as usize) as u16,
+                mode: self.mode as u8,
+                flags: 0,
+            };
+            if self.applied.frontends.get(fe) != Some(&svc) {
+                self.maps.upsert_service(fe, &svc)?;
+                self.applied.frontends.insert(*fe, svc);
+                st.frontends_written += 1;
+            }
+        }
+
+        // Removals.
+        let stale: Vec<Lb4Key> =
+            self.applied.frontends.keys().filter(|k| !want.frontends.contains_key(k)).copied().collect();
+        for k in stale {
+            self.maps.remove_service(&k)?;
+            self.applied.frontends.remove(&k);
+            st.frontends_removed += 1;
+        }
+        let live_ids: BTreeSet<u32> = self.applied.unit_ids.values().copied().collect();
+        let stale_tables: Vec<u32> = self.applied.tables.keys().filter(|id| !live_ids.contains(id)).copied().collect();
+        for id in stale_tables {
+            self.maps.remove_maglev(id)?;
+            self.applied.tables.remove(&id);
+            st.tables_removed += 1;
+        }
+        for (key, id) in &self.applied.backend_ids {
+            if !wanted_backends.contains(key) {
+                self.applied.draining.insert(*id);
+            }
+        }
+        st.backends_removed += self.collect_drained()?;
+        Ok(st)
+    }
+
+    /// Deletes draining backends no conntrack entry refers to any more. Returns how many.
+    pub fn collect_drained(&mut self) -> anyhow::Result<usize> {
+        if self.applied.draining.is_empty() {
+            return Ok(0);
+        }
+        let in_use: BTreeSet<u32> = self.maps.ct_entries()?.into_iter().map(|(_, e)| e.backend_id).collect();
+        let gone: Vec<u32> = self.applied.draining.iter().filter(|id| !in_use.contains(id)).copied().collect();
+        for id in &gone {
+            self.maps.remove_backend(*id)?;
+            self.applied.draining.remove(id);
+            self.applied.backends.remove(id);
+            self.applied.backend_ids.retain(|_, v| v != id);
+        }
+        Ok(gone.len())
+    }
+
+    pub fn names(&self, interfaces: &[String]) -> Names {
+        Names {
+            services: self.applied.unit_ids.iter().map(|(u, id)| (*id, u.clone())).collect(),
+            backends: self.applied.backends.iter().map(|(id, b)| (*id, format!("{}:{}", b.addr(), b.port()))).collect(),
+            draining: self.applied.draining.clone(),
+            dispatch: self.mode.as_str().to_string(),
+            interfaces: interfaces.to_vec(),
+        }
+    }
+}
+
+/// What the API and metrics show about the datapath.
+#[derive(Debug, Default, Clone)]
+pub struct DatapathStatus {
+    pub enabled: bool,
+    pub attached: Vec<String>,
+    pub error: Option<String>,
+    pub pin_dir: Option<PathBuf>,
+}
+
+pub type SharedDatapathStatus = Arc<Mutex<DatapathStatus>>;
+
+fn node_ipv4(settings: &DatapathSettings, model: &Model, node: &str) -> Option<Ipv4Addr> {
+    settings.node_ipv4.or_else(|| {
+        model.nodes.get(node).and_then(|n| {
+            n.status
+                .addresses
+                .iter()
+                .filter(|a| a.type_ == "InternalIP")
+                .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
+        })
+    })
+}
+
+/// Loads and attaches the programs, then keeps the maps in step with the snapshots. Runs on a
+/// blocking thread (map updates are syscalls).
+pub fn run_blocking(
+    settings: DatapathSettings,
+    node: String,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    status: SharedDatapathStatus,
+) {
+    let set_error = |e: String| {
+        tracing::error!("datapath: {e}");
+        status.lock().unwrap().error = Some(e);
+    };
+    let first = snapshots.borrow_and_update().clone();
+    let node_ip = node_ipv4(&settings, &first.model, &node);
+    if !settings.lb_interfaces.is_empty() && node_ip.is_none() {
+        set_error(format!(
+            "no IPv4 address for DSR encapsulation: set --node-ipv4, or give Node {node} an IPv4 InternalIP"
+        ));
+        return;
+    }
+    let cfg = DatapathConfig {
+        pin_dir: settings.pin_dir.clone(),
+        node_ipv4: node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        hash_seed: settings.seed.jhash0,
+        geneve_vni: 2,
+    };
+    let mut dp = match Datapath::load(cfg) {
+        Ok(dp) => dp,
+        Err(e) => return set_error(format!("loading the BPF programs: {e}")),
+    };
+    let mut attached = Vec::new();
+    for ifname in &settings.lb_interfaces {
+        match dp.attach_xdp_lb(ifname) {
+            Ok(mode) => {
+                tracing::info!(interface = %ifname, mode, "XDP load balancer attached");
+                attached.push(format!("xdp-lb:{ifname} ({mode})"));
+            }
+            Err(e) => return set_error(format!("attaching the XDP load balancer to {ifname}: {e}")),
+        }
+    }
+    for ifname in &settings.decap_interfaces {
+        match dp.attach_tc_decap(ifname) {
+            Ok(mode) => {
+                tracing::info!(interface = %ifname, mode, "DSR decapsulation attached");
+                attached.push(format!("tc-decap:{ifname} ({mode})"));
+            }
+            Err(e) => return set_error(format!("attaching DSR decapsulation to {ifname}: {e}")),
+        }
+    }
+    {
+        let mut s = status.lock().unwrap();
+        s.enabled = true;
+        s.attached = attached;
+        s.pin_dir = Some(settings.pin_dir.clone());
+    }
+    if settings.lb_interfaces.is_empty() {
+        // Backend role only: nothing to reconcile. Keep the programs loaded until shutdown.
+        while snapshots.has_changed().is_ok() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        return;
+    }
+    let names = std::fs::read(&settings.names_file).ok().and_then(|b| serde_json::from_slice::<Names>(&b).ok());
+    let maps = match dp.maps() {
+        Ok(m) => m,
+        Err(e) => return set_error(format!("opening the LB maps: {e}")),
+    };
+    let mut rec = match LbReconciler::new(maps, settings.dispatch, settings.seed, names) {
+        Ok(r) => r,
+        Err(e) => return set_error(format!("reading the LB maps: {e:#}")),
+    };
+    let mut snap = first;
+    let mut neighbours = BTreeSet::new();
+    loop {
+        let want = desired(&snap);
+        let added = ensure_neighbours(want.units.values().flatten().map(|(a, _)| *a), &mut neighbours);
+        if !added.is_empty() {
+            tracing::info!(next_hops = ?added, "managed neighbour entries for backends");
+        }
+        for s in &want.skipped {
+            tracing::debug!("datapath: {s}");
+        }
+        match rec.apply(&want) {
+            Ok(st) => {
+                if !st.is_noop() {
+                    tracing::info!(?st, frontends = want.frontends.len(), "LB maps updated");
+                }
+                let names = rec.names(&settings.lb_interfaces);
+                if let Err(e) = write_names(&settings.names_file, &names) {
+                    tracing::warn!("datapath: writing {}: {e}", settings.names_file.display());
+                }
+                status.lock().unwrap().error = None;
+            }
+            Err(e) => set_error(format!("updating the LB maps: {e:#}")),
+        }
+        // Wait for a change (polled: this thread stays out of the runtime, which may be shutting
+        // down); every 2 s, collect drained backends.
+        let mut idle = 0u32;
+        loop {
+            match snapshots.has_changed() {
+                Ok(true) => break,
+                Err(_) => return,
+                Ok(false) => {}
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            idle += 1;
+            if !idle.is_multiple_of(40) {
+                continue;
+            }
+            {
+                match rec.collect_drained() {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(backends = n, "drained backends removed");
+                        let _ = write_names(&settings.names_file, &rec.names(&settings.lb_interfaces));
+                    }
+                    Err(e) => tracing::warn!("datapath: conntrack scan: {e:#}"),
+                }
+            }
+        }
+        snap = snapshots.borrow_and_update().clone();
+    }
+}
+
+/// Makes the kernel keep a resolved neighbour entry for each backend's next hop (`managed`,
+/// Linux >= 5.16), so `bpf_fib_lookup` in XDP finds a MAC from the first packet on; without one,
+/// the datapath passes the packet to the stack, which cannot forward it (its outer source is
+/// this node). Returns the next hops newly ensured.
+fn ensure_neighbours(backends: impl Iterator<Item = Ipv4Addr>, done: &mut BTreeSet<Ipv4Addr>) -> Vec<String> {
+    let mut added = Vec::new();
+    for addr in backends {
+        if done.contains(&addr) {
+            continue;
+        }
+        let out = match std::process::Command::new("ip").args(["-j", "route", "get", &addr.to_string()]).output() {
+            Ok(o) if o.status.success() => o.stdout,
+            Ok(o) => {
+                tracing::warn!("datapath: no route to backend {addr}: {}", String::from_utf8_lossy(&o.stderr).trim());
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("datapath: cannot run `ip route get`: {e}");
+                return added;
+            }
+        };
+        let route: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        let (Some(dev), nh) = (
+            route[0]["dev"].as_str(),
+            route[0]["gateway"].as_str().map(String::from).unwrap_or_else(|| addr.to_string()),
+        ) else {
+            continue;
+        };
+        if dev == "lo" {
+            done.insert(addr);
+            continue;
+        }
+        let st = std::process::Command::new("ip")
+            .args(["neigh", "replace", &nh, "dev", dev, "managed", "extern_learn"])
+            .output();
+        match st {
+            Ok(o) if o.status.success() => {
+                done.insert(addr);
+                added.push(format!("{nh} dev {dev}"));
+            }
+            Ok(o) => tracing::warn!(
+                "datapath: managed neighbour {nh} on {dev}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => tracing::warn!("datapath: cannot run `ip neigh`: {e}"),
+        }
+    }
+    added
+}
+
+fn write_names(path: &std::path::Path, names: &Names) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(names).unwrap_or_default())?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,275 @@
+//! `halyard bpf ...`: the datapath's maps, read straight from their pins (as `cilium bpf` does),
+//! with service and backend names from the agent's `datapath.json`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use halyard_datapath::hash::flow_hash;
+use halyard_datapath::lb::LbMaps;
+use halyard_datapath::maglev::MaglevSeed;
+use halyard_datapath::maps::{ForwardingMode, IPPROTO_UDP, MAGLEV_M};
+use serde_json::{Value, json};
+
+use crate::table;
+
+/// Where the datapath lives, from the agent's configuration (or flags, or defaults).
+#[derive(Debug, Clone)]
+pub struct Locations {
+    pub pin_dir: PathBuf,
+    pub names_file: PathBuf,
+    pub seed: MaglevSeed,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Names {
+    #[serde(default)]
+    services: BTreeMap<u32, Unit>,
+    #[serde(default)]
+    draining: std::collections::BTreeSet<u32>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Unit {
+    service: String,
+    port: u16,
+    proto: u8,
+}
+
+impl Unit {
+    fn label(&self) -> String {
+        format!("{}:{}/{}", self.service, self.port, if self.proto == IPPROTO_UDP { "UDP" } else { "TCP" })
+    }
+}
+
+fn open(loc: &Locations) -> anyhow::Result<(LbMaps, Names)> {
+    let maps = LbMaps::open(&loc.pin_dir).with_context(|| {
+        format!(
+            "the datapath is not loaded (no maps pinned under {}); is the agent running with --datapath-interfaces?",
+            loc.pin_dir.display()
+        )
+    })?;
+    let names =
+        std::fs::read(&loc.names_file).ok().and_then(|b| serde_json::from_slice::<Names>(&b).ok()).unwrap_or_default();
+    Ok((maps, names))
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        6 => "TCP",
+        17 => "UDP",
+        _ => "?",
+    }
+}
+
+fn service_label(names: &Names, id: u32) -> String {
+    names.services.get(&id).map(Unit::label).unwrap_or_else(|| format!("#{id}"))
+}
+
+/// Slots per backend id in a table.
+fn shares(table: &[u32]) -> BTreeMap<u32, usize> {
+    let mut m = BTreeMap::new();
+    for id in table {
+        *m.entry(*id).or_insert(0) += 1;
+    }
+    m
+}
+
+pub fn lb_list(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
+    let (maps, names) = open(loc)?;
+    let backends = maps.backends()?;
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    for (key, svc) in maps.services()? {
+        let table = maps.maglev(svc.svc_id)?;
+        let share = table.as_deref().map(shares).unwrap_or_default();
+        let mode = ForwardingMode::from_u8(svc.mode).map(|m| m.as_str()).unwrap_or("?");
+        let frontend = format!("{}:{}/{}", key.vip(), key.port(), proto_name(key.proto));
+        let mut bl = Vec::new();
+        for (id, slots) in &share {
+            let addr =
+                backends.get(id).map(|b| format!("{}:{}", b.addr(), b.port())).unwrap_or_else(|| format!("#{id}"));
+            bl.push(json!({"id": id, "address": addr, "slots": slots}));
+        }
+        items.push(json!({"frontend": frontend, "service": service_label(&names, svc.svc_id), "serviceId": svc.svc_id,
+                          "mode": mode, "backends": bl}));
+        if bl.is_empty() {
+            rows.push(vec![
+                frontend.clone(),
+                service_label(&names, svc.svc_id),
+                mode.into(),
+                "(none: dropped)".into(),
+                "-".into(),
+            ]);
+        }
+        for (i, (id, slots)) in share.iter().enumerate() {
+            let addr =
+                backends.get(id).map(|b| format!("{}:{}", b.addr(), b.port())).unwrap_or_else(|| format!("#{id}"));
+            let pct = *slots as f64 * 100.0 / MAGLEV_M as f64;
+            let (f, s, m) = if i == 0 {
+                (frontend.clone(), service_label(&names, svc.svc_id), mode.to_string())
+            } else {
+                (String::new(), String::new(), String::new())
+            };
+            rows.push(vec![f, s, m, format!("{addr} ({id})"), format!("{slots} ({pct:.1}%)")]);
+        }
+    }
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&Value::from(items))? + "\n");
+    }
+    Ok(table::render(&["FRONTEND", "SERVICE", "MODE", "BACKEND (ID)", "MAGLEV SLOTS"], &rows))
+}
+
+/// `halyard bpf maglev <service>`: the table of one service port, and optionally the backend a
+/// given client flow maps to.
+pub fn maglev(loc: &Locations, which: &str, flow: Option<&str>, json_out: bool) -> anyhow::Result<String> {
+    let (maps, names) = open(loc)?;
+    let svcs = maps.services()?;
+    let ids: Vec<u32> = match which.parse::<u32>() {
+        Ok(id) => vec![id],
+        Err(_) => {
+            let mut v: Vec<u32> = names
+                .services
+                .iter()
+                .filter(|(_, u)| {
+                    u.service == which || u.label() == which || format!("{}:{}", u.service, u.port) == which
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            v.dedup();
+            v
+        }
+    };
+    anyhow::ensure!(
+        !ids.is_empty(),
+        "no load-balanced service {which:?}; `halyard bpf lb list` shows them (name as namespace/name[:port[/proto]], or the id)"
+    );
+    let backends = maps.backends()?;
+    let mut out = String::new();
+    let mut items = Vec::new();
+    for id in ids {
+        let Some(table) = maps.maglev(id)? else {
+            out.push_str(&format!("{}: no Maglev table (no backends)\n", service_label(&names, id)));
+            continue;
+        };
+        let share = shares(&table);
+        let affinity_flags = svcs.values().find(|s| s.svc_id == id).map(|s| s.flags & 1 != 0).unwrap_or(false);
+        let mut chosen = None;
+        if let Some(f) = flow {
+            let (src, sport) = f
+                .rsplit_once(':')
+                .and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u16>().ok()?)))
+                .with_context(|| format!("--flow {f:?}: expected CLIENT-IP:PORT"))?;
+            let unit = names.services.get(&id);
+            let (port, proto) = unit.map(|u| (u.port, u.proto)).unwrap_or((0, 6));
+            let h = flow_hash(src, sport, port, proto, loc.seed.jhash0, affinity_flags);
+            let slot = (h % MAGLEV_M as u32) as usize;
+            chosen = Some((f.to_string(), slot, table[slot]));
+        }
+        let label = service_label(&names, id);
+        let be =
+            |bid: &u32| backends.get(bid).map(|b| format!("{}:{}", b.addr(), b.port())).unwrap_or(format!("#{bid}"));
+        if json_out {
+            items.push(json!({
+                "service": label, "serviceId": id, "tableSize": MAGLEV_M,
+                "backends": share.iter().map(|(b, n)| json!({"id": b, "address": be(b), "slots": n})).collect::<Vec<_>>(),
+                "flow": chosen.as_ref().map(|(f, s, b)| json!({"flow": f, "slot": s, "backendId": b, "backend": be(b)})),
+                "firstSlots": &table[..32.min(table.len())],
+            }));
+            continue;
+        }
+        out.push_str(&format!("{label} (service id {id}), table size {MAGLEV_M}\n"));
+        let rows: Vec<Vec<String>> = share
+            .iter()
+            .map(|(b, n)| {
+                vec![format!("{b}"), be(b), n.to_string(), format!("{:.2}%", *n as f64 * 100.0 / MAGLEV_M as f64)]
+            })
+            .collect();
+        out.push_str(&table::render(&["BACKEND ID", "ADDRESS", "SLOTS", "SHARE"], &rows));
+        let first: Vec<String> = table.iter().take(24).map(u32::to_string).collect();
+        out.push_str(&format!("slots 0..24: {}\n", first.join(" ")));
+        if let Some((f, slot, b)) = chosen {
+            out.push_str(&format!("flow {f} -> slot {slot} -> backend {} ({b})\n", be(&b)));
+        }
+    }
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&Value::from(items))? + "\n");
+    }
+    Ok(out)
+}
+
+pub fn ct_list(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
+    let (maps, names) = open(loc)?;
+    let backends = maps.backends()?;
+    let now = boot_ns();
+    let mut entries = maps.ct_entries()?;
+    entries.sort_by_key(|(k, _)| *k);
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    for (k, e) in entries {
+        let src = format!("{}:{}", Ipv4Addr::from(k.saddr), u16::from_be_bytes(k.sport));
+        let dst = format!("{}:{}", Ipv4Addr::from(k.daddr), u16::from_be_bytes(k.dport));
+        let be = backends
+            .get(&e.backend_id)
+            .map(|b| format!("{}:{}", b.addr(), b.port()))
+            .unwrap_or_else(|| format!("#{} (deleted)", e.backend_id));
+        let draining = names.draining.contains(&e.backend_id);
+        let age = now.map(|n| n.saturating_sub(e.created_ns) / 1_000_000_000);
+        items.push(json!({"source": src, "frontend": dst, "protocol": proto_name(k.proto), "backend": be,
+                          "backendId": e.backend_id, "service": service_label(&names, e.svc_id), "draining": draining,
+                          "ageSeconds": age}));
+        rows.push(vec![
+            src,
+            dst,
+            proto_name(k.proto).into(),
+            if draining { format!("{be} (draining)") } else { be },
+            service_label(&names, e.svc_id),
+            age.map(|a| format!("{a}s")).unwrap_or("-".into()),
+        ]);
+    }
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&Value::from(items))? + "\n");
+    }
+    Ok(table::render(&["SOURCE", "FRONTEND", "PROTO", "BACKEND", "SERVICE", "AGE"], &rows))
+}
+
+pub fn counters(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
+    let (maps, _) = open(loc)?;
+    let c = maps.counters()?;
+    if json_out {
+        let v: Vec<Value> = c
+            .iter()
+            .map(|(k, p, b)| {
+                let (a, r) = k.labels();
+                json!({"action": a, "reason": r, "packets": p, "bytes": b})
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&Value::from(v))? + "\n");
+    }
+    let rows: Vec<Vec<String>> = c
+        .iter()
+        .map(|(k, p, b)| {
+            let (a, r) = k.labels();
+            vec![a.into(), r.into(), p.to_string(), b.to_string()]
+        })
+        .collect();
+    Ok(table::render(&["ACTION", "REASON", "PACKETS", "BYTES"], &rows))
+}
+
+/// CLOCK_BOOTTIME in ns (what bpf_ktime_get_ns counts from, close enough: monotonic since boot).
+fn boot_ns() -> Option<u64> {
+    let up = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = up.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1e9) as u64)
+}
+
+pub fn default_locations(pin_dir: Option<&Path>) -> Locations {
+    Locations {
+        pin_dir: pin_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(halyard_datapath::loader::DEFAULT_PIN_DIR)),
+        names_file: PathBuf::from("/var/lib/halyard/datapath.json"),
+        seed: MaglevSeed::default(),
+    }
+}
