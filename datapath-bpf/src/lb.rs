@@ -35,7 +35,7 @@ fn op(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> LbMapErro
 /// The LB maps of one node.
 pub struct LbMaps {
     services: HashMap<MapData, [u8; LB4_KEY_LEN], [u8; LB4_SERVICE_LEN]>,
-    backends: HashMap<MapData, [u8; 4], [u8; LB4_BACKEND_LEN]>,
+    backends: Array<MapData, [u8; LB4_BACKEND_LEN]>,
     maglev: HashOfMaps<MapData, u32, Array<MapData, MaglevLut>>,
     ct: HashMap<MapData, [u8; CT4_KEY_LEN], [u8; CT4_ENTRY_LEN]>,
     stats: PerCpuArray<MapData, [u8; HL_STAT_LEN]>,
@@ -67,7 +67,7 @@ impl LbMaps {
     fn from_maps(mut get: impl FnMut(&'static str) -> Result<Map, LbMapError>) -> Result<Self, LbMapError> {
         Ok(Self {
             services: HashMap::try_from(get(MAP_SERVICES)?).map_err(op(MAP_SERVICES, "open"))?,
-            backends: HashMap::try_from(get(MAP_BACKENDS)?).map_err(op(MAP_BACKENDS, "open"))?,
+            backends: Array::try_from(get(MAP_BACKENDS)?).map_err(op(MAP_BACKENDS, "open"))?,
             maglev: HashOfMaps::try_from(get(MAP_MAGLEV)?).map_err(op(MAP_MAGLEV, "open"))?,
             ct: HashMap::try_from(get(MAP_CT)?).map_err(op(MAP_CT, "open"))?,
             stats: PerCpuArray::try_from(get(MAP_STATS)?).map_err(op(MAP_STATS, "open"))?,
@@ -98,22 +98,34 @@ impl LbMaps {
     // ===== backends =====
 
     pub fn upsert_backend(&mut self, id: u32, be: &Lb4Backend) -> Result<(), LbMapError> {
-        self.backends.insert(id.to_ne_bytes(), be.to_bytes(), 0).map_err(op(MAP_BACKENDS, "insert"))
+        if be.addr == [0; 4] {
+            return Err(LbMapError::Op {
+                map: MAP_BACKENDS,
+                op: "insert",
+                source: MapError::InvalidName { name: "backend address 0.0.0.0 marks an empty slot".into() },
+            });
+        }
+        self.backends.set(id, be.to_bytes(), 0).map_err(op(MAP_BACKENDS, "insert"))
     }
 
+    /// Empties slot `id` (an array slot cannot be deleted; address 0 means empty).
     pub fn remove_backend(&mut self, id: u32) -> Result<(), LbMapError> {
-        match self.backends.remove(&id.to_ne_bytes()) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        match self.backends.set(id, [0u8; LB4_BACKEND_LEN], 0) {
+            Ok(()) => Ok(()),
             Err(e) => Err(op(MAP_BACKENDS, "remove")(e)),
         }
     }
 
+    /// The occupied backend slots.
     pub fn backends(&self) -> Result<BTreeMap<u32, Lb4Backend>, LbMapError> {
-        self.backends
-            .iter()
-            .map(|r| r.map(|(k, v)| (u32::from_ne_bytes(k), Lb4Backend::from_bytes(&v))))
-            .collect::<Result<_, _>>()
-            .map_err(op(MAP_BACKENDS, "iterate"))
+        let mut out = BTreeMap::new();
+        for (i, r) in self.backends.iter().enumerate() {
+            let b = Lb4Backend::from_bytes(&r.map_err(op(MAP_BACKENDS, "iterate"))?);
+            if b.addr != [0; 4] {
+                out.insert(i as u32, b);
+            }
+        }
+        Ok(out)
     }
 
     // ===== Maglev =====
@@ -189,6 +201,16 @@ impl LbMaps {
             }
             out.push((c, p, b));
         }
+        // The datapath does not count receptions (a lookup per packet saved): every packet ends
+        // in exactly one pass/drop/forward counter, so their sum is what was received.
+        let (mut p, mut b) = (0, 0);
+        for (c, cp, cb) in &out {
+            if c.is_outcome() {
+                p += cp;
+                b += cb;
+            }
+        }
+        out[Counter::Rx as usize] = (Counter::Rx, p, b);
         Ok(out)
     }
 }

@@ -24,8 +24,11 @@ pub static TC_DECAP_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 pub static XDP_PASS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_pass.bpf.o"));
 
 pub const PROG_XDP_LB: &str = "hl_xdp_lb";
+/// The LB followed by undoing its encapsulation, for `repeat`ed BPF_PROG_TEST_RUN benchmarks.
+pub const PROG_XDP_LB_BENCH: &str = "hl_xdp_lb_bench";
 pub const PROG_XDP_PASS: &str = "hl_xdp_pass";
 pub const PROG_TC_LB: &str = "hl_tc_lb";
+pub const PROG_TC_LB_BENCH: &str = "hl_tc_lb_bench";
 pub const PROG_TC_DECAP: &str = "hl_tc_decap";
 
 /// Default pin directory (on the host's bpffs).
@@ -110,8 +113,10 @@ impl Datapath {
             return Err(DatapathError::NotBpffs(cfg.pin_dir.clone()));
         }
         let mut xdp = load_object(&cfg, "xdp_lb.bpf.o", XDP_LB_OBJ)?;
-        let p: &mut Xdp = program(&mut xdp, PROG_XDP_LB)?;
-        p.load().map_err(prog_err(PROG_XDP_LB, "load (verifier)"))?;
+        for name in [PROG_XDP_LB, PROG_XDP_LB_BENCH] {
+            let p: &mut Xdp = program(&mut xdp, name)?;
+            p.load().map_err(prog_err(name, "load (verifier)"))?;
+        }
         Ok(Self { cfg, xdp, tc_lb: None, decap: None })
     }
 
@@ -128,15 +133,28 @@ impl Datapath {
         program(&mut self.xdp, PROG_XDP_LB)
     }
 
+    /// The benchmark variant of the XDP LB (never attached).
+    pub fn xdp_lb_bench(&mut self) -> Result<&mut Xdp, DatapathError> {
+        program(&mut self.xdp, PROG_XDP_LB_BENCH)
+    }
+
     /// The tc variant of the LB (loaded on first use).
     pub fn tc_lb(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
         if self.tc_lb.is_none() {
             let mut obj = load_object(&self.cfg, "tc_lb.bpf.o", TC_LB_OBJ)?;
-            let p: &mut SchedClassifier = program(&mut obj, PROG_TC_LB)?;
-            p.load().map_err(prog_err(PROG_TC_LB, "load (verifier)"))?;
+            for name in [PROG_TC_LB, PROG_TC_LB_BENCH] {
+                let p: &mut SchedClassifier = program(&mut obj, name)?;
+                p.load().map_err(prog_err(name, "load (verifier)"))?;
+            }
             self.tc_lb = Some(obj);
         }
         program(self.tc_lb.as_mut().unwrap(), PROG_TC_LB)
+    }
+
+    /// The benchmark variant of the tc LB (never attached).
+    pub fn tc_lb_bench(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        self.tc_lb()?;
+        program(self.tc_lb.as_mut().unwrap(), PROG_TC_LB_BENCH)
     }
 
     /// The backend-side DSR decapsulation (loaded on first use).

@@ -250,6 +250,11 @@ impl Counter {
         Counter::Decap,
     ];
 
+    /// Whether every packet of the LB program ends in exactly one counter of this kind.
+    pub fn is_outcome(self) -> bool {
+        !matches!(self, Counter::Rx | Counter::CtHit | Counter::CtNew | Counter::Decap)
+    }
+
     /// (metric label "action", metric label "reason").
     pub fn labels(self) -> (&'static str, &'static str) {
         match self {

@@ -255,3 +255,49 @@ fn rand_suffix() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+#[test]
+fn uninstall_removes_programs_and_pins() {
+    if !require_root() {
+        return;
+    }
+    let fs = Bpffs::new("uninst");
+    let a = Netns::new("uninst");
+    let b = Netns::new("uninst2");
+    halyard_tests::netns::veth_pair(&a, "eth0", &["10.94.0.1/24"], &b, "eth0", &["10.94.0.2/24"]);
+    let pin = fs.dir.join("node");
+    let pin_s = pin.to_str().unwrap();
+    let mut agent = Agent::start_in(
+        a.name(),
+        &[],
+        &[
+            "--datapath-interfaces",
+            "eth0",
+            "--bpf-pin-dir",
+            pin_s,
+            "--node-ipv4",
+            "10.94.0.1",
+            "--metrics-addr",
+            "127.0.0.1:9893",
+        ],
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(10), "the XDP program on eth0", || {
+        a.ip_ok(&["link", "show", "eth0"]).contains("prog/xdp").then_some(())
+    });
+    // Counters are exported.
+    let metrics = wait_until(Duration::from_secs(5), "datapath metrics", || {
+        let o = a.exec(&["curl", "-s", "http://127.0.0.1:9893/metrics"]);
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        t.contains("halyard_datapath_up 1").then_some(t)
+    });
+    assert!(metrics.contains("halyard_datapath_packets{action=\"passed\",reason=\"no_service\"}"), "{metrics}");
+    // Stopped agent: the program stays (pinned link), so traffic keeps flowing.
+    agent.stop();
+    assert!(a.ip_ok(&["link", "show", "eth0"]).contains("prog/xdp"));
+    let out = a.exec(&[bin("halyard-agent").to_str().unwrap(), "--uninstall", "--bpf-pin-dir", pin_s]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("uninstalled"));
+    assert!(!a.ip_ok(&["link", "show", "eth0"]).contains("prog/xdp"), "XDP program still attached");
+    assert!(!pin.exists(), "pins left under {}", pin.display());
+}

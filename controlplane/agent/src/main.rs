@@ -154,7 +154,13 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     ));
 
     if let Some(addr) = cfg.metrics_addr {
-        let serve = metrics::serve(metrics::bind(addr).await?, metrics.clone(), bgp_peers.clone(), l2_status.clone());
+        let serve = metrics::serve(
+            metrics::bind(addr).await?,
+            metrics.clone(),
+            bgp_peers.clone(),
+            l2_status.clone(),
+            datapath_status.clone(),
+        );
         tokio::spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!("metrics endpoint stopped: {e:#}");

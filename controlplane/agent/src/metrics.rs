@@ -40,6 +40,12 @@ pub struct SeverityLabels {
     pub severity: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatapathLabels {
+    pub action: String,
+    pub reason: String,
+}
+
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the agent exports.
@@ -64,6 +70,9 @@ pub struct Metrics {
     pub l2_owned: Family<InterfaceLabels, Gauge>,
     pub l2_replies: Family<InterfaceLabels, Gauge>,
     pub l2_announcements: Family<InterfaceLabels, Gauge>,
+    pub datapath_packets: Family<DatapathLabels, Gauge>,
+    pub datapath_bytes: Family<DatapathLabels, Gauge>,
+    pub datapath_up: Gauge,
 }
 
 impl Metrics {
@@ -88,6 +97,9 @@ impl Metrics {
             l2_owned: Family::default(),
             l2_replies: Family::default(),
             l2_announcements: Family::default(),
+            datapath_packets: Family::default(),
+            datapath_bytes: Family::default(),
+            datapath_up: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("lbipam_ips_used", "LoadBalancer IPs in use, per pool", m.ips_used.clone());
@@ -135,6 +147,21 @@ impl Metrics {
             "bgp_updates_sent",
             "UPDATE messages sent in the current session (resets with the session)",
             m.bgp_updates_out.clone(),
+        );
+        registry.register(
+            "datapath_packets",
+            "Packets the eBPF datapath handled, by action and reason (counted in BPF, summed over CPUs)",
+            m.datapath_packets.clone(),
+        );
+        registry.register(
+            "datapath_bytes",
+            "Bytes the eBPF datapath handled, by action and reason",
+            m.datapath_bytes.clone(),
+        );
+        registry.register(
+            "datapath_up",
+            "1 if the eBPF datapath is loaded and its maps readable",
+            m.datapath_up.clone(),
         );
         Self { registry, ..m }
     }
@@ -220,6 +247,29 @@ impl Metrics {
         }
     }
 
+    /// Reads the datapath's counters from its pinned maps (at scrape time).
+    pub fn observe_datapath(&self, st: &crate::datapath::SharedDatapathStatus) {
+        let pin = st.lock().unwrap_or_else(|e| e.into_inner()).pin_dir.clone();
+        let Some(pin) = pin else { return };
+        let counters = halyard_datapath::lb::LbMaps::open(&pin).and_then(|m| m.counters());
+        self.datapath_packets.clear();
+        self.datapath_bytes.clear();
+        match counters {
+            Ok(c) => {
+                self.datapath_up.set(1);
+                for (counter, packets, bytes) in c {
+                    let (action, reason) = counter.labels();
+                    let l = DatapathLabels { action: action.into(), reason: reason.into() };
+                    self.datapath_packets.get_or_create(&l).set(packets as i64);
+                    self.datapath_bytes.get_or_create(&l).set(bytes as i64);
+                }
+            }
+            Err(_) => {
+                self.datapath_up.set(0);
+            }
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -245,6 +295,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     bgp_peers: crate::bgp::PeerStatuses,
     l2: crate::l2::SharedL2Status,
+    datapath: crate::datapath::SharedDatapathStatus,
 ) -> anyhow::Result<()> {
     use axum::routing::get;
     let app =
@@ -255,6 +306,7 @@ pub async fn serve(
                     let m = metrics.clone();
                     m.observe_bgp(&bgp_peers);
                     m.observe_l2(&l2);
+                    m.observe_datapath(&datapath);
                     async move {
                         ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
                     }

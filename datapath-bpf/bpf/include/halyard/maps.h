@@ -21,13 +21,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hl_lb4_svc SEC(".maps");
 
-/* Backends by node-local id. An id is never reused while a conntrack entry may refer to it. */
+/* Backends by node-local id (small integers, so an array: its lookup is inlined, no hashing). A
+ * slot whose address is 0 is empty. An id is never reused while a conntrack entry may refer to
+ * it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct lb4_backend);
 	__uint(max_entries, HL_MAX_BACKENDS);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hl_lb4_be SEC(".maps");
 
