@@ -3,18 +3,21 @@
 # in its own network namespace, joined by a veth link; and a LAN bridge joining the node and a
 # client, on which the node answers ARP for the LoadBalancer IPs. The agent allocates LoadBalancer IPs for
 # the example manifests and advertises them to the router over BGP; the CLI shows both sides.
-# Then the lab edits the manifests live (the router follows) and restarts the agent to show that
-# no IP moves. Needs root (network namespaces).
+# The node also runs the XDP load balancer on the LAN: the client's TCP connections to a LAN
+# LoadBalancer IP are spread with Maglev over three backends, which answer the client directly
+# (DSR). Then the lab edits the manifests live (the router follows) and restarts the agent to show
+# that no IP moves and no connection drops. Needs root (network namespaces).
 # Installs the Debian packages it needs when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages "${BUILD_PACKAGES[@]}" bird2 iputils-arping
+ensure_packages "${BUILD_PACKAGES[@]}" bird2 iputils-arping ethtool tcpdump
 [ "$(id -u)" -eq 0 ] || { echo "the lab creates network namespaces: run it as root" >&2; exit 1; }
 ensure_rust
 
 echo ">> building halyard-agent and halyard (release)"
 cargo build --release --locked -p halyard-agent -p halyard-cli
+cargo build --release --locked -p halyard-tests --bin lab-tcp --bin veth-xdp-pass
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 work=$(mktemp -d /tmp/halyard-lab.XXXXXX)
@@ -24,17 +27,23 @@ lan="hy-lab-$$-lan"
 cli="hy-lab-$$-cli"
 agent_pid=""
 bird_pid=""
+backend_pids=""
+backends=("hy-lab-$$-be1" "hy-lab-$$-be2" "hy-lab-$$-be3")
 cleanup() {
-    for pid in $agent_pid $bird_pid; do
+    for pid in $agent_pid $bird_pid $backend_pids; do
         if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
     done
-    for ns in "$rtr" "$node" "$lan" "$cli"; do ip netns del "$ns" 2>/dev/null || true; done
+    for ns in "$rtr" "$node" "$lan" "$cli" "${backends[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    umount -l "$work/bpffs" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
 cp -r examples/manifests "$work/manifests"
-cp examples/lab-bgp.yaml "$work/manifests/"
+cp examples/lab-bgp.yaml examples/lab-lb.yaml "$work/manifests/"
+# A bpffs of the lab's own for the datapath's pinned maps and links (visible inside `ip netns exec`).
+mkdir -p "$work/bpffs"
+mount -t bpf bpf "$work/bpffs"
 
 # The topology: router (10.90.0.1) <-veth-> node (10.90.0.2).
 ip netns add "$rtr"
@@ -56,6 +65,35 @@ ip -n "$cli" addr add 10.91.0.10/24 dev eth0
 ip -n "$node" link set eth1 up
 ip -n "$cli" link set lo up
 ip -n "$cli" link set eth0 up
+# veth delivers the frames an XDP program sends back out (XDP_TX) only to a peer that runs XDP
+# itself; a real NIC needs nothing of the kind.
+ip netns exec "$lan" "$bin/veth-xdp-pass" p-node "$work/bpffs/p-node-pass"
+# veth leaves TCP checksums to "hardware"; through XDP that promise is lost, so the client
+# computes them in software, as every real wire has them.
+ip netns exec "$cli" ethtool -K eth0 tx off >/dev/null
+# Three backends on the LAN (10.91.0.21-23): each holds the service IP on lo (DSR: it answers as
+# the VIP, and neither answers ARP for it nor uses it as an ARP source), serves TCP on :80, and runs the agent for DSR
+# decapsulation only.
+i=0
+for be in "${backends[@]}"; do
+    i=$((i + 1))
+    ip netns add "$be"
+    ip -n "$be" link add eth0 type veth peer name "p-be$i" netns "$lan"
+    ip -n "$lan" link set "p-be$i" master br0
+    ip -n "$lan" link set "p-be$i" up
+    ip -n "$be" addr add "10.91.0.2$i/24" dev eth0
+    ip -n "$be" addr add 10.91.0.200/32 dev lo
+    ip -n "$be" link set lo up
+    ip -n "$be" link set eth0 up
+    ip netns exec "$be" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+    ip netns exec "$be" "$bin/lab-tcp" serve 0.0.0.0:80 "backend-$i" >"$work/be$i.log" 2>&1 &
+    backend_pids="$backend_pids $!"
+    mkdir -p "$work/be$i"
+    ip netns exec "$be" "$bin/halyard-agent" --manifest-dir "$work/be$i" --state-dir "$work/be$i/state" \
+        --socket "$work/be$i.sock" --metrics-addr off --node-name "backend-$i" \
+        --datapath-decap-interfaces eth0 --bpf-pin-dir "$work/bpffs/be$i" >>"$work/be$i-agent.log" 2>&1 &
+    backend_pids="$backend_pids $!"
+done
 cat >"$work/bird.conf" <<'BIRD'
 log stderr all;
 router id 10.90.0.1;
@@ -77,7 +115,8 @@ halyard() { "$bin/halyard" --socket "$sock" "$@"; }
 
 start_agent() {
     ip netns exec "$node" "$bin/halyard-agent" --manifest-dir "$work/manifests" --state-dir "$work/state" \
-        --socket "$sock" --metrics-addr "127.0.0.1:$metrics_port" --node-name lab-node >>"$work/agent.log" 2>&1 &
+        --socket "$sock" --metrics-addr "127.0.0.1:$metrics_port" --node-name lab-node \
+        --datapath-interfaces eth1 --bpf-pin-dir "$work/bpffs/node" --node-ipv4 10.91.0.2 >>"$work/agent.log" 2>&1 &
     agent_pid=$!
     for _ in $(seq 100); do
         halyard status >/dev/null 2>&1 && return 0
@@ -122,6 +161,33 @@ step "L2: the client resolves an LB IP with arping (on the bridge LAN)"
 echo "node eth1 MAC: $(ip -n "$node" -br link show eth1 | awk '{print $3}')"
 ip netns exec "$cli" arping -c 2 -I eth0 172.20.1.15
 
+step "XDP load balancer: halyard bpf lb list (Maglev share per backend)"
+for _ in $(seq 50); do halyard bpf lb list 2>/dev/null | grep -q 10.91.0.23 && break; sleep 0.1; done
+halyard bpf lb list | grep -E 'FRONTEND|10\.91\.0\.200' -A2
+
+step "the client opens 30 TCP connections to 10.91.0.200:80 (ARP from the node, Maglev, Geneve DSR)"
+ip netns exec "$cli" "$bin/lab-tcp" probe 10.91.0.200:80 1 >/dev/null || true
+ip netns exec "$cli" timeout 4 tcpdump -i eth0 -n -e -c 6 'tcp and src host 10.91.0.200' >"$work/dsr.txt" 2>/dev/null &
+tcpdump_pid=$!
+sleep 0.5
+ip netns exec "$cli" "$bin/lab-tcp" probe 10.91.0.200:80 30 | sort | uniq -c | tee "$work/probe.txt"
+wait "$tcpdump_pid" 2>/dev/null || true
+if [ "$(grep -c backend- "$work/probe.txt")" -lt 3 ] || grep -q error "$work/probe.txt"; then
+    echo "the load balancer did not spread the connections over the three backends" >&2
+    halyard bpf counters >&2
+    exit 1
+fi
+
+step "DSR: the replies come straight from the backends (source MACs seen by the client)"
+for i in 1 2 3; do echo "backend-$i MAC: $(ip -n "${backends[$((i - 1))]}" -br link show eth0 | awk '{print $3}')"; done
+echo "node      MAC: $(ip -n "$node" -br link show eth1 | awk '{print $3}') (never a reply source)"
+awk '{print "  reply from", $2, "->", $4}' "$work/dsr.txt" | sort | uniq -c
+
+step "halyard bpf ct list (conntrack: each flow stays on its backend) and counters"
+halyard bpf ct list | head -6
+halyard bpf counters | grep -vE ' 0 +0$'
+halyard bpf maglev lab/echo --flow 10.91.0.10:40000 | tail -2
+
 step "live edit: a new service file appears"
 cat >"$work/manifests/new.yaml" <<'YAML'
 apiVersion: v1
@@ -135,7 +201,7 @@ spec:
 YAML
 for _ in $(seq 50); do halyard service list -n web | grep -q 'added-live .*172\.' && break; sleep 0.1; done
 halyard service list -n web
-added=$(halyard service list -n web -o json | python3 -c 'import json,sys; print([s["ips"][0] for s in json.load(sys.stdin) if s["name"]=="added-live"][0])')
+added=$(halyard service list -n web | awk '$2 == "added-live"' | grep -oE '172\.[0-9]+\.[0-9]+\.[0-9]+' | head -1)
 for _ in $(seq 50); do birdc show route | grep -q "^$added/32" && break; sleep 0.1; done
 echo "router: $(birdc show route | grep "^$added/32")"
 
@@ -145,7 +211,10 @@ for _ in $(seq 50); do halyard status | grep -q '1 errors' && break; sleep 0.1; 
 halyard status | sed -n '/Problems/,$p'
 halyard ipam pools
 
-step "restart: every service keeps its IP"
+step "restart: every service keeps its IP, and an open connection through the LB survives"
+ip netns exec "$cli" "$bin/lab-tcp" hold 10.91.0.200:80 4 >"$work/hold.txt" 2>&1 &
+hold_pid=$!
+sleep 0.5
 before=$(halyard service list -o json)
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
 start_agent
@@ -155,5 +224,7 @@ if [ "$before" = "$after" ]; then echo "identical assignments after restart"; el
 halyard service list
 for _ in $(seq 100); do halyard bgp peers | grep -q established && break; sleep 0.1; done
 halyard bgp peers
+wait "$hold_pid" || { cat "$work/hold.txt"; echo "the connection broke across the restart" >&2; exit 1; }
+echo "connection held across the restart: $(tr '\n' ' ' <"$work/hold.txt")"
 
 step "done (agent log: $(wc -l <"$work/agent.log") lines)"

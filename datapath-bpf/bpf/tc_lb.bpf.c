@@ -35,6 +35,7 @@ static __always_inline int hl_tc_forward(struct __sk_buff *skb, const struct lb4
 	fib.ipv4_src = CFG_NODE_IPV4;
 	fib.ipv4_dst = be->addr;
 	fib.ifindex = skb->ifindex;
+	/* Needs forwarding enabled on the ingress device (the agent turns it on), else FWD_DISABLED. */
 	int rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);

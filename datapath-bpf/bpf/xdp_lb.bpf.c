@@ -61,6 +61,7 @@ static __always_inline int hl_xdp_forward(struct xdp_md *ctx, const struct lb4_b
 	fib.ipv4_src = CFG_NODE_IPV4;
 	fib.ipv4_dst = be->addr;
 	fib.ifindex = ctx->ingress_ifindex;
+	/* Needs forwarding enabled on the ingress device (the agent turns it on), else FWD_DISABLED. */
 	int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);

@@ -77,7 +77,6 @@ fn lab(dispatch: &str) -> Lab {
     // veth leaves TCP checksums to "hardware" (CHECKSUM_PARTIAL); a frame that goes through XDP
     // loses that promise, so the client computes them in software, as a real NIC's wire would.
     client.run_ok(&["ethtool", "-K", "eth0", "tx", "off"]);
-    lb.run_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     client.ip_ok(&["route", "add", &format!("{VIP}/32"), "via", "10.93.0.2"]);
     let mut macs = BTreeMap::new();
     macs.insert(mac(&lb), "lb".to_string());
@@ -90,7 +89,7 @@ fn lab(dispatch: &str) -> Lab {
         // The service address is local on the backend (DSR: it answers as the VIP); it must not
         // answer ARP for it on the LAN.
         ns.ip_ok(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-        ns.run_ok(&["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"]);
+        ns.run_ok(&["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]);
         servers.push(ns.spawn(
             [bin("lab-tcp").to_str().unwrap(), "serve", "0.0.0.0:80", &format!("b{b}")],
             std::env::temp_dir().join(format!("lab-tcp-{}-{b}.log", std::process::id())),

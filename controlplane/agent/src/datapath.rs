@@ -419,6 +419,17 @@ pub fn run_blocking(
     };
     let mut attached = Vec::new();
     for ifname in &settings.lb_interfaces {
+        // bpf_fib_lookup answers only for devices that forward (the LB sends packets on).
+        let sysctl = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
+        match std::fs::read_to_string(&sysctl) {
+            Ok(v) if v.trim() == "1" => {}
+            _ => match std::fs::write(&sysctl, "1") {
+                Ok(()) => {
+                    tracing::info!(interface = %ifname, "enabled IPv4 forwarding (needed by the XDP load balancer)")
+                }
+                Err(e) => return set_error(format!("enabling IPv4 forwarding on {ifname} ({sysctl}): {e}")),
+            },
+        }
         match dp.attach_xdp_lb(ifname) {
             Ok(mode) => {
                 tracing::info!(interface = %ifname, mode, "XDP load balancer attached");
