@@ -18,5 +18,6 @@ pub mod export;
 pub mod identity;
 pub mod keys;
 pub mod publish;
+pub mod remote;
 pub mod types;
 pub mod watch;

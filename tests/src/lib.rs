@@ -2,6 +2,7 @@
 //! against a manifest directory in a temporary directory, and stops what it started (by PID,
 //! on drop — also when a test panics).
 
+pub mod etcd;
 pub mod netns;
 pub mod peers;
 

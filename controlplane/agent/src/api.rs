@@ -15,6 +15,8 @@ pub type Shared = tokio::sync::watch::Receiver<Arc<Snapshot>>;
 
 #[derive(Debug)]
 pub struct AgentApi {
+    pub mesh: crate::clustermesh::SharedMesh,
+    pub mesh_settings: crate::clustermesh::MeshSettings,
     pub snapshot: Shared,
     pub bgp_peers: crate::bgp::PeerStatuses,
     pub l2_status: crate::l2::SharedL2Status,
@@ -275,6 +277,43 @@ impl halyard_api::Agent for AgentApi {
             })
             .collect();
         Ok(Response::new(v1::ListL2AnnouncementsReply { announcements }))
+    }
+
+    async fn get_cluster_mesh(
+        &self,
+        _: Request<v1::ClusterMeshRequest>,
+    ) -> Result<Response<v1::ClusterMeshReply>, Status> {
+        let m = self.mesh.lock().unwrap_or_else(|e| e.into_inner());
+        let clusters = m
+            .remotes
+            .iter()
+            .map(|(name, st)| {
+                let (last_failure, last_failure_time) = crate::clustermesh::failure_text(st);
+                v1::RemoteCluster {
+                    name: name.clone(),
+                    endpoints: st.endpoints.clone(),
+                    connected: st.connected,
+                    ready: st.ready,
+                    last_failure,
+                    last_failure_time,
+                    cluster_id: st.cluster_id,
+                    nodes: st.nodes.len() as u64,
+                    services: st.services.len() as u64,
+                    identities: st.identities.len() as u64,
+                    backends: st.services.values().map(|s| s.backends.len() as u64).sum(),
+                    malformed: st.malformed,
+                    synced: st.synced.iter().map(|s| s.to_string()).collect(),
+                    config_file: st.config_file.display().to_string(),
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ClusterMeshReply {
+            cluster_name: self.mesh_settings.cluster_name.clone(),
+            cluster_id: self.mesh_settings.cluster_id,
+            enabled: self.mesh_settings.enabled(),
+            clusters,
+            config_errors: m.config_errors.clone(),
+        }))
     }
 
     async fn get_config(&self, _: Request<v1::GetConfigRequest>) -> Result<Response<v1::GetConfigReply>, Status> {

@@ -88,6 +88,18 @@ pub struct Flags {
     /// Maglev seed, 12 bytes in base64; every node must use the same (Cilium's default if unset).
     #[arg(long, env = "HALYARD_MAGLEV_SEED")]
     pub maglev_seed: Option<String>,
+    /// This cluster's name (ClusterMesh; Cilium `cluster.name`).
+    #[arg(long, env = "HALYARD_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// This cluster's id, 0-255 (0: not in a mesh).
+    #[arg(long, env = "HALYARD_CLUSTER_ID")]
+    pub cluster_id: Option<u32>,
+    /// Directory of remote cluster etcd configs, one file per cluster (Cilium's format).
+    #[arg(long, env = "HALYARD_CLUSTERMESH_CONFIG", value_name = "DIR")]
+    pub clustermesh_config: Option<PathBuf>,
+    /// Drop a remote cluster's services when its etcd stays unreachable this long (seconds).
+    #[arg(long, env = "HALYARD_CLUSTERMESH_STALE_TTL_SECONDS")]
+    pub clustermesh_stale_ttl_seconds: Option<u64>,
     /// Validate the configuration and the manifest directory, print what is wrong, and exit.
     #[arg(long)]
     pub check: bool,
@@ -122,6 +134,10 @@ struct FileConfig {
     bpf_pin_dir: Option<PathBuf>,
     node_ipv4: Option<std::net::Ipv4Addr>,
     maglev_seed: Option<String>,
+    cluster_name: Option<String>,
+    cluster_id: Option<u32>,
+    clustermesh_config: Option<PathBuf>,
+    clustermesh_stale_ttl_seconds: Option<u64>,
 }
 
 /// What the agent was asked to do.
@@ -154,6 +170,7 @@ pub struct AgentConfig {
     pub resync_seconds: u64,
     pub bgp_router_id: Option<std::net::Ipv4Addr>,
     pub datapath: crate::datapath::DatapathSettings,
+    pub mesh: crate::clustermesh::MeshSettings,
     /// Each setting's rendered value and where it came from, in key order.
     pub entries: BTreeMap<&'static str, (String, String)>,
 }
@@ -340,6 +357,28 @@ impl AgentConfig {
         let seed = halyard_datapath::maglev::MaglevSeed::from_base64(&seed_text)
             .map_err(|e| anyhow::anyhow!("maglev-seed: {e}"))?;
         let names_file = state_dir.join("datapath.json");
+        let cluster_name =
+            l.pick("cluster-name", flags.cluster_name, file.cluster_name, "default".to_string(), String::clone);
+        halyard_clustermesh::keys::validate_cluster_name(&cluster_name)
+            .map_err(|e| anyhow::anyhow!("cluster-name: {cluster_name:?}: {e}"))?;
+        let cluster_id = l.pick("cluster-id", flags.cluster_id, file.cluster_id, 0, u32::to_string);
+        if cluster_id > 255 {
+            bail!("cluster-id: {cluster_id} is not in 0-255");
+        }
+        let clustermesh_config = l.pick(
+            "clustermesh-config",
+            flags.clustermesh_config.map(Some),
+            file.clustermesh_config.map(Some),
+            None,
+            |v| v.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        );
+        let stale_ttl = l.pick(
+            "clustermesh-stale-ttl-seconds",
+            flags.clustermesh_stale_ttl_seconds,
+            file.clustermesh_stale_ttl_seconds,
+            60,
+            u64::to_string,
+        );
         if resync_seconds == 0 {
             bail!("resync-seconds: must be at least 1");
         }
@@ -367,6 +406,12 @@ impl AgentConfig {
                 node_ipv4,
                 seed,
                 names_file: names_file.clone(),
+            },
+            mesh: crate::clustermesh::MeshSettings {
+                cluster_name,
+                cluster_id,
+                config_dir: clustermesh_config,
+                stale_ttl: std::time::Duration::from_secs(stale_ttl),
             },
             entries: l.entries,
         })

@@ -83,13 +83,27 @@ fn proto_num(p: Protocol) -> Option<u8> {
 /// Derives the desired LB state from a snapshot: LoadBalancer IPs assigned by LB-IPAM, plus
 /// `spec.externalIPs`, for every TCP/UDP port; backends are the ready IPv4 endpoints of the
 /// service's EndpointSlices, on the port the slice gives for the service port's name.
-pub fn desired(snap: &Snapshot) -> Desired {
-    desired_from(&snap.model, |key| {
-        snap.lb.services.get(key).map(|s| s.ips.iter().map(|a| a.ip).collect()).unwrap_or_default()
-    })
+pub fn desired(snap: &Snapshot, mesh: Option<&crate::clustermesh::MeshState>) -> Desired {
+    desired_from(
+        &snap.model,
+        |key| snap.lb.services.get(key).map(|s| s.ips.iter().map(|a| a.ip).collect()).unwrap_or_default(),
+        |ns, name, port, proto| {
+            mesh.map(|m| {
+                crate::clustermesh::remote_backends(m, ns, name, port, proto)
+                    .into_iter()
+                    .map(|(_, a, p)| (a, p))
+                    .collect()
+            })
+            .unwrap_or_default()
+        },
+    )
 }
 
-pub fn desired_from(model: &Model, lb_ips: impl Fn(&halyard_ipam::ServiceKey) -> Vec<IpAddr>) -> Desired {
+pub fn desired_from(
+    model: &Model,
+    lb_ips: impl Fn(&halyard_ipam::ServiceKey) -> Vec<IpAddr>,
+    remote: impl Fn(&str, &str, &str, &str) -> Vec<(Ipv4Addr, u16)>,
+) -> Desired {
     let mut out = Desired::default();
     for svc in model.services.values() {
         let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
@@ -142,6 +156,16 @@ pub fn desired_from(model: &Model, lb_ips: impl Fn(&halyard_ipam::ServiceKey) ->
                     }
                 }
             }
+            if is_global(svc) {
+                let pname = sp.name.as_deref().unwrap_or("");
+                let pstr = if proto == IPPROTO_UDP { "UDP" } else { "TCP" };
+                let local: Vec<(Ipv4Addr, u16)> = backends.iter().copied().collect();
+                let remote = remote(ns, &svc.metadata.name, pname, pstr);
+                let affinity = svc.metadata.annotations.get(crate::clustermesh::AFFINITY_ANNOTATION);
+                backends = crate::clustermesh::merge_by_affinity(affinity.map(String::as_str), &local, &remote)
+                    .into_iter()
+                    .collect();
+            }
             for vip in &vips {
                 out.frontends.insert(Lb4Key::new(*vip, sp.port, proto), unit.clone());
             }
@@ -149,6 +173,14 @@ pub fn desired_from(model: &Model, lb_ips: impl Fn(&halyard_ipam::ServiceKey) ->
         }
     }
     out
+}
+
+/// A service shared across the mesh (`service.cilium.io/global`, or the legacy
+/// `io.cilium/global-service`).
+fn is_global(svc: &halyard_model::Service) -> bool {
+    ["service.cilium.io/global", "io.cilium/global-service"]
+        .iter()
+        .any(|k| svc.metadata.annotations.get(*k).is_some_and(|v| v.eq_ignore_ascii_case("true")))
 }
 
 /// Names for `halyard bpf`, written next to the agent's state.
@@ -364,6 +396,13 @@ impl LbReconciler {
     }
 }
 
+/// Remote clusters' backends for global services, and a tick when they change.
+#[derive(Debug)]
+pub struct Remote {
+    pub mesh: crate::clustermesh::SharedMesh,
+    pub changed: watch::Receiver<u64>,
+}
+
 /// What the API and metrics show about the datapath.
 #[derive(Debug, Default, Clone)]
 pub struct DatapathStatus {
@@ -394,6 +433,7 @@ pub fn run_blocking(
     node: String,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     status: SharedDatapathStatus,
+    mut remote: Remote,
 ) {
     let set_error = |e: String| {
         tracing::error!("datapath: {e}");
@@ -472,7 +512,10 @@ pub fn run_blocking(
     let mut snap = first;
     let mut neighbours = BTreeSet::new();
     loop {
-        let want = desired(&snap);
+        let want = {
+            let mesh = remote.mesh.lock().unwrap();
+            desired(&snap, Some(&mesh))
+        };
         let added = ensure_neighbours(want.units.values().flatten().map(|(a, _)| *a), &mut neighbours);
         if !added.is_empty() {
             tracing::info!(next_hops = ?added, "managed neighbour entries for backends");
@@ -501,6 +544,10 @@ pub fn run_blocking(
                 Ok(true) => break,
                 Err(_) => return,
                 Ok(false) => {}
+            }
+            if remote.changed.has_changed().unwrap_or(false) {
+                remote.changed.mark_unchanged();
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
             idle += 1;

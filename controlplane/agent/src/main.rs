@@ -8,6 +8,7 @@
 
 mod api;
 mod bgp;
+mod clustermesh;
 mod config;
 mod datapath;
 mod l2;
@@ -135,13 +136,19 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let bgp_peers = bgp::PeerStatuses::default();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let l2_status = l2::SharedL2Status::default();
+    let mesh = clustermesh::SharedMesh::default();
+    let (mesh_tx, mesh_rx) = tokio::sync::watch::channel(0u64);
+    if cfg.mesh.enabled() {
+        tokio::spawn(clustermesh::run(cfg.mesh.clone(), mesh.clone(), mesh_tx));
+    }
     let datapath_status = datapath::SharedDatapathStatus::default();
     if cfg.datapath.enabled() {
         let (settings, node, rx, st) =
             (cfg.datapath.clone(), cfg.node_name.clone(), snap_rx.clone(), datapath_status.clone());
+        let remote = datapath::Remote { mesh: mesh.clone(), changed: mesh_rx.clone() };
         std::thread::Builder::new()
             .name("datapath".into())
-            .spawn(move || datapath::run_blocking(settings, node, rx, st))
+            .spawn(move || datapath::run_blocking(settings, node, rx, st, remote))
             .context("starting the datapath thread")?;
     }
     let l2_task = tokio::spawn(l2::run(snap_rx.clone(), cfg.node_name.clone(), l2_status.clone(), shutdown_rx.clone()));
@@ -160,6 +167,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             bgp_peers.clone(),
             l2_status.clone(),
             datapath_status.clone(),
+            mesh.clone(),
         );
         tokio::spawn(async move {
             if let Err(e) = serve.await {
@@ -177,6 +185,8 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .map(|(k, (v, src))| halyard_api::v1::ConfigEntry { key: k.to_string(), value: v.clone(), source: src.clone() })
         .collect();
     let api = AgentApi {
+        mesh: mesh.clone(),
+        mesh_settings: cfg.mesh.clone(),
         snapshot: snap_rx,
         bgp_peers,
         l2_status,

@@ -41,6 +41,11 @@ pub struct SeverityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DatapathLabels {
     pub action: String,
     pub reason: String,
@@ -73,6 +78,12 @@ pub struct Metrics {
     pub datapath_packets: Family<DatapathLabels, Gauge>,
     pub datapath_bytes: Family<DatapathLabels, Gauge>,
     pub datapath_up: Gauge,
+    pub mesh_ready: Family<ClusterLabels, Gauge>,
+    pub mesh_connected: Family<ClusterLabels, Gauge>,
+    pub mesh_services: Family<ClusterLabels, Gauge>,
+    pub mesh_nodes: Family<ClusterLabels, Gauge>,
+    pub mesh_identities: Family<ClusterLabels, Gauge>,
+    pub mesh_failures: Family<ClusterLabels, Gauge>,
 }
 
 impl Metrics {
@@ -100,6 +111,12 @@ impl Metrics {
             datapath_packets: Family::default(),
             datapath_bytes: Family::default(),
             datapath_up: Gauge::default(),
+            mesh_ready: Family::default(),
+            mesh_connected: Family::default(),
+            mesh_services: Family::default(),
+            mesh_nodes: Family::default(),
+            mesh_identities: Family::default(),
+            mesh_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register("lbipam_ips_used", "LoadBalancer IPs in use, per pool", m.ips_used.clone());
@@ -162,6 +179,28 @@ impl Metrics {
             "datapath_up",
             "1 if the eBPF datapath is loaded and its maps readable",
             m.datapath_up.clone(),
+        );
+        registry.register("clustermesh_remote_ready", "1 if the remote cluster is fully synced", m.mesh_ready.clone());
+        registry.register(
+            "clustermesh_remote_connected",
+            "1 if the remote cluster's etcd answered the last health check",
+            m.mesh_connected.clone(),
+        );
+        registry.register(
+            "clustermesh_remote_services",
+            "Global services the remote cluster shares",
+            m.mesh_services.clone(),
+        );
+        registry.register("clustermesh_remote_nodes", "Nodes of the remote cluster", m.mesh_nodes.clone());
+        registry.register(
+            "clustermesh_remote_identities",
+            "Identities of the remote cluster",
+            m.mesh_identities.clone(),
+        );
+        registry.register(
+            "clustermesh_remote_malformed_entries",
+            "Keys or values of the remote cluster skipped as malformed",
+            m.mesh_failures.clone(),
         );
         Self { registry, ..m }
     }
@@ -270,6 +309,30 @@ impl Metrics {
         }
     }
 
+    /// Refreshes the per-remote-cluster gauges (at scrape time).
+    pub fn observe_mesh(&self, mesh: &crate::clustermesh::SharedMesh) {
+        let m = mesh.lock().unwrap_or_else(|e| e.into_inner());
+        for f in [
+            &self.mesh_ready,
+            &self.mesh_connected,
+            &self.mesh_services,
+            &self.mesh_nodes,
+            &self.mesh_identities,
+            &self.mesh_failures,
+        ] {
+            f.clear();
+        }
+        for (name, st) in &m.remotes {
+            let l = ClusterLabels { cluster: name.clone() };
+            self.mesh_ready.get_or_create(&l).set(i64::from(st.ready));
+            self.mesh_connected.get_or_create(&l).set(i64::from(st.connected));
+            self.mesh_services.get_or_create(&l).set(st.services.len() as i64);
+            self.mesh_nodes.get_or_create(&l).set(st.nodes.len() as i64);
+            self.mesh_identities.get_or_create(&l).set(st.identities.len() as i64);
+            self.mesh_failures.get_or_create(&l).set(st.malformed as i64);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -296,6 +359,7 @@ pub async fn serve(
     bgp_peers: crate::bgp::PeerStatuses,
     l2: crate::l2::SharedL2Status,
     datapath: crate::datapath::SharedDatapathStatus,
+    mesh: crate::clustermesh::SharedMesh,
 ) -> anyhow::Result<()> {
     use axum::routing::get;
     let app =
@@ -307,6 +371,7 @@ pub async fn serve(
                     m.observe_bgp(&bgp_peers);
                     m.observe_l2(&l2);
                     m.observe_datapath(&datapath);
+                    m.observe_mesh(&mesh);
                     async move {
                         ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
                     }

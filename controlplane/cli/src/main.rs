@@ -51,6 +51,9 @@ enum Command {
     /// L2 (ARP) announcements.
     #[command(subcommand)]
     L2(L2Cmd),
+    /// ClusterMesh: the remote clusters this agent follows.
+    #[command(subcommand)]
+    Clustermesh(ClustermeshCmd),
     /// The eBPF datapath's maps: load-balancer entries, Maglev tables, conntrack, counters.
     #[command(subcommand)]
     Bpf(BpfCmd),
@@ -100,6 +103,12 @@ enum BgpCmd {
 enum L2Cmd {
     /// IPs this node answers ARP for: IP, interface, owner, MAC, service, policy.
     Announcements,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClustermeshCmd {
+    /// Each remote cluster: connected, ready, last failure, nodes/services/identities, sync state.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -442,6 +451,79 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                     })
                     .collect();
                 table::render(&["IP", "INTERFACE", "OWNER", "MAC", "SERVICE", "POLICY", "REPLIES"], &rows)
+            }
+        }
+        Command::Clustermesh(ClustermeshCmd::Status) => {
+            let m = client.get_cluster_mesh(v1::ClusterMeshRequest {}).await?.into_inner();
+            if json_out {
+                let clusters: Vec<Value> = m
+                    .clusters
+                    .iter()
+                    .map(|c| {
+                        json!({"name": c.name, "endpoints": c.endpoints, "connected": c.connected, "ready": c.ready,
+                               "clusterID": c.cluster_id, "nodes": c.nodes, "services": c.services,
+                               "identities": c.identities, "backends": c.backends, "malformed": c.malformed,
+                               "synced": c.synced, "lastFailure": c.last_failure,
+                               "lastFailureTime": c.last_failure_time, "configFile": c.config_file})
+                    })
+                    .collect();
+                serde_json::to_string_pretty(&json!({
+                    "clusterName": m.cluster_name, "clusterID": m.cluster_id, "enabled": m.enabled,
+                    "clusters": clusters, "configErrors": m.config_errors,
+                }))? + "\n"
+            } else if !m.enabled {
+                format!(
+                    "ClusterMesh is not enabled on this agent (cluster {} id {}); set --clustermesh-config DIR.\n",
+                    m.cluster_name, m.cluster_id
+                )
+            } else {
+                let ready = m.clusters.iter().filter(|c| c.ready).count();
+                let mut out = format!(
+                    "Cluster {} (id {}): {}/{} remote clusters ready\n",
+                    m.cluster_name,
+                    m.cluster_id,
+                    ready,
+                    m.clusters.len()
+                );
+                let rows: Vec<Vec<String>> = m
+                    .clusters
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            if c.cluster_id == 0 { "-".into() } else { c.cluster_id.to_string() },
+                            if c.connected { "yes".into() } else { "no".into() },
+                            if c.ready { "yes".into() } else { "no".into() },
+                            c.nodes.to_string(),
+                            c.services.to_string(),
+                            c.backends.to_string(),
+                            c.identities.to_string(),
+                            if c.last_failure.is_empty() {
+                                "-".into()
+                            } else {
+                                format!("{} ({})", c.last_failure, c.last_failure_time)
+                            },
+                        ]
+                    })
+                    .collect();
+                out.push_str(&table::render(
+                    &[
+                        "CLUSTER",
+                        "ID",
+                        "CONNECTED",
+                        "READY",
+                        "NODES",
+                        "SERVICES",
+                        "BACKENDS",
+                        "IDENTITIES",
+                        "LAST FAILURE",
+                    ],
+                    &rows,
+                ));
+                for e in &m.config_errors {
+                    out.push_str(&format!("  error: {e}\n"));
+                }
+                out
             }
         }
         Command::Config(ConfigCmd::View) => {

@@ -1,0 +1,137 @@
+//! A real etcd (Debian etcd-server 3.4) on loopback for tests: fresh data directory, random
+//! ports, killed by PID on drop. `restart_empty` replaces it with a fresh, empty one on the same
+//! client port (what a lost etcd volume looks like to clients).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ETCD: &str = "/usr/bin/etcd";
+pub const ETCDCTL: &str = "/usr/bin/etcdctl";
+
+#[derive(Debug)]
+pub struct Etcd {
+    child: Option<Child>,
+    pub client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+    generation: u32,
+    /// Network namespace it runs in (`ip netns exec`), and the address it listens on.
+    netns: Option<String>,
+    ip: String,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// True when etcd is installed; otherwise says why the test is skipped.
+pub fn available(test: &str) -> bool {
+    if Path::new(ETCD).exists() && Path::new(ETCDCTL).exists() {
+        true
+    } else {
+        eprintln!("SKIP {test}: etcd not installed (apt-get install etcd-server etcd-client)");
+        false
+    }
+}
+
+impl Etcd {
+    /// On loopback in the current namespace.
+    pub fn start() -> Etcd {
+        Self::start_in(None, "127.0.0.1")
+    }
+
+    /// Inside network namespace `netns` (if any), listening on `ip`.
+    pub fn start_in(netns: Option<&str>, ip: &str) -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir: tempfile::Builder::new().prefix("halyard-etcd-").tempdir().unwrap(),
+            generation: 0,
+            netns: netns.map(String::from),
+            ip: ip.to_string(),
+        };
+        e.spawn();
+        e
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.client_port)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn spawn(&mut self) {
+        self.generation += 1;
+        let data = self.dir.path().join(format!("data-{}", self.generation));
+        let curl = self.url();
+        let purl = format!("http://{}:{}", self.ip, self.peer_port);
+        let child = self
+            .command(ETCD)
+            .args(["--name", "t", "--data-dir"])
+            .arg(&data)
+            .args(["--listen-client-urls", &curl, "--advertise-client-urls", &curl])
+            .args(["--listen-peer-urls", &purl, "--initial-advertise-peer-urls", &purl])
+            .args(["--initial-cluster", &format!("t={purl}"), "--initial-cluster-state", "new"])
+            .args(["--heartbeat-interval", "10", "--election-timeout", "100", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.ctl(&["put", "/halyard-probe", "1"]).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not come up on {}", self.url());
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills it and starts a fresh, empty etcd on the same ports.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs etcdctl (API v3) against it; stdout on success.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .command(ETCDCTL)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.url(), "--command-timeout=2s"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
