@@ -99,7 +99,6 @@ async fn put_config(client: &mut Client) -> anyhow::Result<()> {
     let cfg = CiliumClusterConfig {
         id: 1,
         capabilities: ClusterConfigCapabilities { max_connected_clusters: 255, ..Default::default() },
-        ..Default::default()
     };
     client.put(keys::cluster_config_key("east"), to_go_json(&cfg), None).await?;
     Ok(())
