@@ -38,4 +38,4 @@ ensure_rust() {
 BUILD_PACKAGES=(protobuf-compiler build-essential pkg-config iproute2 curl clang-19 libbpf-dev)
 
 # Real peers and tools the integration tests run inside network namespaces.
-TEST_PACKAGES=(bird2 frr gobgpd exabgp iputils-ping iputils-arping ndisc6 etcd-server etcd-client tcpdump bpftool ethtool)
+TEST_PACKAGES=(bird2 frr gobgpd exabgp iputils-ping iputils-arping ndisc6 etcd-server etcd-client tcpdump bpftool ethtool openssl)

@@ -18,6 +18,7 @@ pub mod export;
 pub mod identity;
 pub mod keys;
 pub mod publish;
+pub mod rbac;
 pub mod remote;
 pub mod types;
 pub mod watch;

@@ -20,6 +20,18 @@ pub struct Etcd {
     /// Network namespace it runs in (`ip netns exec`), and the address it listens on.
     netns: Option<String>,
     ip: String,
+    /// Server TLS with client-certificate auth: (ca, server cert, server key, client cert, client key
+    /// used by `ctl`).
+    tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ctl_cert: std::path::PathBuf,
+    pub ctl_key: std::path::PathBuf,
 }
 
 pub fn free_port() -> u16 {
@@ -44,7 +56,17 @@ impl Etcd {
 
     /// Inside network namespace `netns` (if any), listening on `ip`.
     pub fn start_in(netns: Option<&str>, ip: &str) -> Etcd {
+        Self::start_full(netns, ip, None)
+    }
+
+    /// With TLS and client-certificate authentication (`--client-cert-auth`).
+    pub fn start_tls(netns: Option<&str>, ip: &str, tls: Tls) -> Etcd {
+        Self::start_full(netns, ip, Some(tls))
+    }
+
+    fn start_full(netns: Option<&str>, ip: &str, tls: Option<Tls>) -> Etcd {
         let mut e = Etcd {
+            tls,
             child: None,
             client_port: free_port(),
             peer_port: free_port(),
@@ -58,7 +80,8 @@ impl Etcd {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.ip, self.client_port)
     }
 
     fn command(&self, program: &str) -> Command {
@@ -77,8 +100,12 @@ impl Etcd {
         let data = self.dir.path().join(format!("data-{}", self.generation));
         let curl = self.url();
         let purl = format!("http://{}:{}", self.ip, self.peer_port);
-        let child = self
-            .command(ETCD)
+        let mut cmd = self.command(ETCD);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file").arg(&t.cert).arg("--key-file").arg(&t.key);
+            cmd.arg("--trusted-ca-file").arg(&t.ca).arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "t", "--data-dir"])
             .arg(&data)
             .args(["--listen-client-urls", &curl, "--advertise-client-urls", &curl])
@@ -113,15 +140,32 @@ impl Etcd {
         self.spawn();
     }
 
+    /// Runs etcdctl with another client identity (`None`: no client certificate at all).
+    pub fn ctl_as(&self, identity: Option<(&Path, &Path)>, args: &[&str]) -> Result<String, String> {
+        let mut cmd = self.command(ETCDCTL);
+        cmd.env("ETCDCTL_API", "3").args(["--endpoints", &self.url(), "--command-timeout=2s"]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert").arg(&t.ca);
+        }
+        if let Some((c, k)) = identity {
+            cmd.arg("--cert").arg(c).arg("--key").arg(k);
+        }
+        let out = cmd.args(args).output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// Runs etcdctl (API v3) against it; stdout on success.
     pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
-        let out = self
-            .command(ETCDCTL)
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.url(), "--command-timeout=2s"])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
+        let mut cmd = self.command(ETCDCTL);
+        cmd.env("ETCDCTL_API", "3").args(["--endpoints", &self.url(), "--command-timeout=2s"]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.ctl_cert).arg("--key").arg(&t.ctl_key);
+        }
+        let out = cmd.args(args).output().map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {

@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod netns;
+pub mod tls;
 pub mod peers;
 
 use std::path::PathBuf;

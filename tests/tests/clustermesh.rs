@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use halyard_tests::etcd::{self, Etcd};
+use halyard_tests::etcd::{self, Etcd, Tls};
 use halyard_tests::netns::{Bpffs, Netns, require_root, veth_pair, wait_until};
+use halyard_tests::tls::Pki;
 use halyard_tests::{Agent, bin};
 use serde_json::Value;
 
@@ -84,10 +85,15 @@ struct ApiServer {
 
 impl ApiServer {
     fn start(netns: &str, etcd: &Etcd, manifests: &Path, log: &Path) -> ApiServer {
+        Self::start_with(netns, etcd, manifests, log, &[])
+    }
+
+    fn start_with(netns: &str, etcd: &Etcd, manifests: &Path, log: &Path, extra: &[&str]) -> ApiServer {
         let log = std::fs::File::create(log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", netns])
             .arg(bin("clustermesh-apiserver"))
+            .args(extra)
             .args(["--cluster-name", "east", "--cluster-id", "1", "--lease-ttl", "5", "--etcd-endpoints", &etcd.url()])
             .arg("--manifest-dir")
             .arg(manifests)
@@ -236,4 +242,99 @@ fn remote_backends_follow_east_through_deletes_restarts_and_outages() {
     etcd_east.restart_empty();
     wait_backends(&agent, &["10.20.0.1:80", "10.20.0.2:80", "10.30.0.1:80"], "east back after the outage");
     agent.stop();
+}
+
+#[test]
+fn mtls_and_roles_let_remotes_only_read_and_refuse_wrong_certificates() {
+    if !require_root()
+        || !etcd::available("clustermesh mtls")
+        || !halyard_tests::netns::require_program("openssl", "openssl")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"), "east-ca");
+    let (server_crt, server_key) = pki.issue("server", "etcd", &["10.95.1.1", "127.0.0.1"]);
+    let (root_crt, root_key) = pki.issue("root", "root", &[]);
+    let (admin_crt, admin_key) = pki.issue("admin", "admin-east", &[]);
+    let (remote_crt, remote_key) = pki.issue("remote", "remote", &[]);
+    let rogue = Pki::new(&tmp.path().join("rogue"), "rogue-ca");
+    let (rogue_crt, rogue_key) = rogue.issue("remote", "remote", &[]);
+
+    let east_dir = tmp.path().join("east-manifests");
+    std::fs::create_dir(&east_dir).unwrap();
+    std::fs::write(east_dir.join("web.yaml"), EAST_WEB).unwrap();
+    let node = Netns::new("tlswest");
+    let east_ns = Netns::new("tlseast");
+    veth_pair(&node, "eth0", &["10.95.1.2/24"], &east_ns, "eth0", &["10.95.1.1/24"]);
+    let tls =
+        Tls { ca: pki.ca(), cert: server_crt, key: server_key, ctl_cert: root_crt.clone(), ctl_key: root_key.clone() };
+    let etcd_east = Etcd::start_tls(Some(east_ns.name()), "10.95.1.1", tls);
+    let ca = pki.ca();
+    let _api = ApiServer::start_with(
+        east_ns.name(),
+        &etcd_east,
+        &east_dir,
+        &tmp.path().join("apiserver.log"),
+        &[
+            "--etcd-ca",
+            ca.to_str().unwrap(),
+            "--etcd-cert",
+            admin_crt.to_str().unwrap(),
+            "--etcd-key",
+            admin_key.to_str().unwrap(),
+            "--etcd-init-users",
+        ],
+    );
+
+    let mesh_dir = tmp.path().join("mesh");
+    std::fs::create_dir(&mesh_dir).unwrap();
+    let conf = |crt: &Path, key: &Path| {
+        format!(
+            "endpoints:\n- {}\ntrusted-ca-file: {}\ncert-file: {}\nkey-file: {}\n",
+            etcd_east.url(),
+            ca.display(),
+            crt.display(),
+            key.display()
+        )
+    };
+    std::fs::write(mesh_dir.join("east"), conf(&remote_crt, &remote_key)).unwrap();
+    // Same etcd, a certificate from another CA: must be refused.
+    std::fs::write(mesh_dir.join("east-rogue"), conf(&rogue_crt, &rogue_key)).unwrap();
+    let agent = Agent::start_in(
+        node.name(),
+        &[],
+        &["--cluster-name", "west", "--cluster-id", "2", "--clustermesh-config", mesh_dir.to_str().unwrap()],
+    )
+    .unwrap();
+
+    // The remote user reads what it needs over mTLS.
+    let e = wait_until(Duration::from_secs(30), "east ready over mTLS", || {
+        let e = east(&agent);
+        (e["ready"] == true && e["services"] == 1).then_some(e)
+    });
+    assert_eq!(e["backends"], 2, "{e}");
+
+    // The rogue certificate is refused, and the status says so.
+    let rogue_state = wait_until(Duration::from_secs(15), "the rogue cluster's failure", || {
+        let m = mesh(&agent);
+        let r = m["clusters"].as_array()?.iter().find(|c| c["name"] == "east-rogue")?.clone();
+        (!r["lastFailure"].as_str().unwrap_or("").is_empty()).then_some(r)
+    });
+    assert_eq!(rogue_state["connected"], false);
+    assert_eq!(rogue_state["ready"], false);
+    let why = rogue_state["lastFailure"].as_str().unwrap().to_lowercase();
+    assert!(why.contains("certificate") || why.contains("tls") || why.contains("handshake"), "unclear failure: {why}");
+
+    // etcd's roles: the remote user may read the state, not write it, not read other clusters' config.
+    let remote = Some((remote_crt.as_path(), remote_key.as_path()));
+    assert!(etcd_east.ctl_as(remote, &["get", "cilium/state/", "--prefix", "--keys-only"]).unwrap().contains("east"));
+    let denied = etcd_east.ctl_as(remote, &["put", "cilium/state/services/v1/east/default/x", "{}"]).unwrap_err();
+    assert!(denied.contains("permission denied"), "{denied}");
+    let denied = etcd_east.ctl_as(remote, &["get", "cilium/cluster-config/other"]).unwrap_err();
+    assert!(denied.contains("permission denied"), "{denied}");
+    // No client certificate at all: refused by the TLS layer.
+    assert!(etcd_east.ctl_as(None, &["get", "cilium/state/", "--prefix", "--keys-only"]).is_err());
+    // The cluster's own apiserver wrote with its admin identity (the state is there).
+    assert!(etcd_east.ctl(&["get", "cilium/cluster-config/east"]).unwrap().contains("east"));
 }

@@ -46,6 +46,10 @@ struct Args {
     etcd_cert: Option<PathBuf>,
     #[arg(long, requires = "etcd_cert")]
     etcd_key: Option<PathBuf>,
+    /// Create the etcd users and roles (`root`, `admin-<cluster>`, `remote`) and enable
+    /// authentication before publishing (idempotent; see `halyard_clustermesh::rbac`).
+    #[arg(long)]
+    etcd_init_users: bool,
     /// TTL of the lease holding the published state, in seconds.
     #[arg(long, default_value_t = 15)]
     lease_ttl: u64,
@@ -86,6 +90,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await
     .map_err(anyhow::Error::msg)?;
+    if args.etcd_init_users {
+        let mut admin = client.clone();
+        match halyard_clustermesh::rbac::init_users(&mut admin, &args.cluster_name).await {
+            Ok(done) => {
+                for d in done {
+                    tracing::info!("etcd auth: {d}");
+                }
+            }
+            // Auth already on and we are not root: set up by an earlier run.
+            Err(e) if e.to_string().contains("permission denied") => {
+                tracing::info!("etcd users already set up (authentication is on)");
+            }
+            Err(e) => anyhow::bail!("--etcd-init-users: {e}"),
+        }
+    }
     let mut probe = client.clone();
     let ttl = Duration::from_secs(args.lease_ttl);
     let mut publisher = Publisher::new(client.clone(), &args.cluster_name, ttl)

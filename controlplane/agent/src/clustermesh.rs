@@ -153,6 +153,21 @@ pub async fn run(settings: MeshSettings, mesh: SharedMesh, changed: watch::Sende
     }
 }
 
+/// An error with its causes ("transport error: ... : invalid peer certificate: UnknownIssuer").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 fn bump(changed: &watch::Sender<u64>) {
     changed.send_modify(|g| *g += 1);
 }
@@ -247,7 +262,7 @@ async fn follow(cfg: RemoteClusterConfig, settings: MeshSettings, mesh: SharedMe
                             unreachable_since = None;
                             set(&|st| st.connected = true);
                         }
-                        Ok(Err(e)) => fail(format!("etcd health check: {e}")),
+                        Ok(Err(e)) => fail(format!("etcd health check: {}", chain(&e))),
                         Err(_) => fail("etcd health check timed out".to_string()),
                     }
                     let down = mesh.lock().unwrap().remotes.get(&name).is_some_and(|s| !s.connected);
