@@ -11,13 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages "${BUILD_PACKAGES[@]}" bird2 iputils-arping ethtool tcpdump
+ensure_packages "${BUILD_PACKAGES[@]}" bird2 iputils-arping ethtool tcpdump etcd-server
 [ "$(id -u)" -eq 0 ] || { echo "the lab creates network namespaces: run it as root" >&2; exit 1; }
 ensure_rust
 
 echo ">> building halyard-agent and halyard (release)"
 cargo build --release --locked -p halyard-agent -p halyard-cli
 cargo build --release --locked -p halyard-tests --bin lab-tcp --bin veth-xdp-pass
+cargo build --release --locked -p halyard-clustermesh --bin clustermesh-apiserver
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 work=$(mktemp -d /tmp/halyard-lab.XXXXXX)
@@ -28,12 +29,15 @@ cli="hy-lab-$$-cli"
 agent_pid=""
 bird_pid=""
 backend_pids=""
-backends=("hy-lab-$$-be1" "hy-lab-$$-be2" "hy-lab-$$-be3")
+backends=("hy-lab-$$-be1" "hy-lab-$$-be2" "hy-lab-$$-be3" "hy-lab-$$-ebe1")
+backend_names=(backend-1 backend-2 backend-3 east-backend-1)
+backend_ips=(10.91.0.21 10.91.0.22 10.91.0.23 10.91.0.31)
+east="hy-lab-$$-east"
 cleanup() {
     for pid in $agent_pid $bird_pid $backend_pids; do
         if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
     done
-    for ns in "$rtr" "$node" "$lan" "$cli" "${backends[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    for ns in "$rtr" "$node" "$lan" "$cli" "${backends[@]}" "$east"; do ip netns del "$ns" 2>/dev/null || true; done
     umount -l "$work/bpffs" 2>/dev/null || true
     rm -rf "$work"
 }
@@ -74,6 +78,7 @@ ip netns exec "$cli" ethtool -K eth0 tx off >/dev/null
 # Three backends on the LAN (10.91.0.21-23): each holds the service IP on lo (DSR: it answers as
 # the VIP, and neither answers ARP for it nor uses it as an ARP source), serves TCP on :80, and runs the agent for DSR
 # decapsulation only.
+# The fourth (10.91.0.31) belongs to a second cluster, "east" (see below).
 i=0
 for be in "${backends[@]}"; do
     i=$((i + 1))
@@ -81,19 +86,60 @@ for be in "${backends[@]}"; do
     ip -n "$be" link add eth0 type veth peer name "p-be$i" netns "$lan"
     ip -n "$lan" link set "p-be$i" master br0
     ip -n "$lan" link set "p-be$i" up
-    ip -n "$be" addr add "10.91.0.2$i/24" dev eth0
+    ip -n "$be" addr add "${backend_ips[$((i - 1))]}/24" dev eth0
     ip -n "$be" addr add 10.91.0.200/32 dev lo
     ip -n "$be" link set lo up
     ip -n "$be" link set eth0 up
     ip netns exec "$be" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
-    ip netns exec "$be" "$bin/lab-tcp" serve 0.0.0.0:80 "backend-$i" >"$work/be$i.log" 2>&1 &
+    ip netns exec "$be" "$bin/lab-tcp" serve 0.0.0.0:80 "${backend_names[$((i - 1))]}" >"$work/be$i.log" 2>&1 &
     backend_pids="$backend_pids $!"
     mkdir -p "$work/be$i"
     ip netns exec "$be" "$bin/halyard-agent" --manifest-dir "$work/be$i" --state-dir "$work/be$i/state" \
-        --socket "$work/be$i.sock" --metrics-addr off --node-name "backend-$i" \
+        --socket "$work/be$i.sock" --metrics-addr off --node-name "${backend_names[$((i - 1))]}" \
         --datapath-decap-interfaces eth0 --bpf-pin-dir "$work/bpffs/be$i" >>"$work/be$i-agent.log" 2>&1 &
     backend_pids="$backend_pids $!"
 done
+# Cluster "east": its own etcd and clustermesh-apiserver (10.91.0.40), publishing its global
+# service lab/echo, whose one backend is 10.91.0.31. The node (cluster "lab") follows east's etcd
+# and adds east's backend to its own lab/echo (also global).
+ip netns add "$east"
+ip -n "$east" link add eth0 type veth peer name p-east netns "$lan"
+ip -n "$lan" link set p-east master br0
+ip -n "$lan" link set p-east up
+ip -n "$east" addr add 10.91.0.40/24 dev eth0
+ip -n "$east" link set lo up
+ip -n "$east" link set eth0 up
+ip netns exec "$east" etcd --name east --data-dir "$work/east-etcd" \
+    --listen-client-urls http://10.91.0.40:2379 --advertise-client-urls http://10.91.0.40:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster east=http://127.0.0.1:2380 --log-level error >"$work/east-etcd.log" 2>&1 &
+backend_pids="$backend_pids $!"
+mkdir -p "$work/east" "$work/mesh"
+cat >"$work/east/echo.yaml" <<'YAML'
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: lab
+  annotations: {service.cilium.io/global: "true"}
+spec:
+  ports: [{name: tcp, port: 80, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-east
+  namespace: lab
+  labels: {kubernetes.io/service-name: echo}
+addressType: IPv4
+ports: [{name: tcp, port: 80, protocol: TCP}]
+endpoints:
+  - addresses: ["10.91.0.31"]
+YAML
+ip netns exec "$east" "$bin/clustermesh-apiserver" --cluster-name east --cluster-id 2 \
+    --manifest-dir "$work/east" --etcd-endpoints http://10.91.0.40:2379 >"$work/east-apiserver.log" 2>&1 &
+backend_pids="$backend_pids $!"
+printf 'endpoints:\n- http://10.91.0.40:2379\n' >"$work/mesh/east"
 cat >"$work/bird.conf" <<'BIRD'
 log stderr all;
 router id 10.90.0.1;
@@ -116,7 +162,8 @@ halyard() { "$bin/halyard" --socket "$sock" "$@"; }
 start_agent() {
     ip netns exec "$node" "$bin/halyard-agent" --manifest-dir "$work/manifests" --state-dir "$work/state" \
         --socket "$sock" --metrics-addr "127.0.0.1:$metrics_port" --node-name lab-node \
-        --datapath-interfaces eth1 --bpf-pin-dir "$work/bpffs/node" --node-ipv4 10.91.0.2 >>"$work/agent.log" 2>&1 &
+        --datapath-interfaces eth1 --bpf-pin-dir "$work/bpffs/node" --node-ipv4 10.91.0.2 \
+        --cluster-name lab --cluster-id 1 --clustermesh-config "$work/mesh" >>"$work/agent.log" 2>&1 &
     agent_pid=$!
     for _ in $(seq 100); do
         halyard status >/dev/null 2>&1 && return 0
@@ -161,26 +208,30 @@ step "L2: the client resolves an LB IP with arping (on the bridge LAN)"
 echo "node eth1 MAC: $(ip -n "$node" -br link show eth1 | awk '{print $3}')"
 ip netns exec "$cli" arping -c 2 -I eth0 172.20.1.15
 
-step "XDP load balancer: halyard bpf lb list (Maglev share per backend)"
-for _ in $(seq 50); do halyard bpf lb list 2>/dev/null | grep -q 10.91.0.23 && break; sleep 0.1; done
-halyard bpf lb list | grep -E 'FRONTEND|10\.91\.0\.200' -A2
+step "ClusterMesh: halyard clustermesh status (the node follows cluster east's etcd)"
+for _ in $(seq 100); do halyard clustermesh status | grep -q '1/1 remote clusters ready' && break; sleep 0.1; done
+halyard clustermesh status
 
-step "the client opens 30 TCP connections to 10.91.0.200:80 (ARP from the node, Maglev, Geneve DSR)"
+step "XDP load balancer: halyard bpf lb list (lab/echo: three local backends and east's one, with Maglev shares)"
+for _ in $(seq 100); do halyard bpf lb list 2>/dev/null | grep -q 10.91.0.31 && break; sleep 0.1; done
+halyard bpf lb list | grep -E 'FRONTEND|10\.91\.0\.200' -A3
+
+step "the client opens 40 TCP connections to 10.91.0.200:80 (ARP from the node, Maglev, Geneve DSR)"
 ip netns exec "$cli" "$bin/lab-tcp" probe 10.91.0.200:80 1 >/dev/null || true
 ip netns exec "$cli" timeout 4 tcpdump -i eth0 -n -e -c 6 'tcp and src host 10.91.0.200' >"$work/dsr.txt" 2>/dev/null &
 tcpdump_pid=$!
 sleep 0.5
-ip netns exec "$cli" "$bin/lab-tcp" probe 10.91.0.200:80 30 | sort | uniq -c | tee "$work/probe.txt"
+ip netns exec "$cli" "$bin/lab-tcp" probe 10.91.0.200:80 40 | sort | uniq -c | tee "$work/probe.txt"
 wait "$tcpdump_pid" 2>/dev/null || true
-if [ "$(grep -c backend- "$work/probe.txt")" -lt 3 ] || grep -q error "$work/probe.txt"; then
-    echo "the load balancer did not spread the connections over the three backends" >&2
+if [ "$(grep -c backend- "$work/probe.txt")" -lt 4 ] || grep -q error "$work/probe.txt"; then
+    echo "the load balancer did not spread the connections over the four backends of both clusters" >&2
     halyard bpf counters >&2
     exit 1
 fi
 
 step "DSR: the replies come straight from the backends (source MACs seen by the client)"
-for i in 1 2 3; do echo "backend-$i MAC: $(ip -n "${backends[$((i - 1))]}" -br link show eth0 | awk '{print $3}')"; done
-echo "node      MAC: $(ip -n "$node" -br link show eth1 | awk '{print $3}') (never a reply source)"
+for i in 1 2 3 4; do printf '%-15s MAC: %s\n' "${backend_names[$((i - 1))]}" "$(ip -n "${backends[$((i - 1))]}" -br link show eth0 | awk '{print $3}')"; done
+printf '%-15s MAC: %s (never a reply source)\n' node "$(ip -n "$node" -br link show eth1 | awk '{print $3}')"
 awk '{print "  reply from", $2, "->", $4}' "$work/dsr.txt" | sort | uniq -c
 
 step "halyard bpf ct list (conntrack: each flow stays on its backend) and counters"

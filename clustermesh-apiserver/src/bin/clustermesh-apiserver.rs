@@ -82,34 +82,61 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let id = ClusterId::new(args.cluster_id, mode).map_err(|e| anyhow::anyhow!("--cluster-id: {e}"))?;
     let mut cfg = ExportConfig::new(&args.cluster_name, id).map_err(|e| anyhow::anyhow!("--cluster-name: {e}"))?;
     cfg.max_connected_clusters = mode;
-    let client = halyard_clustermesh::remote::connect(
-        &args.etcd_endpoints,
-        args.etcd_ca.as_deref(),
-        args.etcd_cert.as_deref(),
-        args.etcd_key.as_deref(),
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    // etcd may come up after us (or be restarting): wait for it rather than exit.
+    let client = loop {
+        match halyard_clustermesh::remote::connect(
+            &args.etcd_endpoints,
+            args.etcd_ca.as_deref(),
+            args.etcd_cert.as_deref(),
+            args.etcd_key.as_deref(),
+        )
+        .await
+        {
+            Ok(c) => break c,
+            Err(e) if e.contains("reading ") => anyhow::bail!("{e}"),
+            Err(e) => {
+                tracing::warn!("{e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
     if args.etcd_init_users {
         let mut admin = client.clone();
-        match halyard_clustermesh::rbac::init_users(&mut admin, &args.cluster_name).await {
-            Ok(done) => {
-                for d in done {
-                    tracing::info!("etcd auth: {d}");
+        let mut attempts = 0;
+        loop {
+            match halyard_clustermesh::rbac::init_users(&mut admin, &args.cluster_name).await {
+                Ok(done) => {
+                    for d in done {
+                        tracing::info!("etcd auth: {d}");
+                    }
+                    break;
                 }
+                // Auth already on and we are not root: set up by an earlier run.
+                Err(e) if e.to_string().contains("permission denied") => {
+                    tracing::info!("etcd users already set up (authentication is on)");
+                    break;
+                }
+                Err(e) if attempts < 60 => {
+                    attempts += 1;
+                    tracing::warn!("--etcd-init-users: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => anyhow::bail!("--etcd-init-users: {e}"),
             }
-            // Auth already on and we are not root: set up by an earlier run.
-            Err(e) if e.to_string().contains("permission denied") => {
-                tracing::info!("etcd users already set up (authentication is on)");
-            }
-            Err(e) => anyhow::bail!("--etcd-init-users: {e}"),
         }
     }
     let mut probe = client.clone();
     let ttl = Duration::from_secs(args.lease_ttl);
-    let mut publisher = Publisher::new(client.clone(), &args.cluster_name, ttl)
-        .await
-        .with_context(|| format!("publishing to etcd {}", args.etcd_endpoints.join(",")))?;
+    // etcd may come up after us (or be restarting): wait for it rather than exit.
+    let mut publisher = loop {
+        match Publisher::new(client.clone(), &args.cluster_name, ttl).await {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::warn!("etcd {} not ready yet: {e}", args.etcd_endpoints.join(","));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
     let mut dir = ManifestDir::open(&args.manifest_dir)
         .with_context(|| format!("opening manifest directory {}", args.manifest_dir.display()))?;
 
