@@ -23,6 +23,9 @@ pub static TC_DECAP_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 
 pub static XDP_PASS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_pass.bpf.o"));
 
+/// The live-frames traffic generator of the veth benchmark.
+pub static XDP_GEN_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_gen.bpf.o"));
+
 pub const PROG_XDP_LB: &str = "hl_xdp_lb";
 /// The LB followed by undoing its encapsulation, for `repeat`ed BPF_PROG_TEST_RUN benchmarks.
 pub const PROG_XDP_LB_BENCH: &str = "hl_xdp_lb_bench";
