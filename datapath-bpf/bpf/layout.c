@@ -40,6 +40,8 @@ int main(void)
 	FIELD(ct4_entry, backend_id);
 	FIELD(ct4_entry, svc_id);
 	FIELD(ct4_entry, created_ns);
+	FIELD(ct4_entry, last_seen_ns);
+	FIELD(ct4_entry, flags);
 	STRUCT(hl_stat);
 	FIELD(hl_stat, packets);
 	FIELD(hl_stat, bytes);

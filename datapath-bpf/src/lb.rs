@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, MapError, PerCpuArray};
 
 use crate::maps::{
-    CT4_ENTRY_LEN, CT4_KEY_LEN, Counter, Ct4Entry, Ct4Key, HL_STAT_LEN, HlStat, LB4_BACKEND_LEN, LB4_KEY_LEN,
-    LB4_SERVICE_LEN, Lb4Backend, Lb4Key, Lb4Service, MAGLEV_M, MaglevLut, MapBytes,
+    CT_F_CLOSING, CT4_ENTRY_LEN, CT4_KEY_LEN, Counter, Ct4Entry, Ct4Key, HL_STAT_LEN, HlStat, IPPROTO_TCP,
+    LB4_BACKEND_LEN, LB4_KEY_LEN, LB4_SERVICE_LEN, Lb4Backend, Lb4Key, Lb4Service, MAGLEV_M, MaglevLut, MapBytes,
 };
 
 pub const MAP_SERVICES: &str = "hl_lb4_svc";
@@ -30,6 +30,31 @@ pub enum LbMapError {
 
 fn op(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> LbMapError {
     move |source| LbMapError::Op { map, op, source }
+}
+
+/// How long an idle flow keeps its conntrack entry (Cilium's defaults for established TCP and
+/// for everything else; a closing TCP flow goes quickly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtTimeouts {
+    pub tcp: std::time::Duration,
+    pub closing: std::time::Duration,
+    pub other: std::time::Duration,
+}
+
+impl Default for CtTimeouts {
+    fn default() -> Self {
+        Self {
+            tcp: std::time::Duration::from_secs(21600),
+            closing: std::time::Duration::from_secs(10),
+            other: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock the datapath stamps conntrack entries with.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// The LB maps of one node.
@@ -176,6 +201,27 @@ impl LbMaps {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes conntrack entries idle longer than their timeout. Returns how many went.
+    pub fn ct_expire(&mut self, now_ns: u64, t: &CtTimeouts) -> Result<usize, LbMapError> {
+        let mut gone = 0;
+        for (k, e) in self.ct_entries()? {
+            let timeout = if e.flags & CT_F_CLOSING != 0 {
+                t.closing
+            } else if k.proto == IPPROTO_TCP {
+                t.tcp
+            } else {
+                t.other
+            };
+            if now_ns.saturating_sub(e.last_seen_ns) > timeout.as_nanos() as u64 {
+                match self.ct.remove(&k.to_bytes()) {
+                    Ok(()) | Err(MapError::KeyNotFound) => gone += 1,
+                    Err(e) => return Err(op(MAP_CT, "remove")(e)),
+                }
+            }
+        }
+        Ok(gone)
     }
 
     pub fn ct_clear(&mut self) -> Result<usize, LbMapError> {

@@ -121,7 +121,7 @@ mirror! {
 
 mirror! {
     /// `struct ct4_entry`.
-    Ct4Entry { backend_id: u32, svc_id: u32, created_ns: u64 }
+    Ct4Entry { backend_id: u32, svc_id: u32, created_ns: u64, last_seen_ns: u64, flags: u8, pad: [u8; 7] }
 }
 
 mirror! {
@@ -165,6 +165,8 @@ impl ForwardingMode {
 }
 
 pub const SVC_F_AFFINITY: u8 = 0x01;
+/// `HL_CT_F_CLOSING`: a FIN or RST was seen on the flow.
+pub const CT_F_CLOSING: u8 = 0x01;
 pub const BE_F_STATIC_NH: u8 = 0x01;
 
 impl Lb4Key {
@@ -311,7 +313,7 @@ mod tests {
         assert_eq!(Lb4Key::from_bytes(&k.to_bytes()), k);
         let b = Lb4Backend::new(Ipv4Addr::new(10, 0, 0, 7), 8080).with_static_next_hop([1, 2, 3, 4, 5, 6], 9);
         assert_eq!(Lb4Backend::from_bytes(&b.to_bytes()), b);
-        let e = Ct4Entry { backend_id: 7, svc_id: 3, created_ns: 99 };
+        let e = Ct4Entry { backend_id: 7, svc_id: 3, created_ns: 99, last_seen_ns: 100, flags: 1, pad: [0; 7] };
         assert_eq!(Ct4Entry::from_bytes(&e.to_bytes()), e);
     }
 }

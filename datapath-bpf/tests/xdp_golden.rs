@@ -7,6 +7,8 @@ mod common;
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
+#[allow(unused_imports)]
+use common::tcp_packet_flags;
 use common::*;
 use halyard_datapath::hash::flow_hash;
 use halyard_datapath::lb::LbMaps;
@@ -293,4 +295,36 @@ fn tc_lb_produces_the_same_ipip_frame() {
     out.truncate(r.data_size_out as usize);
     assert_eq!(r.return_value, 7, "TC_ACT_REDIRECT");
     assert_eq!(out, xout, "tc and XDP must build the same frame");
+}
+
+#[test]
+fn fin_marks_the_flow_closing_and_a_new_syn_chooses_again() {
+    let Some(()) = require_root("fin_marks_the_flow_closing") else { return };
+    let mut l = lab("fin");
+    add_service(&mut l, ForwardingMode::DsrIpip, &[1, 2, 3]);
+    // A flow on backend 2, then backend 2 leaves the table (draining).
+    let p = (50000..50300u16).find(|&p| chosen(&run(&mut l, &tcp_packet(CLIENT, p, VIP, 80, b"")).1) == 2).unwrap();
+    l.maps.set_maglev(1, &table_for(&[1, 3])).unwrap();
+    let ack = 0x10;
+    assert_eq!(chosen(&run(&mut l, &tcp_packet_flags(CLIENT, p, VIP, 80, ack, b"data")).1), 2);
+    let entry =
+        |l: &Lab| l.maps.ct_entries().unwrap().into_iter().find(|(k, _)| u16::from_be_bytes(k.sport) == p).unwrap().1;
+    assert_eq!(entry(&l).flags & halyard_datapath::maps::CT_F_CLOSING, 0);
+    assert!(entry(&l).last_seen_ns >= entry(&l).created_ns);
+    // FIN: still the same backend (the close completes there), now marked closing.
+    assert_eq!(chosen(&run(&mut l, &tcp_packet_flags(CLIENT, p, VIP, 80, 0x11, b"")).1), 2);
+    assert_ne!(entry(&l).flags & halyard_datapath::maps::CT_F_CLOSING, 0);
+    // The client reuses the port for a new connection: a fresh choice, never the drained backend.
+    assert_ne!(chosen(&run(&mut l, &tcp_packet(CLIENT, p, VIP, 80, b"")).1), 2);
+    // The agent's aging removes idle entries by their timeouts.
+    let now = halyard_datapath::lb::monotonic_ns();
+    let t = halyard_datapath::lb::CtTimeouts {
+        tcp: std::time::Duration::from_secs(3600),
+        closing: std::time::Duration::ZERO,
+        other: std::time::Duration::ZERO,
+    };
+    let before = l.maps.ct_entries().unwrap().len();
+    assert_eq!(l.maps.ct_expire(now, &t).unwrap(), 0, "nothing closing or idle past an hour yet");
+    assert_eq!(l.maps.ct_expire(now + 3_700_000_000_000, &t).unwrap(), before);
+    assert!(l.maps.ct_entries().unwrap().is_empty());
 }

@@ -242,10 +242,16 @@ fn removed_backend_keeps_established_flow_and_restart_drops_nothing() {
         let out = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(status.success() && out.contains("held"), "an established connection broke: {out}");
     }
-    // The drained backend entry goes once its flows are gone from conntrack (entries stay until
-    // LRU eviction, so it may still be listed as draining).
+    // The connections are closed (FIN seen: their entries are "closing"); conntrack ages them
+    // out after 10 s, and then the drained backend itself is removed.
     let ct = l.lb_agent.json(&["bpf", "ct", "list"]);
-    assert!(ct.as_array().unwrap().iter().any(|e| e["draining"] == true), "{ct}");
+    assert!(ct.as_array().unwrap().iter().any(|e| e["draining"] == true && e["closing"] == true), "{ct}");
+    wait_until(Duration::from_secs(30), "the drained backend to be collected", || {
+        let ct = l.lb_agent.json(&["bpf", "ct", "list"]);
+        let draining =
+            ct.as_array().unwrap().iter().any(|e| e["backend"].as_str().unwrap_or("").starts_with("10.93.0.12"));
+        (!draining).then_some(())
+    });
     let _ = (&l.lb, &l.backends);
 }
 

@@ -369,6 +369,12 @@ impl LbReconciler {
         Ok(st)
     }
 
+    /// Ages out idle conntrack entries (so drained backends can go). Returns how many.
+    pub fn expire_ct(&mut self) -> anyhow::Result<usize> {
+        let now = halyard_datapath::lb::monotonic_ns();
+        Ok(self.maps.ct_expire(now, &halyard_datapath::lb::CtTimeouts::default())?)
+    }
+
     /// Deletes draining backends no conntrack entry refers to any more. Returns how many.
     pub fn collect_drained(&mut self) -> anyhow::Result<usize> {
         if self.applied.draining.is_empty() {
@@ -555,6 +561,11 @@ pub fn run_blocking(
                 continue;
             }
             {
+                match rec.expire_ct() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(entries = n, "idle conntrack entries aged out"),
+                    Err(e) => tracing::warn!("datapath: conntrack aging: {e:#}"),
+                }
                 match rec.collect_drained() {
                     Ok(0) => {}
                     Ok(n) => {

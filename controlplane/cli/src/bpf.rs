@@ -202,7 +202,7 @@ pub fn maglev(loc: &Locations, which: &str, flow: Option<&str>, json_out: bool) 
 pub fn ct_list(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
     let (maps, names) = open(loc)?;
     let backends = maps.backends()?;
-    let now = boot_ns();
+    let now = Some(halyard_datapath::lb::monotonic_ns());
     let mut entries = maps.ct_entries()?;
     entries.sort_by_key(|(k, _)| *k);
     let mut rows = Vec::new();
@@ -216,9 +216,11 @@ pub fn ct_list(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
             .unwrap_or_else(|| format!("#{} (deleted)", e.backend_id));
         let draining = names.draining.contains(&e.backend_id);
         let age = now.map(|n| n.saturating_sub(e.created_ns) / 1_000_000_000);
+        let idle = now.map(|n| n.saturating_sub(e.last_seen_ns) / 1_000_000_000);
+        let closing = e.flags & halyard_datapath::maps::CT_F_CLOSING != 0;
         items.push(json!({"source": src, "frontend": dst, "protocol": proto_name(k.proto), "backend": be,
                           "backendId": e.backend_id, "service": service_label(&names, e.svc_id), "draining": draining,
-                          "ageSeconds": age}));
+                          "ageSeconds": age, "idleSeconds": idle, "closing": closing}));
         rows.push(vec![
             src,
             dst,
@@ -226,12 +228,17 @@ pub fn ct_list(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
             if draining { format!("{be} (draining)") } else { be },
             service_label(&names, e.svc_id),
             age.map(|a| format!("{a}s")).unwrap_or("-".into()),
+            format!(
+                "{}{}",
+                idle.map(|a| format!("{a}s")).unwrap_or("-".into()),
+                if closing { " (closing)" } else { "" }
+            ),
         ]);
     }
     if json_out {
         return Ok(serde_json::to_string_pretty(&Value::from(items))? + "\n");
     }
-    Ok(table::render(&["SOURCE", "FRONTEND", "PROTO", "BACKEND", "SERVICE", "AGE"], &rows))
+    Ok(table::render(&["SOURCE", "FRONTEND", "PROTO", "BACKEND", "SERVICE", "AGE", "IDLE"], &rows))
 }
 
 pub fn counters(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
@@ -255,13 +262,6 @@ pub fn counters(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
         })
         .collect();
     Ok(table::render(&["ACTION", "REASON", "PACKETS", "BYTES"], &rows))
-}
-
-/// CLOCK_BOOTTIME in ns (what bpf_ktime_get_ns counts from, close enough: monotonic since boot).
-fn boot_ns() -> Option<u64> {
-    let up = std::fs::read_to_string("/proc/uptime").ok()?;
-    let secs: f64 = up.split_whitespace().next()?.parse().ok()?;
-    Some((secs * 1e9) as u64)
 }
 
 pub fn default_locations(pin_dir: Option<&Path>) -> Locations {

@@ -90,12 +90,17 @@ pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload_len: usize, 
 
 /// Ethernet + IPv4 + TCP (SYN, no options) + `payload`.
 pub fn tcp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    tcp_packet_flags(src, sport, dst, dport, 0x02, payload)
+}
+
+/// Ethernet + IPv4 + TCP with the given flags (no options) + `payload`.
+pub fn tcp_packet_flags(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut tcp = Vec::new();
     tcp.extend_from_slice(&sport.to_be_bytes());
     tcp.extend_from_slice(&dport.to_be_bytes());
     tcp.extend_from_slice(&1u32.to_be_bytes());
     tcp.extend_from_slice(&0u32.to_be_bytes());
-    tcp.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     tcp.extend_from_slice(payload);
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&src.octets());

@@ -101,10 +101,16 @@ struct ct4_key {
 	__u8 pad[3];
 };
 
+/* ct4_entry.flags */
+#define HL_CT_F_CLOSING 0x01 /* a FIN or RST was seen: the agent ages it out quickly */
+
 struct ct4_entry {
 	__u32 backend_id;
 	__u32 svc_id;
-	__u64 created_ns; /* bpf_ktime_get_ns() when first seen */
+	__u64 created_ns;   /* CLOCK_MONOTONIC when first seen */
+	__u64 last_seen_ns; /* CLOCK_MONOTONIC (coarse), refreshed at most once a second */
+	__u8 flags;         /* HL_CT_F_* */
+	__u8 pad[7];
 };
 
 struct maglev_lut {

@@ -27,7 +27,8 @@ static __always_inline __u32 hl_flow_hash(const struct ct4_key *t, __u8 svc_flag
 
 /* Returns the backend for the flow (and its id), or NULL when the service has none usable. */
 static __always_inline struct lb4_backend *hl_lb4_select(const struct lb4_service *svc,
-							 const struct ct4_key *tuple, __u32 *hash_out)
+							 const struct ct4_key *tuple, __u8 tcp_flags,
+							 __u32 *hash_out)
 {
 	struct lb4_backend *be;
 	struct ct4_entry *ct;
@@ -35,11 +36,22 @@ static __always_inline struct lb4_backend *hl_lb4_select(const struct lb4_servic
 
 	*hash_out = hash;
 	ct = bpf_map_lookup_elem(&hl_ct4, tuple);
-	if (ct && ct->svc_id == svc->svc_id) {
+	/* A new SYN on a closing flow (port reuse) is a new connection: choose again. */
+	if (ct && ct->svc_id == svc->svc_id &&
+	    !((ct->flags & HL_CT_F_CLOSING) && (tcp_flags & (HL_TCP_SYN | HL_TCP_ACK)) == HL_TCP_SYN)) {
 		__u32 id = ct->backend_id;
 
 		be = bpf_map_lookup_elem(&hl_lb4_be, &id);
 		if (be && be->addr) {
+			/* Aging: a coarse clock, written at most once a second per flow. */
+			__u64 now = bpf_ktime_get_coarse_ns();
+
+			if (tcp_flags & (HL_TCP_FIN | HL_TCP_RST)) {
+				ct->flags |= HL_CT_F_CLOSING;
+				ct->last_seen_ns = now;
+			} else if (now - ct->last_seen_ns > 1000000000ULL) {
+				ct->last_seen_ns = now;
+			}
 			hl_count(HL_CNT_CT_HIT, 0);
 			return be;
 		}
@@ -67,10 +79,13 @@ static __always_inline struct lb4_backend *hl_lb4_select(const struct lb4_servic
 	if (!be || !be->addr)
 		return NULL;
 
+	__u64 now = bpf_ktime_get_coarse_ns();
 	struct ct4_entry entry = {
 		.backend_id = id,
 		.svc_id = svc->svc_id,
-		.created_ns = bpf_ktime_get_ns(),
+		.created_ns = now,
+		.last_seen_ns = now,
+		.flags = (tcp_flags & (HL_TCP_FIN | HL_TCP_RST)) ? HL_CT_F_CLOSING : 0,
 	};
 	bpf_map_update_elem(&hl_ct4, tuple, &entry, BPF_ANY);
 	hl_count(HL_CNT_CT_NEW, 0);
@@ -97,9 +112,10 @@ static __always_inline enum hl_verdict hl_lb4_decide(void *data, void *data_end,
 {
 	struct ct4_key tuple;
 	struct iphdr *ip = NULL;
+	__u8 tcp_flags = 0;
 
 	/* No RX counter: one map lookup less per packet; userspace adds up the outcomes. */
-	switch (hl_parse_ipv4(data, data_end, &tuple, &ip)) {
+	switch (hl_parse_ipv4(data, data_end, &tuple, &ip, &tcp_flags)) {
 	case HL_PARSE_OK:
 		break;
 	case HL_PARSE_NOT_IPV4:
@@ -126,7 +142,7 @@ static __always_inline enum hl_verdict hl_lb4_decide(void *data, void *data_end,
 		hl_count(HL_CNT_PASS_NO_SERVICE, len);
 		return HL_VERDICT_PASS;
 	}
-	d->be = hl_lb4_select(svc, &tuple, &d->hash);
+	d->be = hl_lb4_select(svc, &tuple, tcp_flags, &d->hash);
 	if (!d->be) {
 		hl_count(HL_CNT_DROP_NO_BACKEND, len);
 		return HL_VERDICT_DROP;

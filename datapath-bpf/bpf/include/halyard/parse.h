@@ -14,6 +14,12 @@ struct hl_ports {
 	__be16 dest;
 };
 
+/* TCP flags (RFC 9293 §3.1), byte 13 of the TCP header. */
+#define HL_TCP_FIN 0x01
+#define HL_TCP_SYN 0x02
+#define HL_TCP_RST 0x04
+#define HL_TCP_ACK 0x10
+
 enum hl_parse {
 	HL_PARSE_OK = 0,
 	HL_PARSE_NOT_IPV4,
@@ -25,7 +31,7 @@ enum hl_parse {
 
 /* Fills `t` with the flow tuple; `ip_out` points at the IPv4 header. */
 static __always_inline enum hl_parse hl_parse_ipv4(void *data, void *data_end, struct ct4_key *t,
-						   struct iphdr **ip_out)
+						   struct iphdr **ip_out, __u8 *tcp_flags)
 {
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
@@ -46,6 +52,14 @@ static __always_inline enum hl_parse hl_parse_ipv4(void *data, void *data_end, s
 		return HL_PARSE_FRAGMENT;
 	if ((void *)(ports + 1) > data_end)
 		return HL_PARSE_MALFORMED;
+	*tcp_flags = 0;
+	if (ip->protocol == IPPROTO_TCP) {
+		__u8 *flags = (void *)(ip + 1) + 13;
+
+		if ((void *)(flags + 1) > data_end)
+			return HL_PARSE_MALFORMED;
+		*tcp_flags = *flags;
+	}
 	t->saddr = ip->saddr;
 	t->daddr = ip->daddr;
 	t->sport = ports->source;
