@@ -338,3 +338,169 @@ fn mtls_and_roles_let_remotes_only_read_and_refuse_wrong_certificates() {
     // The cluster's own apiserver wrote with its admin identity (the state is there).
     assert!(etcd_east.ctl(&["get", "cilium/cluster-config/east"]).unwrap().contains("east"));
 }
+
+fn cluster_manifests(idx: u32, with_service: bool) -> String {
+    let mut s = format!(
+        r#"apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata: {{name: vip}}
+spec:
+  blocks: [{{cidr: 10.96.1.{idx}/32}}]
+---
+apiVersion: v1
+kind: Node
+metadata: {{name: node-{idx}}}
+status:
+  addresses: [{{type: InternalIP, address: 10.97.0.{idx}}}]
+"#
+    );
+    if with_service {
+        s.push_str(&format!(
+            r#"---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+  annotations: {{service.cilium.io/global: "true"}}
+spec:
+  type: LoadBalancer
+  ports: [{{name: http, port: 80, protocol: TCP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-{idx}
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{{name: http, port: 80, protocol: TCP}}]
+endpoints:
+  - addresses: ["10.20.{idx}.1"]
+"#
+        ));
+    }
+    s
+}
+
+fn backends_of(agent: &Agent, vip: &str) -> Vec<String> {
+    let o = agent.cli(&["bpf", "lb", "list", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let mut out: Vec<String> = v
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["frontend"] == format!("{vip}:80/TCP")))
+        .and_then(|f| f["backends"].as_array())
+        .map(|b| b.iter().map(|b| b["address"].as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn three_clusters_share_services_and_nodes_both_ways() {
+    if !require_root() || !etcd::available("clustermesh three clusters") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Bpffs::new("mesh3");
+    let lan = halyard_tests::netns::Bridge::new("mesh3");
+    let names = ["c1", "c2", "c3"];
+    let nss: Vec<Netns> = (1..=3).map(|i| Netns::new(&format!("mesh{i}"))).collect();
+    for (i, ns) in nss.iter().enumerate() {
+        lan.attach(ns, "eth0", &[&format!("10.97.0.{}/24", i + 1)]);
+    }
+    let etcds: Vec<Etcd> =
+        nss.iter().enumerate().map(|(i, ns)| Etcd::start_in(Some(ns.name()), &format!("10.97.0.{}", i + 1))).collect();
+    let mut agents = Vec::new();
+    let mut apis = Vec::new();
+    for (i, ns) in nss.iter().enumerate() {
+        let idx = i as u32 + 1;
+        let mesh_dir = tmp.path().join(format!("mesh-{idx}"));
+        std::fs::create_dir(&mesh_dir).unwrap();
+        for (j, other) in names.iter().enumerate() {
+            if j != i {
+                std::fs::write(mesh_dir.join(other), format!("endpoints:\n- {}\n", etcds[j].url())).unwrap();
+            }
+        }
+        let pin = fs.dir.join(names[i]);
+        let agent = Agent::start_in(
+            ns.name(),
+            &[("c.yaml", &cluster_manifests(idx, true))],
+            &[
+                "--cluster-name",
+                names[i],
+                "--cluster-id",
+                &idx.to_string(),
+                "--node-name",
+                &format!("node-{idx}"),
+                "--clustermesh-config",
+                mesh_dir.to_str().unwrap(),
+                "--datapath-interfaces",
+                "eth0",
+                "--bpf-pin-dir",
+                pin.to_str().unwrap(),
+                "--node-ipv4",
+                &format!("10.97.0.{idx}"),
+            ],
+        )
+        .unwrap();
+        // The cluster's apiserver publishes from the same manifests its agent reads.
+        let log = tmp.path().join(format!("apiserver-{idx}.log"));
+        let api = ApiServerN::start(ns.name(), names[i], idx, &etcds[i], &agent.manifests, &log);
+        agents.push(agent);
+        apis.push(api);
+    }
+    let all = ["10.20.1.1:80", "10.20.2.1:80", "10.20.3.1:80"];
+    for (i, agent) in agents.iter().enumerate() {
+        let vip = format!("10.96.1.{}", i + 1);
+        wait_until(Duration::from_secs(30), &format!("cluster c{} sees all three backends", i + 1), || {
+            (backends_of(agent, &vip) == all).then_some(())
+        });
+        let m = mesh(agent);
+        let clusters = m["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 2, "{m}");
+        for c in clusters {
+            assert_eq!(c["ready"], true, "{m}");
+            assert_eq!(c["nodes"], 1, "each remote's node is known: {m}");
+            assert_eq!(c["services"], 1, "{m}");
+        }
+    }
+    // c3 stops sharing: its backend leaves c1's and c2's services; c3 keeps all of them.
+    agents[2].write_manifest("c.yaml", &cluster_manifests(3, false));
+    for (i, agent) in agents.iter().enumerate().take(2) {
+        let vip = format!("10.96.1.{}", i + 1);
+        wait_until(Duration::from_secs(20), "c3's backend gone", || {
+            (backends_of(agent, &vip) == ["10.20.1.1:80", "10.20.2.1:80"]).then_some(())
+        });
+        let c3 = mesh(agent)["clusters"].as_array().unwrap().iter().find(|c| c["name"] == "c3").cloned().unwrap();
+        assert_eq!(c3["services"], 0);
+        assert_eq!(c3["nodes"], 1, "c3's node is still shared: {c3}");
+    }
+    drop(apis);
+}
+
+struct ApiServerN(Child);
+
+impl ApiServerN {
+    fn start(netns: &str, name: &str, id: u32, etcd: &Etcd, manifests: &Path, log: &Path) -> ApiServerN {
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(bin("clustermesh-apiserver"))
+            .args(["--cluster-name", name, "--cluster-id", &id.to_string(), "--etcd-endpoints", &etcd.url()])
+            .arg("--manifest-dir")
+            .arg(manifests)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        ApiServerN(child)
+    }
+}
+
+impl Drop for ApiServerN {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
