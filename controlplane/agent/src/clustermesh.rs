@@ -180,7 +180,24 @@ async fn follow(cfg: RemoteClusterConfig, settings: MeshSettings, mesh: SharedMe
             f(st);
         }
     };
+    let tls = cfg.ca_file.is_some();
     let fail = |e: String| {
+        // A server that refuses our client certificate just closes the TLS connection; say what
+        // that usually means instead of leaving "connection closed".
+        let lower = e.to_lowercase();
+        let e = if tls
+            && ["connection closed", "canceled", "cancelled", "handshake", "reset by peer"]
+                .iter()
+                .any(|w| lower.contains(w))
+        {
+            format!(
+                "{e} (the TLS connection was closed by the server: it most likely does not accept this client \
+                 certificate; check cert-file/key-file in {} and that the remote's CA signed them)",
+                cfg.path.display()
+            )
+        } else {
+            e
+        };
         tracing::warn!(cluster = %name, "clustermesh: {e}");
         set(&|st| {
             st.connected = false;
