@@ -42,6 +42,18 @@ int main(void)
 	FIELD(ct4_entry, created_ns);
 	FIELD(ct4_entry, last_seen_ns);
 	FIELD(ct4_entry, flags);
+	FIELD(ct4_entry, nat_port);
+	STRUCT(nat4_rev_key);
+	FIELD(nat4_rev_key, backend);
+	FIELD(nat4_rev_key, node);
+	FIELD(nat4_rev_key, bport);
+	FIELD(nat4_rev_key, nport);
+	FIELD(nat4_rev_key, proto);
+	STRUCT(nat4_rev_val);
+	FIELD(nat4_rev_val, client);
+	FIELD(nat4_rev_val, vip);
+	FIELD(nat4_rev_val, cport);
+	FIELD(nat4_rev_val, vport);
 	STRUCT(hl_stat);
 	FIELD(hl_stat, packets);
 	FIELD(hl_stat, bytes);

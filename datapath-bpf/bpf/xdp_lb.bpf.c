@@ -16,6 +16,7 @@
 #include "halyard/maps.h"
 #include "halyard/lb.h"
 #include "halyard/encap.h"
+#include "halyard/snat.h"
 
 #define AF_INET 2
 
@@ -35,8 +36,10 @@ static __always_inline int hl_xdp_push_after_eth(struct xdp_md *ctx, int len)
 	return 0;
 }
 
-static __always_inline int hl_xdp_forward(struct xdp_md *ctx, const struct lb4_backend *be,
-					  __u64 len)
+/* Sends the frame towards `dst`: by the backend's static next hop when it has one, else by the
+ * FIB. `be` may be NULL (SNAT replies go to clients). */
+static __always_inline int hl_xdp_forward_to(struct xdp_md *ctx, const struct lb4_backend *be,
+					     __be32 dst, __u64 len)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -44,7 +47,7 @@ static __always_inline int hl_xdp_forward(struct xdp_md *ctx, const struct lb4_b
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_DROP;
-	if (be->flags & HL_BE_F_STATIC_NH) {
+	if (be && (be->flags & HL_BE_F_STATIC_NH)) {
 		/* The frame was addressed to us: our MAC becomes the source. */
 		__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
 		__builtin_memcpy(eth->h_dest, be->nh_mac, ETH_ALEN);
@@ -59,7 +62,7 @@ static __always_inline int hl_xdp_forward(struct xdp_md *ctx, const struct lb4_b
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
 	fib.ipv4_src = CFG_NODE_IPV4;
-	fib.ipv4_dst = be->addr;
+	fib.ipv4_dst = dst;
 	fib.ifindex = ctx->ingress_ifindex;
 	/* Needs forwarding enabled on the ingress device (the agent turns it on), else FWD_DISABLED. */
 	int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
@@ -81,6 +84,11 @@ static __always_inline int hl_xdp_forward(struct xdp_md *ctx, const struct lb4_b
 	return XDP_DROP;
 }
 
+static __always_inline int hl_xdp_forward(struct xdp_md *ctx, const struct lb4_backend *be, __u64 len)
+{
+	return hl_xdp_forward_to(ctx, be, be->addr, len);
+}
+
 static __always_inline int hl_xdp_lb_run(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -93,11 +101,41 @@ static __always_inline int hl_xdp_lb_run(struct xdp_md *ctx)
 		break;
 	case HL_VERDICT_DROP:
 		return XDP_DROP;
+	case HL_VERDICT_SNAT_REPLY: {
+		struct iphdr *ip = d.ip;
+
+		if ((void *)(ip + 1) > data_end)
+			return XDP_PASS;
+		/* backend:port -> node:nat_port becomes vip:vport -> client:cport. */
+		if (hl_rewrite4(ip, data_end, d.rev.vip, d.rev.vport, d.rev.client, d.rev.cport))
+			return XDP_PASS;
+		hl_count(HL_CNT_SNAT_REPLY, len);
+		return hl_xdp_forward_to(ctx, NULL, d.rev.client, len);
+	}
 	default:
 		return XDP_PASS;
 	}
 
 	__be32 backend = d.be->addr;
+	if (d.mode == HL_MODE_SNAT) {
+		struct ct4_entry *ct = bpf_map_lookup_elem(&hl_ct4, &d.tuple);
+		struct iphdr *ip = d.ip;
+
+		if (!ct || (void *)(ip + 1) > data_end)
+			goto encap_fail;
+		__be16 nport = ct->nat_port;
+		if (!nport) {
+			nport = hl_snat_claim(&d.tuple, d.be, d.hash);
+			if (!nport) {
+				hl_count(HL_CNT_DROP_SNAT_PORTS, len);
+				return XDP_DROP;
+			}
+			ct->nat_port = nport;
+		}
+		if (hl_rewrite4(ip, data_end, CFG_NODE_IPV4, nport, backend, d.be->port))
+			goto encap_fail;
+		return hl_xdp_forward(ctx, d.be, len);
+	}
 	if (d.mode == HL_MODE_DSR_GENEVE) {
 		if (hl_xdp_push_after_eth(ctx, HL_GENEVE_LEN))
 			goto encap_fail;

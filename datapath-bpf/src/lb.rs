@@ -9,6 +9,7 @@ use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, MapError, PerCpuArray}
 use crate::maps::{
     CT_F_CLOSING, CT4_ENTRY_LEN, CT4_KEY_LEN, Counter, Ct4Entry, Ct4Key, HL_STAT_LEN, HlStat, IPPROTO_TCP,
     LB4_BACKEND_LEN, LB4_KEY_LEN, LB4_SERVICE_LEN, Lb4Backend, Lb4Key, Lb4Service, MAGLEV_M, MaglevLut, MapBytes,
+    NAT4_REV_KEY_LEN, NAT4_REV_VAL_LEN, Nat4RevKey, Nat4RevVal,
 };
 
 pub const MAP_SERVICES: &str = "hl_lb4_svc";
@@ -16,6 +17,7 @@ pub const MAP_BACKENDS: &str = "hl_lb4_be";
 pub const MAP_MAGLEV: &str = "hl_lb4_maglev";
 pub const MAP_CT: &str = "hl_ct4";
 pub const MAP_STATS: &str = "hl_stats";
+pub const MAP_NAT_REV: &str = "hl_nat4_rev";
 
 /// Errors from the LB maps, each naming the map and what was done.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,7 @@ pub struct LbMaps {
     maglev: HashOfMaps<MapData, u32, Array<MapData, MaglevLut>>,
     ct: HashMap<MapData, [u8; CT4_KEY_LEN], [u8; CT4_ENTRY_LEN]>,
     stats: PerCpuArray<MapData, [u8; HL_STAT_LEN]>,
+    nat_rev: HashMap<MapData, [u8; NAT4_REV_KEY_LEN], [u8; NAT4_REV_VAL_LEN]>,
 }
 
 impl std::fmt::Debug for LbMaps {
@@ -96,6 +99,7 @@ impl LbMaps {
             maglev: HashOfMaps::try_from(get(MAP_MAGLEV)?).map_err(op(MAP_MAGLEV, "open"))?,
             ct: HashMap::try_from(get(MAP_CT)?).map_err(op(MAP_CT, "open"))?,
             stats: PerCpuArray::try_from(get(MAP_STATS)?).map_err(op(MAP_STATS, "open"))?,
+            nat_rev: HashMap::try_from(get(MAP_NAT_REV)?).map_err(op(MAP_NAT_REV, "open"))?,
         })
     }
 
@@ -206,6 +210,7 @@ impl LbMaps {
     /// Deletes conntrack entries idle longer than their timeout. Returns how many went.
     pub fn ct_expire(&mut self, now_ns: u64, t: &CtTimeouts) -> Result<usize, LbMapError> {
         let mut gone = 0;
+        let mut rev_index = None;
         for (k, e) in self.ct_entries()? {
             let timeout = if e.flags & CT_F_CLOSING != 0 {
                 t.closing
@@ -219,6 +224,27 @@ impl LbMaps {
                     Ok(()) | Err(MapError::KeyNotFound) => gone += 1,
                     Err(e) => return Err(op(MAP_CT, "remove")(e)),
                 }
+                // Its SNAT reverse entry frees the port.
+                if e.nat_port != [0, 0]
+                    && let Ok(b) = self.backends.get(&e.backend_id, 0)
+                {
+                    let b = Lb4Backend::from_bytes(&b);
+                    // The node address is not in the conntrack entry: match on the rest (one
+                    // index of the reverse map per call, built on first need).
+                    let index = rev_index.get_or_insert_with(|| {
+                        self.nat_rev
+                            .keys()
+                            .filter_map(Result::ok)
+                            .map(|raw| {
+                                let k = Nat4RevKey::from_bytes(&raw);
+                                ((k.backend, k.bport, k.nport, k.proto), raw)
+                            })
+                            .collect::<std::collections::HashMap<_, _>>()
+                    });
+                    if let Some(raw) = index.remove(&(b.addr, b.port, e.nat_port, k.proto)) {
+                        let _ = self.nat_rev.remove(&raw);
+                    }
+                }
             }
         }
         Ok(gone)
@@ -230,6 +256,19 @@ impl LbMaps {
             let _ = self.ct.remove(k);
         }
         Ok(keys.len())
+    }
+
+    /// SNAT reverse translations: (backend reply key, client flow).
+    pub fn nat_entries(&self) -> Result<Vec<(Nat4RevKey, Nat4RevVal)>, LbMapError> {
+        let mut out = Vec::new();
+        for r in self.nat_rev.iter() {
+            match r {
+                Ok((k, v)) => out.push((Nat4RevKey::from_bytes(&k), Nat4RevVal::from_bytes(&v))),
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(op(MAP_NAT_REV, "iterate")(e)),
+            }
+        }
+        Ok(out)
     }
 
     // ===== counters =====

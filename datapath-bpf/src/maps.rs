@@ -121,7 +121,29 @@ mirror! {
 
 mirror! {
     /// `struct ct4_entry`.
-    Ct4Entry { backend_id: u32, svc_id: u32, created_ns: u64, last_seen_ns: u64, flags: u8, pad: [u8; 7] }
+    Ct4Entry {
+        backend_id: u32,
+        svc_id: u32,
+        created_ns: u64,
+        last_seen_ns: u64,
+        flags: u8,
+        pad: u8,
+        /// SNAT mode: this node's source port for the flow (network order; 0 = none).
+        nat_port: [u8; 2],
+        pad2: [u8; 4],
+    }
+}
+
+mirror! {
+    /// `struct nat4_rev_key`: a backend's reply to an SNAT flow.
+    #[repr(align(4))]
+    Nat4RevKey { backend: [u8; 4], node: [u8; 4], bport: [u8; 2], nport: [u8; 2], proto: u8, pad: [u8; 3] }
+}
+
+mirror! {
+    /// `struct nat4_rev_val`: the client flow it translates back to.
+    #[repr(align(4))]
+    Nat4RevVal { client: [u8; 4], vip: [u8; 4], cport: [u8; 2], vport: [u8; 2], pad: u32 }
 }
 
 mirror! {
@@ -135,6 +157,8 @@ pub const LB4_BACKEND_LEN: usize = size_of::<Lb4Backend>();
 pub const CT4_KEY_LEN: usize = size_of::<Ct4Key>();
 pub const CT4_ENTRY_LEN: usize = size_of::<Ct4Entry>();
 pub const HL_STAT_LEN: usize = size_of::<HlStat>();
+pub const NAT4_REV_KEY_LEN: usize = size_of::<Nat4RevKey>();
+pub const NAT4_REV_VAL_LEN: usize = size_of::<Nat4RevVal>();
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -146,6 +170,8 @@ pub enum ForwardingMode {
     DsrIpip = 1,
     /// Outer IPv4/UDP/Geneve (RFC 8926) with Cilium's DSR option (class 0x014B, type 0x81).
     DsrGeneve = 2,
+    /// DNAT to the backend and SNAT to this node (DSR off): replies come back through this node.
+    Snat = 3,
 }
 
 impl ForwardingMode {
@@ -153,6 +179,7 @@ impl ForwardingMode {
         match v {
             1 => Some(Self::DsrIpip),
             2 => Some(Self::DsrGeneve),
+            3 => Some(Self::Snat),
             _ => None,
         }
     }
@@ -160,6 +187,7 @@ impl ForwardingMode {
         match self {
             Self::DsrIpip => "dsr-ipip",
             Self::DsrGeneve => "dsr-geneve",
+            Self::Snat => "snat",
         }
     }
 }
@@ -231,10 +259,12 @@ pub enum Counter {
     Tx,
     Redirect,
     Decap,
+    SnatReply,
+    DropSnatPorts,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 17] = [
         Counter::Rx,
         Counter::PassNotIpv4,
         Counter::PassNoService,
@@ -250,6 +280,8 @@ impl Counter {
         Counter::Tx,
         Counter::Redirect,
         Counter::Decap,
+        Counter::SnatReply,
+        Counter::DropSnatPorts,
     ];
 
     /// Whether every packet of the LB program ends in exactly one counter of this kind.
@@ -275,6 +307,8 @@ impl Counter {
             Counter::Tx => ("forwarded", "tx"),
             Counter::Redirect => ("forwarded", "redirect"),
             Counter::Decap => ("decapsulated", "dsr"),
+            Counter::SnatReply => ("forwarded", "snat_reply"),
+            Counter::DropSnatPorts => ("dropped", "snat_ports_exhausted"),
         }
     }
 }
@@ -303,6 +337,8 @@ mod tests {
         check("ct4_key", size_of::<Ct4Key>(), align_of::<Ct4Key>(), Ct4Key::fields());
         check("ct4_entry", size_of::<Ct4Entry>(), align_of::<Ct4Entry>(), Ct4Entry::fields());
         check("hl_stat", size_of::<HlStat>(), align_of::<HlStat>(), HlStat::fields());
+        check("nat4_rev_key", size_of::<Nat4RevKey>(), align_of::<Nat4RevKey>(), Nat4RevKey::fields());
+        check("nat4_rev_val", size_of::<Nat4RevVal>(), align_of::<Nat4RevVal>(), Nat4RevVal::fields());
         assert_eq!(C_COUNTERS as usize, Counter::ALL.len());
     }
 
@@ -313,7 +349,16 @@ mod tests {
         assert_eq!(Lb4Key::from_bytes(&k.to_bytes()), k);
         let b = Lb4Backend::new(Ipv4Addr::new(10, 0, 0, 7), 8080).with_static_next_hop([1, 2, 3, 4, 5, 6], 9);
         assert_eq!(Lb4Backend::from_bytes(&b.to_bytes()), b);
-        let e = Ct4Entry { backend_id: 7, svc_id: 3, created_ns: 99, last_seen_ns: 100, flags: 1, pad: [0; 7] };
+        let e = Ct4Entry {
+            backend_id: 7,
+            svc_id: 3,
+            created_ns: 99,
+            last_seen_ns: 100,
+            flags: 1,
+            pad: 0,
+            nat_port: [0x80, 0x01],
+            pad2: [0; 4],
+        };
         assert_eq!(Ct4Entry::from_bytes(&e.to_bytes()), e);
     }
 }

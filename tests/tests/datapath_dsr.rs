@@ -62,6 +62,12 @@ fn mac(ns: &Netns) -> String {
 }
 
 fn lab(dispatch: &str) -> Lab {
+    lab_mode(dispatch, "dsr")
+}
+
+/// `lb_mode` "snat": the backends are plain servers (no VIP, no decapsulation).
+fn lab_mode(dispatch: &str, lb_mode: &str) -> Lab {
+    let dsr = lb_mode != "snat";
     let lan = Bridge::new("dsrlan");
     let fs = Bpffs::new("dsr");
     let client = Netns::new("client");
@@ -88,28 +94,37 @@ fn lab(dispatch: &str) -> Lab {
         lan.attach(&ns, "eth0", &[&format!("10.93.0.1{b}/24")]);
         // The service address is local on the backend (DSR: it answers as the VIP); it must not
         // answer ARP for it on the LAN.
-        ns.ip_ok(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-        ns.run_ok(&["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]);
+        // In SNAT mode the backends' replies go through XDP on the LB node, which (veth only)
+        // loses the "checksum left to hardware" promise: compute checksums in software.
+        if !dsr {
+            ns.run_ok(&["ethtool", "-K", "eth0", "tx", "off"]);
+        }
+        if dsr {
+            ns.ip_ok(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+            ns.run_ok(&["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]);
+        }
         servers.push(ns.spawn(
             [bin("lab-tcp").to_str().unwrap(), "serve", "0.0.0.0:80", &format!("b{b}")],
             std::env::temp_dir().join(format!("lab-tcp-{}-{b}.log", std::process::id())),
         ));
         let pin = fs.dir.join(format!("be{b}"));
-        backend_agents.push(
-            Agent::start_in(
-                ns.name(),
-                &[],
-                &[
-                    "--datapath-decap-interfaces",
-                    "eth0",
-                    "--bpf-pin-dir",
-                    pin.to_str().unwrap(),
-                    "--node-name",
-                    &format!("be{b}"),
-                ],
-            )
-            .unwrap(),
-        );
+        if dsr {
+            backend_agents.push(
+                Agent::start_in(
+                    ns.name(),
+                    &[],
+                    &[
+                        "--datapath-decap-interfaces",
+                        "eth0",
+                        "--bpf-pin-dir",
+                        pin.to_str().unwrap(),
+                        "--node-name",
+                        &format!("be{b}"),
+                    ],
+                )
+                .unwrap(),
+            );
+        }
         macs.insert(mac(&ns), format!("b{b}"));
         backends.push(ns);
     }
@@ -122,6 +137,8 @@ fn lab(dispatch: &str) -> Lab {
             "eth0",
             "--dsr-dispatch",
             dispatch,
+            "--lb-mode",
+            lb_mode,
             "--bpf-pin-dir",
             pin.to_str().unwrap(),
             "--node-ipv4",
@@ -148,7 +165,11 @@ fn probe(l: &Lab, n: u32) -> BTreeMap<String, u32> {
 }
 
 fn run_dsr(dispatch: &str) {
-    let l = lab(dispatch);
+    run_mode(dispatch, "dsr");
+}
+
+fn run_mode(dispatch: &str, lb_mode: &str) {
+    let l = lab_mode(dispatch, lb_mode);
     // Capture on the client: who do the replies come from, at L2?
     let cap = std::env::temp_dir().join(format!("dsr-cap-{}-{dispatch}.txt", std::process::id()));
     let mut tcpdump = l
@@ -174,8 +195,15 @@ fn run_dsr(dispatch: &str) {
         let src = line.split_whitespace().nth(1).unwrap_or("").to_string();
         *from.entry(l.macs.get(&src).cloned().unwrap_or(src)).or_insert(0u32) += 1;
     }
-    assert!(from.keys().all(|k| k.starts_with('b')), "replies must come straight from the backends (DSR): {from:?}");
-    assert_eq!(from.len(), 3, "replies from all three backends: {from:?}");
+    if lb_mode == "snat" {
+        assert!(from.keys().all(|k| k == "lb"), "SNAT: replies come back through the LB node: {from:?}");
+    } else {
+        assert!(
+            from.keys().all(|k| k.starts_with('b')),
+            "replies must come straight from the backends (DSR): {from:?}"
+        );
+        assert_eq!(from.len(), 3, "replies from all three backends: {from:?}");
+    }
     // The LB node's XDP program did the forwarding.
     let counters = l.lb_agent.json(&["bpf", "counters"]);
     let fwd: u64 = counters
@@ -196,6 +224,14 @@ fn dsr_geneve_spreads_connections_and_replies_bypass_the_lb() {
         return;
     }
     run_dsr("geneve");
+}
+
+#[test]
+fn snat_spreads_connections_to_plain_backends_and_replies_return_through_the_lb() {
+    if !require_root() || !require_program("tcpdump", "tcpdump") || !require_program("ethtool", "ethtool") {
+        return;
+    }
+    run_mode("geneve", "snat");
 }
 
 #[test]

@@ -79,6 +79,10 @@ pub struct Flags {
     /// How the LB hands packets to backends: `geneve` (Cilium's DSR option) or `ipip`.
     #[arg(long, env = "HALYARD_DSR_DISPATCH")]
     pub dsr_dispatch: Option<String>,
+    /// Load-balancing mode: `dsr` (backends answer clients directly), `snat` (DNAT + SNAT, replies
+    /// come back through this node; backends need nothing), or `hybrid` (DSR for TCP, SNAT for UDP).
+    #[arg(long, env = "HALYARD_LB_MODE")]
+    pub lb_mode: Option<String>,
     /// bpffs directory for pinned maps and links (they outlive the agent).
     #[arg(long, env = "HALYARD_BPF_PIN_DIR", value_name = "DIR")]
     pub bpf_pin_dir: Option<PathBuf>,
@@ -131,6 +135,7 @@ struct FileConfig {
     datapath_interfaces: Option<Vec<String>>,
     datapath_decap_interfaces: Option<Vec<String>>,
     dsr_dispatch: Option<String>,
+    lb_mode: Option<String>,
     bpf_pin_dir: Option<PathBuf>,
     node_ipv4: Option<std::net::Ipv4Addr>,
     maglev_seed: Option<String>,
@@ -337,6 +342,12 @@ impl AgentConfig {
             "ipip" => halyard_datapath::maps::ForwardingMode::DsrIpip,
             other => bail!("dsr-dispatch: {other:?} is not one of geneve, ipip"),
         };
+        let lb_mode = match l.pick("lb-mode", flags.lb_mode, file.lb_mode, "dsr".to_string(), String::clone).as_str() {
+            "dsr" => crate::datapath::LbMode::Dsr,
+            "snat" => crate::datapath::LbMode::Snat,
+            "hybrid" => crate::datapath::LbMode::Hybrid,
+            other => bail!("lb-mode: {other:?} is not one of dsr, snat, hybrid"),
+        };
         let pin_dir = l.pick(
             "bpf-pin-dir",
             flags.bpf_pin_dir,
@@ -402,6 +413,7 @@ impl AgentConfig {
                 lb_interfaces,
                 decap_interfaces,
                 dispatch,
+                lb_mode,
                 pin_dir,
                 node_ipv4,
                 seed,

@@ -33,6 +33,7 @@ pub struct DatapathSettings {
     /// Interfaces where DSR packets for local backends are decapsulated.
     pub decap_interfaces: Vec<String>,
     pub dispatch: ForwardingMode,
+    pub lb_mode: LbMode,
     pub pin_dir: PathBuf,
     pub node_ipv4: Option<Ipv4Addr>,
     pub seed: MaglevSeed,
@@ -43,6 +44,28 @@ pub struct DatapathSettings {
 impl DatapathSettings {
     pub fn enabled(&self) -> bool {
         !self.lb_interfaces.is_empty() || !self.decap_interfaces.is_empty()
+    }
+}
+
+/// How frontends forward (`--lb-mode`; Cilium's `loadBalancer.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbMode {
+    /// Direct server return with the configured dispatch (Geneve or IPIP).
+    Dsr,
+    /// DNAT + SNAT through this node.
+    Snat,
+    /// DSR for TCP, SNAT for UDP (no MTU change for UDP).
+    Hybrid,
+}
+
+impl LbMode {
+    pub fn forwarding(self, dispatch: ForwardingMode, proto: u8) -> ForwardingMode {
+        match (self, proto) {
+            (LbMode::Dsr, _) => dispatch,
+            (LbMode::Snat, _) => ForwardingMode::Snat,
+            (LbMode::Hybrid, IPPROTO_UDP) => ForwardingMode::Snat,
+            (LbMode::Hybrid, _) => dispatch,
+        }
     }
 }
 
@@ -226,6 +249,7 @@ pub struct LbReconciler {
     maps: LbMaps,
     applied: Applied,
     mode: ForwardingMode,
+    lb_mode: LbMode,
     seed: MaglevSeed,
 }
 
@@ -242,7 +266,13 @@ fn lowest_free(used: impl Iterator<Item = u32>) -> u32 {
 
 impl LbReconciler {
     /// Reads back what earlier runs left in the (pinned) maps.
-    pub fn new(maps: LbMaps, mode: ForwardingMode, seed: MaglevSeed, names: Option<Names>) -> anyhow::Result<Self> {
+    pub fn new(
+        maps: LbMaps,
+        mode: ForwardingMode,
+        lb_mode: LbMode,
+        seed: MaglevSeed,
+        names: Option<Names>,
+    ) -> anyhow::Result<Self> {
         let mut applied = Applied { frontends: maps.services()?, backends: maps.backends()?, ..Default::default() };
         for (id, be) in &applied.backends {
             applied.backend_ids.insert((be.addr(), be.port()), *id);
@@ -261,7 +291,7 @@ impl LbReconciler {
             }
             applied.draining = n.draining.into_iter().filter(|id| applied.backends.contains_key(id)).collect();
         }
-        Ok(Self { maps, applied, mode, seed })
+        Ok(Self { maps, applied, mode, lb_mode, seed })
     }
 
     /// Makes the maps match `want`. Order: backends, tables, frontends, then removals, so a
@@ -335,7 +365,7 @@ impl LbReconciler {
             let svc = Lb4Service {
                 svc_id: self.applied.unit_ids[unit],
                 backends: want.units[unit].len().min(u16::MAX as usize) as u16,
-                mode: self.mode as u8,
+                mode: self.lb_mode.forwarding(self.mode, fe.proto) as u8,
                 flags: 0,
             };
             if self.applied.frontends.get(fe) != Some(&svc) {
@@ -396,7 +426,11 @@ impl LbReconciler {
             services: self.applied.unit_ids.iter().map(|(u, id)| (*id, u.clone())).collect(),
             backends: self.applied.backends.iter().map(|(id, b)| (*id, format!("{}:{}", b.addr(), b.port()))).collect(),
             draining: self.applied.draining.clone(),
-            dispatch: self.mode.as_str().to_string(),
+            dispatch: match self.lb_mode {
+                LbMode::Dsr => self.mode.as_str().to_string(),
+                LbMode::Snat => "snat".to_string(),
+                LbMode::Hybrid => format!("hybrid ({} for TCP, snat for UDP)", self.mode.as_str()),
+            },
             interfaces: interfaces.to_vec(),
         }
     }
@@ -511,7 +545,7 @@ pub fn run_blocking(
         Ok(m) => m,
         Err(e) => return set_error(format!("opening the LB maps: {e}")),
     };
-    let mut rec = match LbReconciler::new(maps, settings.dispatch, settings.seed, names) {
+    let mut rec = match LbReconciler::new(maps, settings.dispatch, settings.lb_mode, settings.seed, names) {
         Ok(r) => r,
         Err(e) => return set_error(format!("reading the LB maps: {e:#}")),
     };

@@ -33,7 +33,11 @@
 /* Service forwarding modes (lb4_service.mode). */
 #define HL_MODE_DSR_IPIP   1 /* outer IPv4 (proto 4) to the backend; decapsulated by tc_decap */
 #define HL_MODE_DSR_GENEVE 2 /* outer IPv4/UDP/Geneve with Cilium's DSR option (class 0x014B) */
-#define HL_MODE_DNAT       3 /* rewrite destination to the backend (backend routes replies back) */
+#define HL_MODE_SNAT       3 /* DNAT to the backend and SNAT to this node; replies come back here */
+
+/* SNAT source ports (this node's address), the range Cilium's NodePort SNAT uses by default. */
+#define HL_SNAT_PORT_MIN 32768
+#define HL_SNAT_PORT_SPAN 28232
 
 /* Service flags. */
 #define HL_SVC_F_AFFINITY  0x01 /* hash without the source port: one client, one backend */
@@ -63,6 +67,8 @@ enum hl_counter {
 	HL_CNT_TX,              /* sent back out of the ingress device */
 	HL_CNT_REDIRECT,        /* redirected to another device */
 	HL_CNT_DECAP,           /* tc_decap: DSR packet decapsulated */
+	HL_CNT_SNAT_REPLY,      /* a backend's reply translated back and sent to the client */
+	HL_CNT_DROP_SNAT_PORTS, /* no free SNAT port found for a new flow */
 	HL_CNT_MAX,
 };
 
@@ -110,7 +116,27 @@ struct ct4_entry {
 	__u64 created_ns;   /* CLOCK_MONOTONIC when first seen */
 	__u64 last_seen_ns; /* CLOCK_MONOTONIC (coarse), refreshed at most once a second */
 	__u8 flags;         /* HL_CT_F_* */
-	__u8 pad[7];
+	__u8 pad;
+	__be16 nat_port;    /* SNAT mode: this node's source port for the flow (0: none yet) */
+	__u8 pad2[4];
+};
+
+/* SNAT reverse translation: a backend's reply (backend -> node:nat_port) to the client flow. */
+struct nat4_rev_key {
+	__be32 backend;
+	__be32 node;
+	__be16 bport;
+	__be16 nport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct nat4_rev_val {
+	__be32 client;
+	__be32 vip;
+	__be16 cport;
+	__be16 vport;
+	__u32 pad;
 };
 
 struct maglev_lut {

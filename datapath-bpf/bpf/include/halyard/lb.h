@@ -95,7 +95,8 @@ static __always_inline struct lb4_backend *hl_lb4_select(const struct lb4_servic
 enum hl_verdict {
 	HL_VERDICT_PASS = 0, /* not a service packet: to the stack, untouched */
 	HL_VERDICT_DROP,
-	HL_VERDICT_FORWARD, /* encapsulate per `mode` and send to `be` */
+	HL_VERDICT_FORWARD,    /* encapsulate per `mode` and send to `be` */
+	HL_VERDICT_SNAT_REPLY, /* a backend's reply to an SNAT flow: translate back (`rev`) */
 };
 
 struct hl_lb_decision {
@@ -104,6 +105,9 @@ struct hl_lb_decision {
 	__be32 vip;
 	__be16 vport;
 	__u8 mode;
+	struct ct4_key tuple;
+	struct iphdr *ip;
+	struct nat4_rev_val rev;
 };
 
 /* Parse, count and decide. Shared by every hook that load-balances. */
@@ -139,6 +143,24 @@ static __always_inline enum hl_verdict hl_lb4_decide(void *data, void *data_end,
 	struct lb4_key key = { .vip = tuple.daddr, .dport = tuple.dport, .proto = tuple.proto };
 	struct lb4_service *svc = bpf_map_lookup_elem(&hl_lb4_svc, &key);
 	if (!svc) {
+		/* Only packets to this node's own address can be SNAT replies. */
+		if (CFG_NODE_IPV4 && tuple.daddr == CFG_NODE_IPV4) {
+			struct nat4_rev_key rk = {
+				.backend = tuple.saddr,
+				.node = tuple.daddr,
+				.bport = tuple.sport,
+				.nport = tuple.dport,
+				.proto = tuple.proto,
+			};
+			struct nat4_rev_val *rv = bpf_map_lookup_elem(&hl_nat4_rev, &rk);
+
+			if (rv) {
+				d->rev = *rv;
+				d->ip = ip;
+				d->tuple = tuple;
+				return HL_VERDICT_SNAT_REPLY;
+			}
+		}
 		hl_count(HL_CNT_PASS_NO_SERVICE, len);
 		return HL_VERDICT_PASS;
 	}
@@ -150,6 +172,8 @@ static __always_inline enum hl_verdict hl_lb4_decide(void *data, void *data_end,
 	d->vip = key.vip;
 	d->vport = key.dport;
 	d->mode = svc->mode;
+	d->tuple = tuple;
+	d->ip = ip;
 	return HL_VERDICT_FORWARD;
 }
 

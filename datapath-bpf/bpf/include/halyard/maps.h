@@ -62,6 +62,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hl_ct4 SEC(".maps");
 
+/* SNAT mode: reverse translations, one per translated flow (LRU, like conntrack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct nat4_rev_key);
+	__type(value, struct nat4_rev_val);
+	__uint(max_entries, HL_CT_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_nat4_rev SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
