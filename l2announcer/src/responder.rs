@@ -36,6 +36,7 @@ pub struct Responder {
     iface: String,
     mac: MacAddr,
     owned: Arc<RwLock<BTreeSet<IpAddr>>>,
+    deadline: Arc<RwLock<Option<std::time::Instant>>>,
     announce: mpsc::Sender<IpAddr>,
     stop: Arc<AtomicBool>,
     replies: Arc<AtomicU64>,
@@ -71,6 +72,8 @@ impl Responder {
             Err(source) => return Err(ResponderError::Socket { iface: iface.to_string(), source }),
         };
         let owned: Arc<RwLock<BTreeSet<IpAddr>>> = Arc::default();
+        let deadline: Arc<RwLock<Option<std::time::Instant>>> = Arc::default();
+        let dl = deadline.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let replies = Arc::new(AtomicU64::new(0));
         let announcements_sent = Arc::new(AtomicU64::new(0));
@@ -96,8 +99,11 @@ impl Responder {
                         let owned_now = o.read().unwrap_or_else(|e| e.into_inner());
                         schedule.retain(|(_, ip)| owned_now.contains(ip));
                     }
-                    let due: Vec<IpAddr> = schedule.iter().filter(|(t, _)| *t <= now).map(|(_, ip)| *ip).collect();
+                    let mut due: Vec<IpAddr> = schedule.iter().filter(|(t, _)| *t <= now).map(|(_, ip)| *ip).collect();
                     schedule.retain(|(t, _)| *t > now);
+                    if !gate_open(*dl.read().unwrap_or_else(|e| e.into_inner()), std::time::Instant::now()) {
+                        due.clear();
+                    }
                     for ip in due {
                         let frames: Vec<Vec<u8>> = match ip {
                             IpAddr::V4(v4) => {
@@ -132,6 +138,11 @@ impl Responder {
                     } else {
                         None
                     };
+                    // The election's self-fence, enforced here too so that a stalled control
+                    // loop cannot keep this thread answering past the lease's validity.
+                    let answer = answer.filter(|_| {
+                        gate_open(*dl.read().unwrap_or_else(|e| e.into_inner()), std::time::Instant::now())
+                    });
                     if let Some(frame) = answer {
                         if let Some(Err(e)) = tx.send_to(&frame, None) {
                             tracing::warn!(iface = %name, "reply failed: {e}");
@@ -146,6 +157,7 @@ impl Responder {
             iface: iface.to_string(),
             mac,
             owned,
+            deadline,
             announce,
             stop,
             replies,
@@ -171,6 +183,12 @@ impl Responder {
         *owned = ips;
     }
 
+    /// Answers and announcements stop at `until` (the election's lease validity), whatever the
+    /// owned set says; `None` (the default, single-node mode) means no deadline.
+    pub fn set_deadline(&self, until: Option<std::time::Instant>) {
+        *self.deadline.write().unwrap_or_else(|e| e.into_inner()) = until;
+    }
+
     pub fn owned(&self) -> BTreeSet<IpAddr> {
         self.owned.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -186,11 +204,29 @@ impl Responder {
     }
 }
 
+/// Whether a responder with this deadline may answer at `now`.
+pub fn gate_open(deadline: Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    deadline.is_none_or(|d| now < d)
+}
+
 impl Drop for Responder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_gate() {
+        let now = std::time::Instant::now();
+        assert!(gate_open(None, now));
+        assert!(gate_open(Some(now + Duration::from_millis(1)), now));
+        assert!(!gate_open(Some(now), now));
     }
 }
