@@ -4,8 +4,8 @@
 
 pub mod etcd;
 pub mod netns;
-pub mod tls;
 pub mod peers;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -189,6 +189,14 @@ impl Agent {
     }
 
     /// Stops the agent with SIGTERM (by PID) and waits for it.
+    /// SIGKILL: the agent gets no chance to clean up (a node dying).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();

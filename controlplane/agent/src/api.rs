@@ -271,7 +271,12 @@ impl halyard_api::Agent for AgentApi {
                 interface: iface.clone(),
                 service: svc.clone(),
                 policy: policy.clone(),
-                owner: self.node_name.clone(),
+                // With an election, an IP this node does not own is answered by a peer.
+                owner: if st.owned.as_ref().is_none_or(|o| o.contains(ip)) {
+                    self.node_name.clone()
+                } else {
+                    "standby (another node)".to_string()
+                },
                 mac: st.macs.get(iface).cloned().unwrap_or_default(),
                 replies: st.replies.get(iface).copied().unwrap_or(0),
             })

@@ -92,6 +92,19 @@ pub struct Flags {
     /// Maglev seed, 12 bytes in base64; every node must use the same (Cilium's default if unset).
     #[arg(long, env = "HALYARD_MAGLEV_SEED")]
     pub maglev_seed: Option<String>,
+    /// L2 announcement election: `single` (this node answers for everything its policies
+    /// select) or `etcd` (nodes elect one owner per IP: LAN heartbeats + etcd lease fencing).
+    #[arg(long, env = "HALYARD_L2_ELECTION")]
+    pub l2_election: Option<String>,
+    /// etcd endpoints for the L2 election (comma-separated URLs).
+    #[arg(long, env = "HALYARD_L2_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub l2_etcd_endpoints: Option<Vec<String>>,
+    /// Where L2 election heartbeats go: a multicast group or the LAN's broadcast address, with port.
+    #[arg(long, env = "HALYARD_L2_HEARTBEAT_GROUP")]
+    pub l2_heartbeat_group: Option<std::net::SocketAddr>,
+    /// This node's IPv4 address on the heartbeat LAN (for joining a multicast group).
+    #[arg(long, env = "HALYARD_L2_HEARTBEAT_LOCAL")]
+    pub l2_heartbeat_local: Option<std::net::Ipv4Addr>,
     /// This cluster's name (ClusterMesh; Cilium `cluster.name`).
     #[arg(long, env = "HALYARD_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
@@ -139,6 +152,10 @@ struct FileConfig {
     bpf_pin_dir: Option<PathBuf>,
     node_ipv4: Option<std::net::Ipv4Addr>,
     maglev_seed: Option<String>,
+    l2_election: Option<String>,
+    l2_etcd_endpoints: Option<Vec<String>>,
+    l2_heartbeat_group: Option<std::net::SocketAddr>,
+    l2_heartbeat_local: Option<std::net::Ipv4Addr>,
     cluster_name: Option<String>,
     cluster_id: Option<u32>,
     clustermesh_config: Option<PathBuf>,
@@ -176,6 +193,7 @@ pub struct AgentConfig {
     pub bgp_router_id: Option<std::net::Ipv4Addr>,
     pub datapath: crate::datapath::DatapathSettings,
     pub mesh: crate::clustermesh::MeshSettings,
+    pub l2_election: crate::l2::ElectionSettings,
     /// Each setting's rendered value and where it came from, in key order.
     pub entries: BTreeMap<&'static str, (String, String)>,
 }
@@ -368,6 +386,34 @@ impl AgentConfig {
         let seed = halyard_datapath::maglev::MaglevSeed::from_base64(&seed_text)
             .map_err(|e| anyhow::anyhow!("maglev-seed: {e}"))?;
         let names_file = state_dir.join("datapath.json");
+        let election_kind =
+            l.pick("l2-election", flags.l2_election, file.l2_election, "single".to_string(), String::clone);
+        let l2_endpoints =
+            l.pick("l2-etcd-endpoints", flags.l2_etcd_endpoints, file.l2_etcd_endpoints, vec![], |v| list(v));
+        let l2_group = l.pick(
+            "l2-heartbeat-group",
+            flags.l2_heartbeat_group,
+            file.l2_heartbeat_group,
+            "239.255.72.76:7946".parse()?,
+            |a| a.to_string(),
+        );
+        let l2_local = l.pick(
+            "l2-heartbeat-local",
+            flags.l2_heartbeat_local.map(Some),
+            file.l2_heartbeat_local.map(Some),
+            None,
+            |v| v.map(|a| a.to_string()).unwrap_or_default(),
+        );
+        let l2_election = match election_kind.as_str() {
+            "single" => crate::l2::ElectionSettings::Single,
+            "etcd" => {
+                if l2_endpoints.is_empty() {
+                    bail!("l2-election etcd needs l2-etcd-endpoints (the etcd the nodes fence each other through)");
+                }
+                crate::l2::ElectionSettings::Etcd { endpoints: l2_endpoints, group: l2_group, local: l2_local }
+            }
+            other => bail!("l2-election: {other:?} is not one of single, etcd"),
+        };
         let cluster_name =
             l.pick("cluster-name", flags.cluster_name, file.cluster_name, "default".to_string(), String::clone);
         halyard_clustermesh::keys::validate_cluster_name(&cluster_name)
@@ -419,6 +465,7 @@ impl AgentConfig {
                 seed,
                 names_file: names_file.clone(),
             },
+            l2_election,
             mesh: crate::clustermesh::MeshSettings {
                 cluster_name,
                 cluster_id,

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use halyard_l2::election::{Candidate, ElectionConfig, NodeId};
 use halyard_l2::responder::{Responder, candidate_interfaces};
 use tokio::sync::watch;
 
@@ -23,9 +24,23 @@ pub type Desired = BTreeMap<String, BTreeSet<IpAddr>>;
 /// One announced IP on one interface: (ip, interface, service, policy).
 pub type Row = (IpAddr, String, String, String);
 
+/// Who decides which node answers for an IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElectionSettings {
+    /// This node answers for everything its policies select (one announcing node).
+    Single,
+    /// Nodes elect an owner per IP: LAN heartbeats for fast failure detection, etcd leases for
+    /// fencing (see `halyard_l2::election`).
+    Etcd { endpoints: Vec<String>, group: std::net::SocketAddr, local: Option<std::net::Ipv4Addr> },
+}
+
 /// What `halyard l2 announcements` shows: the rows, plus replies and MAC per interface.
 #[derive(Debug, Default)]
 pub struct L2Status {
+    /// With an election: the IPs this node currently owns (`None`: single node, owns all).
+    pub owned: Option<BTreeSet<IpAddr>>,
+    /// With an election: the election's state in a few words (lease, peers).
+    pub election: Option<String>,
     pub rows: Vec<Row>,
     pub replies: BTreeMap<String, u64>,
     pub announcements: BTreeMap<String, u64>,
@@ -110,52 +125,188 @@ pub fn desired(snap: &Snapshot, node: &str, interfaces: &[String]) -> (Desired, 
     (out, rows, problems)
 }
 
-/// Keeps one responder per interface that has something to announce.
+/// Every node that may announce, with the IPs it may announce: the policies evaluated for each
+/// Node in the model (and this node). Interface patterns are evaluated against this node's
+/// interfaces, so every node is assumed to name its LAN interfaces alike.
+fn candidates(snap: &Snapshot, me: &str, interfaces: &[String]) -> Vec<Candidate> {
+    let mut nodes: BTreeSet<String> = snap.model.nodes.keys().cloned().collect();
+    nodes.insert(me.to_string());
+    nodes
+        .into_iter()
+        .map(|n| {
+            let (want, ..) = desired(snap, &n, interfaces);
+            Candidate { node: NodeId::new(n), eligible_ips: want.into_values().flatten().collect() }
+        })
+        .collect()
+}
+
+/// The responders and what they may answer: where (`desired`), and whether (the election's
+/// owned set and deadline). Shared between the L2 loop and the election's sink.
+#[derive(Default)]
+struct Answering {
+    responders: BTreeMap<String, Responder>,
+    desired: Desired,
+    owned: Option<BTreeSet<IpAddr>>,
+    deadline: Option<std::time::Instant>,
+}
+
+impl Answering {
+    fn apply(&self) {
+        for (iface, r) in &self.responders {
+            let want = self.desired.get(iface).cloned().unwrap_or_default();
+            let ips = match &self.owned {
+                None => want,
+                Some(owned) => want.intersection(owned).copied().collect(),
+            };
+            r.set_deadline(self.deadline);
+            r.set_owned(ips);
+        }
+    }
+}
+
+struct Sink(Arc<Mutex<Answering>>, SharedL2Status);
+
+impl halyard_l2::driver::OwnershipSink for Sink {
+    fn set_owned(&mut self, ips: &BTreeSet<IpAddr>) {
+        let mut a = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if a.owned.as_ref() != Some(ips) {
+            tracing::info!(owned = ?ips, "L2 election: ownership changed");
+        }
+        a.owned = Some(ips.clone());
+        a.apply();
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).owned = Some(ips.clone());
+    }
+    fn set_deadline(&mut self, until: std::time::Instant) {
+        let mut a = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        a.deadline = Some(until);
+        for r in a.responders.values() {
+            r.set_deadline(Some(until));
+        }
+    }
+}
+
+/// Starts the election (etcd backend, heartbeat socket, driver). Until it owns something, this
+/// node answers nothing.
+async fn start_election(
+    settings: &ElectionSettings,
+    node: &str,
+    answering: Arc<Mutex<Answering>>,
+    status: SharedL2Status,
+    candidates: watch::Receiver<Vec<Candidate>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let ElectionSettings::Etcd { endpoints, group, local } = settings else { return Ok(()) };
+    let cfg = ElectionConfig::default();
+    let backend = halyard_l2::lease::EtcdBackend::connect(
+        endpoints,
+        halyard_l2::lease::DEFAULT_ROOT,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("L2 election: etcd {}: {e}", endpoints.join(",")))?
+    .with_keepalive_timeout(cfg.horizon);
+    let bind = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), group.port());
+    let socket =
+        halyard_l2::heartbeat::HeartbeatSocket::bind(bind, *group, local.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED))
+            .await
+            .map_err(|e| anyhow::anyhow!("L2 election: heartbeat socket on {group}: {e}"))?;
+    {
+        let mut a = answering.lock().unwrap_or_else(|e| e.into_inner());
+        a.owned = Some(BTreeSet::new());
+        a.apply();
+    }
+    {
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        st.election = Some(format!("etcd {} + LAN heartbeats on {group}", endpoints.join(",")));
+        // Owns nothing until the election says otherwise.
+        st.owned = Some(BTreeSet::new());
+    }
+    let sink = Sink(answering, status);
+    let me = NodeId::new(node);
+    tokio::spawn(async move {
+        if let Err(e) =
+            halyard_l2::driver::run(me, cfg, Arc::new(backend), Arc::new(socket), candidates, sink, shutdown).await
+        {
+            tracing::error!("L2 election stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
+/// Keeps one responder per interface that has something to announce; with an election, each
+/// answers only for the IPs this node owns.
 pub async fn run(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     node: String,
     status: SharedL2Status,
     mut shutdown: watch::Receiver<bool>,
+    election: ElectionSettings,
 ) {
-    let mut responders: BTreeMap<String, Responder> = BTreeMap::new();
+    let answering = Arc::new(Mutex::new(Answering::default()));
     let mut last_problems = Vec::new();
+    let (cand_tx, cand_rx) = watch::channel(Vec::new());
+    if election != ElectionSettings::Single {
+        let first = snapshots.borrow().clone();
+        let _ = cand_tx.send(candidates(&first, &node, &candidate_interfaces()));
+        if let Err(e) =
+            start_election(&election, &node, answering.clone(), status.clone(), cand_rx, shutdown.clone()).await
+        {
+            // Without the election this node must not answer at all (it cannot know it owns).
+            tracing::error!("{e:#}; this node will not answer ARP/NDP");
+            {
+                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                st.election = Some(format!("failed: {e:#}"));
+                st.owned = Some(BTreeSet::new());
+            }
+            let mut a = answering.lock().unwrap_or_else(|e| e.into_inner());
+            a.owned = Some(BTreeSet::new());
+        }
+    }
     loop {
         let snap = snapshots.borrow_and_update().clone();
-        let (want, rows, problems) = desired(&snap, &node, &candidate_interfaces());
+        let ifaces = candidate_interfaces();
+        let (want, rows, problems) = desired(&snap, &node, &ifaces);
+        if election != ElectionSettings::Single {
+            let c = candidates(&snap, &node, &ifaces);
+            cand_tx.send_if_modified(|old| {
+                let changed = *old != c;
+                if changed {
+                    *old = c;
+                }
+                changed
+            });
+        }
         if problems != last_problems {
             for p in &problems {
                 tracing::warn!("L2: {p}");
             }
             last_problems = problems;
         }
-        responders.retain(|iface, _| {
-            let keep = want.contains_key(iface);
-            if !keep {
-                tracing::info!(%iface, "L2: nothing to announce on this interface any more: responder stopped");
-            }
-            keep
-        });
-        for (iface, ips) in want {
-            if !responders.contains_key(&iface) {
-                match Responder::start(&iface) {
-                    Ok(r) => {
-                        tracing::info!(%iface, mac = %r.mac(), "L2: ARP responder started");
-                        responders.insert(iface.clone(), r);
-                    }
-                    Err(e) => {
-                        tracing::error!(%iface, "L2: {e}");
-                        continue;
+        {
+            let mut a = answering.lock().unwrap_or_else(|e| e.into_inner());
+            a.responders.retain(|iface, _| {
+                let keep = want.contains_key(iface);
+                if !keep {
+                    tracing::info!(%iface, "L2: nothing to announce on this interface any more: responder stopped");
+                }
+                keep
+            });
+            for iface in want.keys() {
+                if !a.responders.contains_key(iface) {
+                    match Responder::start(iface) {
+                        Ok(r) => {
+                            tracing::info!(%iface, mac = %r.mac(), "L2: ARP responder started");
+                            a.responders.insert(iface.clone(), r);
+                        }
+                        Err(e) => tracing::error!(%iface, "L2: {e}"),
                     }
                 }
             }
-            if let Some(r) = responders.get(&iface) {
-                r.set_owned(ips);
-            }
-        }
-        {
+            a.desired = want;
+            a.apply();
             let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
             st.rows = rows;
-            st.macs = responders.iter().map(|(i, r)| (i.clone(), r.mac().to_string())).collect();
+            st.macs = a.responders.iter().map(|(i, r)| (i.clone(), r.mac().to_string())).collect();
         }
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { break },
@@ -163,8 +314,9 @@ pub async fn run(
             // Refresh the reply counters now and then even when nothing changes.
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
+        let a = answering.lock().unwrap_or_else(|e| e.into_inner());
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        st.replies = responders.iter().map(|(i, r)| (i.clone(), r.replies_sent())).collect();
-        st.announcements = responders.iter().map(|(i, r)| (i.clone(), r.announcements_sent())).collect();
+        st.replies = a.responders.iter().map(|(i, r)| (i.clone(), r.replies_sent())).collect();
+        st.announcements = a.responders.iter().map(|(i, r)| (i.clone(), r.announcements_sent())).collect();
     }
 }

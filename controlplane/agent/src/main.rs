@@ -151,7 +151,13 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             .spawn(move || datapath::run_blocking(settings, node, rx, st, remote))
             .context("starting the datapath thread")?;
     }
-    let l2_task = tokio::spawn(l2::run(snap_rx.clone(), cfg.node_name.clone(), l2_status.clone(), shutdown_rx.clone()));
+    let l2_task = tokio::spawn(l2::run(
+        snap_rx.clone(),
+        cfg.node_name.clone(),
+        l2_status.clone(),
+        shutdown_rx.clone(),
+        cfg.l2_election.clone(),
+    ));
     let bgp_task = tokio::spawn(bgp::run(
         snap_rx.clone(),
         cfg.node_name.clone(),
