@@ -3,13 +3,20 @@
 //! peer's Adj-RIB-Out in step with the routes it is told to advertise.
 //!
 //! ```text
-//!  routes (watch) ──▶ ┌──────────── run_peer ────────────┐ ──▶ TCP to the peer
-//!  stop (watch)  ──▶  │ Fsm (pure) ◀─ events ─ decoder   │ ◀── TCP from the peer
-//!                     └──────────────┬───────────────────┘
+//!  routes ──────────▶ ┌──────────── run_peer ────────────┐ ──▶ TCP to the peer
+//!  (table: watch, or  │ Fsm (pure) ◀─ events ─ decoder   │ ◀── TCP from the peer
+//!   deltas: mpsc)     │                                  │ ──▶ learned (mpsc, to a RIB):
+//!  stop (watch)  ──▶  └──────────────┬───────────────────┘     one message per UPDATE,
+//!                                    │                         Down, TableWanted
 //!                                    └──▶ PeerStatus (shared, read by API/CLI)
 //! ```
 //!
-//! Not yet: TCP MD5, GTSM, graceful restart, BFD.
+//! Two ways to feed routes ([`RouteFeed`]): a whole table that the session diffs against what
+//! it sent (the agent's few originated routes), or deltas from a RIB that keeps the table (the
+//! relay in `halyard-bgpd`), so nothing is copied per peer. Either way, UPDATEs are packed: the
+//! prefixes that share attributes go out together, as many per message as fit.
+//!
+//! Not yet: GTSM, BFD, the graceful-restart helper side (keeping a restarting peer's routes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,9 +31,9 @@ use tokio::time::Instant;
 
 use crate::fsm::{Action, Event, Fsm, FsmConfig, Millis, PeerOpen, State};
 use crate::wire::{
-    AfiSafi, AsPath, Capability, Community, DecodeCxt, EncodeCxt, GrFamily, GracefulRestart, Ipv4Prefix, Ipv6NextHop,
-    Ipv6Prefix, LargeCommunity, Message, MpReach, MpUnreach, Notification, Open, Origin, PathAttribute, Update,
-    frame_len,
+    AfiSafi, AsPath, Capability, Community, DecodeCxt, EncodeCxt, EncodeError, GrFamily, GracefulRestart, Ipv4Prefix,
+    Ipv6NextHop, Ipv6Prefix, LargeCommunity, Message, MpReach, MpUnreach, Notification, Open, Origin, PathAttribute,
+    Update, frame_len,
 };
 
 /// A prefix of either family.
@@ -113,27 +120,89 @@ impl PeerConfig {
     }
 }
 
-/// Routes a peer announced or withdrew, for a RIB that relays them to other peers.
+/// Where a session gets the routes to advertise.
+#[derive(Debug)]
+pub enum RouteFeed {
+    /// The whole desired Adj-RIB-Out; the session diffs each new table against the last one it
+    /// sent (and keeps that one). Suits a caller that owns a few routes (the agent).
+    Table(watch::Receiver<Arc<Advertisements>>),
+    /// Changes only, from a RIB that keeps the table itself (the relay): the session keeps no
+    /// copy. On Established and on ROUTE-REFRESH it asks `rib` for the whole table
+    /// ([`Learned::TableWanted`]); changes that arrive while the session is down are dropped.
+    Deltas { rx: mpsc::UnboundedReceiver<RouteDelta>, rib: mpsc::UnboundedSender<Learned> },
+}
+
+impl From<watch::Receiver<Arc<Advertisements>>> for RouteFeed {
+    fn from(rx: watch::Receiver<Arc<Advertisements>>) -> Self {
+        RouteFeed::Table(rx)
+    }
+}
+
+/// One step of a change to a peer's Adj-RIB-Out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Learned {
-    pub from: IpAddr,
-    pub announced: Vec<(Prefix, Arc<RouteAttrs>)>,
-    pub withdrawn: Vec<Prefix>,
+pub enum RouteChange {
+    /// Advertise (or replace) these prefixes, all with these attributes: they go out together,
+    /// as many per UPDATE as fit (RFC 4271 §4.3).
+    Announce(Arc<RouteAttrs>, Vec<Prefix>),
+    Withdraw(Vec<Prefix>),
+}
+
+/// A batch of changes for one peer, applied in order (so a prefix changed twice in one batch
+/// ends in its last state).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteDelta {
+    pub changes: Vec<RouteChange>,
+    /// This batch completes the whole table asked for by [`Learned::TableWanted`] with this
+    /// generation; End-of-RIB follows it after Established (RFC 4724 §2).
+    pub table_done: Option<u64>,
+}
+
+impl RouteDelta {
+    /// Appends an announcement, joining the previous one when the attributes are the same `Arc`.
+    pub fn announce(&mut self, attrs: &Arc<RouteAttrs>, prefix: Prefix) {
+        match self.changes.last_mut() {
+            Some(RouteChange::Announce(a, v)) if Arc::ptr_eq(a, attrs) => v.push(prefix),
+            _ => self.changes.push(RouteChange::Announce(Arc::clone(attrs), vec![prefix])),
+        }
+    }
+
+    /// Appends a withdrawal, joining the previous one.
+    pub fn withdraw(&mut self, prefix: Prefix) {
+        match self.changes.last_mut() {
+            Some(RouteChange::Withdraw(v)) => v.push(prefix),
+            _ => self.changes.push(RouteChange::Withdraw(vec![prefix])),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.table_done.is_none()
+    }
+}
+
+/// What a session tells the RIB that relays its routes (and, in [`RouteFeed::Deltas`] mode,
+/// feeds it). With a RIB attached, the RIB keeps the Adj-RIB-In: the session only counts UPDATEs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Learned {
+    /// One UPDATE's routes: every announced prefix carries `attrs`.
+    Update { from: IpAddr, attrs: Arc<RouteAttrs>, announced: Vec<Prefix>, withdrawn: Vec<Prefix> },
     /// The session went down: forget everything learned from this peer.
-    pub session_down: bool,
+    Down { from: IpAddr },
+    /// The session needs the whole table (it reached Established, or the peer sent a
+    /// ROUTE-REFRESH): answer with a [`RouteDelta`] whose `table_done` is `generation`.
+    TableWanted { from: IpAddr, generation: u64 },
 }
 
 /// The channels one peer's driver works with.
 #[derive(Debug)]
 pub struct PeerChannels {
-    /// What to advertise (the desired Adj-RIB-Out).
-    pub routes: watch::Receiver<Arc<Advertisements>>,
+    /// What to advertise.
+    pub routes: RouteFeed,
     pub status: Arc<Mutex<PeerStatus>>,
     /// Turns true to stop the session.
     pub stop: watch::Receiver<bool>,
     /// Connections the peer opened to us, from [`listen`]; `None`: we only dial out.
     pub incoming: Option<mpsc::Receiver<TcpStream>>,
-    /// Where to report received routes; `None`: they are only counted in the status.
+    /// Where to report received routes; `None`: they are only recorded in the status.
     pub learned: Option<mpsc::UnboundedSender<Learned>>,
 }
 
@@ -146,10 +215,12 @@ pub struct PeerStatus {
     pub hold_time: Option<u16>,
     pub established_since: Option<SystemTime>,
     pub families: Vec<AfiSafi>,
-    /// Adj-RIB-In: prefixes the peer sent us (we import nothing into the kernel yet).
+    /// Adj-RIB-In: prefixes the peer sent us (we import nothing into the kernel yet). Empty
+    /// when a RIB is attached ([`PeerChannels::learned`]): the RIB keeps them.
     pub received: BTreeMap<Prefix, ()>,
     /// Adj-RIB-Out as sent (shared with the driver, not copied). It may list prefixes of a
-    /// family the session does not carry; `advertised_count` counts only what went out.
+    /// family the session does not carry; `advertised_count` counts only what went out. Both
+    /// stay empty with [`RouteFeed::Deltas`]: the RIB knows what it sent.
     pub advertised: Arc<Advertisements>,
     pub advertised_count: usize,
     pub last_error: Option<String>,
@@ -157,9 +228,8 @@ pub struct PeerStatus {
     pub updates_out: u64,
 }
 
-/// NLRI per UPDATE: 4096-byte messages hold ~800 IPv4 or ~240 IPv6 prefixes at most.
-const V4_PER_UPDATE: usize = 500;
-const V6_PER_UPDATE: usize = 150;
+/// Encoded UPDATEs are written in chunks of about this size (many messages per `write`).
+const WRITE_CHUNK: usize = 64 * 1024;
 
 struct Conn {
     reader: OwnedReadHalf,
@@ -184,6 +254,17 @@ struct Driver {
     /// A session of this process reached Established (ends the RFC 4724 restart state).
     was_established: bool,
     learned: Option<mpsc::UnboundedSender<Learned>>,
+    /// Set with [`RouteFeed::Deltas`].
+    deltas: Option<DeltaFeed>,
+}
+
+/// The session's side of [`RouteFeed::Deltas`].
+struct DeltaFeed {
+    rib: mpsc::UnboundedSender<Learned>,
+    /// Of the last [`Learned::TableWanted`] sent.
+    generation: u64,
+    /// End-of-RIB is due once the table of this generation has gone out.
+    eor_after: Option<u64>,
 }
 
 impl Driver {
@@ -203,6 +284,24 @@ impl Driver {
         let Some(conn) = self.conn.as_mut() else { return Ok(()) };
         let bytes = msg.encode(&conn.enc).map_err(std::io::Error::other)?;
         conn.writer.write_all(&bytes).await
+    }
+
+    /// Writes already encoded messages.
+    async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        conn.writer.write_all(bytes).await
+    }
+
+    /// Asks the RIB for the whole table ([`RouteFeed::Deltas`]); `eor`: End-of-RIB follows it.
+    fn want_table(&mut self, eor: bool) {
+        let from = self.cfg.address;
+        if let Some(f) = self.deltas.as_mut() {
+            f.generation += 1;
+            if eor {
+                f.eor_after = Some(f.generation);
+            }
+            let _ = f.rib.send(Learned::TableWanted { from, generation: f.generation });
+        }
     }
 
     /// Carries out FSM actions in order. `update` is the UPDATE that produced `ProcessUpdate`.
@@ -269,6 +368,11 @@ impl Driver {
                     });
                     self.sent = Arc::default();
                     self.was_established = true;
+                    if self.deltas.is_some() {
+                        // The table comes from the RIB; End-of-RIB follows it (`apply_delta`).
+                        self.want_table(true);
+                        continue;
+                    }
                     let r = self.sync_routes(routes).await;
                     // End-of-RIB per negotiated family (RFC 4724 §2), after the initial table.
                     for f in families {
@@ -281,12 +385,10 @@ impl Driver {
                 Action::Down { reason } => {
                     tracing::warn!(peer = %self.cfg.name, "session down: {reason}");
                     if let Some(tx) = &self.learned {
-                        let _ = tx.send(Learned {
-                            from: self.cfg.address,
-                            announced: Vec::new(),
-                            withdrawn: Vec::new(),
-                            session_down: true,
-                        });
+                        let _ = tx.send(Learned::Down { from: self.cfg.address });
+                    }
+                    if let Some(f) = self.deltas.as_mut() {
+                        f.eor_after = None;
                     }
                     self.sent = Arc::default();
                     self.set_status(|s| {
@@ -344,8 +446,12 @@ impl Driver {
                 _ => {}
             }
         }
+        let rib = self.learned.is_some();
         self.set_status(|s| {
             s.updates_in += 1;
+            if rib {
+                return; // the RIB keeps the Adj-RIB-In
+            }
             for p in &withdrawn {
                 s.received.remove(p);
             }
@@ -362,97 +468,60 @@ impl Driver {
                 local_pref: None,
                 med: None,
             });
-            let announced = announced.into_iter().map(|p| (p, attrs.clone())).collect();
-            let _ = tx.send(Learned { from: self.cfg.address, announced, withdrawn, session_down: false });
+            let _ = tx.send(Learned::Update { from: self.cfg.address, attrs, announced, withdrawn });
         }
+    }
+
+    /// How routes go out on this session; `None` before Established.
+    fn export(&self) -> Option<Export> {
+        let conn = self.conn.as_ref()?;
+        let peer_asn = self.fsm.negotiated()?.peer_asn;
+        let next_hop_v4 = match conn.local.ip() {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        };
+        let next_hop_v6 = match conn.local.ip() {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => self.cfg.next_hop_v6,
+        };
+        let v4 = conn.families.contains(&AfiSafi::IPV4_UNICAST);
+        let v6 = conn.families.contains(&AfiSafi::IPV6_UNICAST);
+        Some(Export {
+            enc: conn.enc.clone(),
+            ibgp: self.is_ibgp(peer_asn),
+            local_asn: self.cfg.local_asn,
+            next_hop_v4: next_hop_v4.filter(|_| v4),
+            next_hop_v6: next_hop_v6.filter(|_| v6),
+        })
     }
 
     /// Sends the difference between what the peer has and `want`, as packed UPDATEs.
     async fn sync_routes(&mut self, want: &Arc<Advertisements>) -> std::io::Result<()> {
-        let Some(conn) = self.conn.as_ref() else { return Ok(()) };
-        let Some(peer_asn) = self.fsm.negotiated().map(|n| n.peer_asn) else { return Ok(()) };
-        let families = conn.families.clone();
-        let local_ip = conn.local.ip();
-        let next_hop_v4 = match local_ip {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        };
-        let next_hop_v6 = match local_ip {
-            IpAddr::V6(a) => Some(a),
-            IpAddr::V4(_) => self.cfg.next_hop_v6,
-        };
-        let ibgp = self.is_ibgp(peer_asn);
-        let send_v4 = families.contains(&AfiSafi::IPV4_UNICAST) && next_hop_v4.is_some();
-        let send_v6 = families.contains(&AfiSafi::IPV6_UNICAST) && next_hop_v6.is_some();
-
-        let mut withdraw_v4 = Vec::new();
-        let mut withdraw_v6 = Vec::new();
-        for p in self.sent.keys() {
-            if !want.contains_key(p) {
-                match p {
-                    Prefix::V4(x) if send_v4 => withdraw_v4.push(*x),
-                    Prefix::V6(x) if send_v6 => withdraw_v6.push(*x),
-                    _ => {}
-                }
-            }
-        }
+        let Some(x) = self.export() else { return Ok(()) };
+        let withdraw: Vec<Prefix> = self.sent.keys().filter(|p| !want.contains_key(p)).copied().collect();
         // Group what changed by attribute set, so one UPDATE carries many prefixes.
-        let mut groups: Vec<(&Arc<RouteAttrs>, Vec<Ipv4Prefix>, Vec<Ipv6Prefix>)> = Vec::new();
+        let mut groups: Vec<(&Arc<RouteAttrs>, Vec<Prefix>)> = Vec::new();
         for (p, attrs) in want.iter() {
             if self.sent.get(p).is_some_and(|s| Arc::ptr_eq(s, attrs) || s == attrs) {
                 continue;
             }
-            let idx = match groups.iter().position(|g| Arc::ptr_eq(g.0, attrs) || g.0 == attrs) {
-                Some(i) => i,
-                None => {
-                    groups.push((attrs, Vec::new(), Vec::new()));
-                    groups.len() - 1
-                }
-            };
-            match p {
-                Prefix::V4(x) if send_v4 => groups[idx].1.push(*x),
-                Prefix::V6(x) if send_v6 => groups[idx].2.push(*x),
-                _ => {}
+            match groups.iter_mut().find(|g| Arc::ptr_eq(g.0, attrs) || g.0 == attrs) {
+                Some(g) => g.1.push(*p),
+                None => groups.push((attrs, vec![*p])),
             }
         }
-        let mut msgs = Vec::new();
-        for chunk in withdraw_v4.chunks(V4_PER_UPDATE) {
-            msgs.push(Update { withdrawn: chunk.to_vec(), ..Update::default() });
-        }
-        for chunk in withdraw_v6.chunks(V6_PER_UPDATE) {
-            let attributes = vec![PathAttribute::MpUnreach(MpUnreach::Ipv6Unicast(chunk.to_vec()))];
-            msgs.push(Update { attributes, ..Update::default() });
-        }
-        for (attrs, v4, v6) in &groups {
-            let base = self.path_attributes(attrs, ibgp);
-            if let Some(nh) = next_hop_v4 {
-                for chunk in v4.chunks(V4_PER_UPDATE) {
-                    let mut attributes = base.clone();
-                    attributes.push(PathAttribute::NextHop(nh));
-                    msgs.push(Update { attributes, nlri: chunk.to_vec(), ..Update::default() });
-                }
-            }
-            if let Some(global) = next_hop_v6 {
-                for chunk in v6.chunks(V6_PER_UPDATE) {
-                    let mut attributes = base.clone();
-                    let next_hop = Ipv6NextHop { global, link_local: None };
-                    attributes.push(PathAttribute::MpReach(MpReach::Ipv6Unicast { next_hop, nlri: chunk.to_vec() }));
-                    msgs.push(Update { attributes, ..Update::default() });
-                }
+        let mut out = Vec::new();
+        let mut count = x.withdraw(&withdraw, &mut out).map_err(std::io::Error::other)?;
+        for (attrs, prefixes) in &groups {
+            count += x.announce(attrs, prefixes, &mut out).map_err(std::io::Error::other)?;
+            if out.len() >= WRITE_CHUNK {
+                self.send_raw(&out).await?;
+                out.clear();
             }
         }
-        let count = msgs.len() as u64;
-        for m in msgs {
-            self.send(&Message::Update(m)).await?;
-        }
+        self.send_raw(&out).await?;
         self.sent = Arc::clone(want);
-        let advertised_count = want
-            .keys()
-            .filter(|p| match p {
-                Prefix::V4(_) => send_v4,
-                Prefix::V6(_) => send_v6,
-            })
-            .count();
+        let advertised_count = want.keys().filter(|p| x.carries(p)).count();
         let sent = Arc::clone(want);
         self.set_status(|s| {
             s.advertised = sent;
@@ -462,30 +531,41 @@ impl Driver {
         Ok(())
     }
 
-    /// RFC 4271 §5.1: ORIGIN, AS_PATH (our AS prepended on eBGP), MED, LOCAL_PREF (iBGP only),
-    /// communities.
-    fn path_attributes(&self, attrs: &RouteAttrs, ibgp: bool) -> Vec<PathAttribute> {
-        let mut v = vec![
-            PathAttribute::Origin(Origin::Igp),
-            PathAttribute::AsPath(if ibgp {
-                AsPath::sequence(attrs.as_path.clone())
-            } else {
-                AsPath::sequence(std::iter::once(self.cfg.local_asn).chain(attrs.as_path.iter().copied()).collect())
-            }),
-        ];
-        if let Some(med) = attrs.med {
-            v.push(PathAttribute::MultiExitDisc(med));
+    /// Sends one batch of changes from the RIB ([`RouteFeed::Deltas`]), then End-of-RIB if it
+    /// completes the table asked for on Established. Outside Established it is dropped: the
+    /// table is asked for again on the next Established.
+    async fn apply_delta(&mut self, delta: RouteDelta) -> std::io::Result<()> {
+        if self.fsm.state() != State::Established {
+            return Ok(());
         }
-        if ibgp {
-            v.push(PathAttribute::LocalPref(attrs.local_pref.unwrap_or(100)));
+        let Some(x) = self.export() else { return Ok(()) };
+        let mut out = Vec::new();
+        let mut count = 0;
+        for change in &delta.changes {
+            count += match change {
+                RouteChange::Announce(attrs, prefixes) => x.announce(attrs, prefixes, &mut out),
+                RouteChange::Withdraw(prefixes) => x.withdraw(prefixes, &mut out),
+            }
+            .map_err(std::io::Error::other)?;
+            if out.len() >= WRITE_CHUNK {
+                self.send_raw(&out).await?;
+                out.clear();
+            }
         }
-        if !attrs.communities.is_empty() {
-            v.push(PathAttribute::Communities(attrs.communities.clone()));
+        let eor = self.deltas.as_ref().and_then(|f| f.eor_after);
+        if delta.table_done.is_some() && delta.table_done == eor {
+            // End-of-RIB per negotiated family (RFC 4724 §2), after the initial table.
+            let families = self.conn.as_ref().map(|c| c.families.clone()).unwrap_or_default();
+            for f in families {
+                Message::Update(Update::end_of_rib(f)).encode_into(&x.enc, &mut out).map_err(std::io::Error::other)?;
+            }
+            if let Some(f) = self.deltas.as_mut() {
+                f.eor_after = None;
+            }
         }
-        if !attrs.large_communities.is_empty() {
-            v.push(PathAttribute::LargeCommunities(attrs.large_communities.clone()));
-        }
-        v
+        self.send_raw(&out).await?;
+        self.set_status(|s| s.updates_out += count);
+        Ok(())
     }
 
     /// Turns one decoded message into FSM events (and the side data they need).
@@ -504,6 +584,165 @@ impl Driver {
         }
         Event::Open(PeerOpen { asn: open.asn(), hold_time: open.hold_time, router_id: open.bgp_id })
     }
+}
+
+// ===== UPDATE packing =====
+
+/// How routes go out on one session, from what it negotiated.
+struct Export {
+    enc: EncodeCxt,
+    ibgp: bool,
+    local_asn: u32,
+    /// `Some` when the session carries IPv4 unicast and has an IPv4 next hop.
+    next_hop_v4: Option<Ipv4Addr>,
+    /// `Some` when the session carries IPv6 unicast and has an IPv6 next hop.
+    next_hop_v6: Option<Ipv6Addr>,
+}
+
+impl Export {
+    /// Whether prefixes of this family go out on the session (others are skipped).
+    fn carries(&self, p: &Prefix) -> bool {
+        match p {
+            Prefix::V4(_) => self.next_hop_v4.is_some(),
+            Prefix::V6(_) => self.next_hop_v6.is_some(),
+        }
+    }
+
+    fn split(&self, prefixes: &[Prefix]) -> (Vec<Ipv4Prefix>, Vec<Ipv6Prefix>) {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for p in prefixes {
+            match p {
+                Prefix::V4(x) if self.next_hop_v4.is_some() => v4.push(*x),
+                Prefix::V6(x) if self.next_hop_v6.is_some() => v6.push(*x),
+                _ => {}
+            }
+        }
+        (v4, v6)
+    }
+
+    /// Appends UPDATEs withdrawing `prefixes` to `out`; returns how many.
+    fn withdraw(&self, prefixes: &[Prefix], out: &mut Vec<u8>) -> Result<u64, EncodeError> {
+        let (v4, v6) = self.split(prefixes);
+        let mut n = pack(&self.enc, Update::default(), &v4, v4_len, 0, |u, c| set(&mut u.withdrawn, c), out)?;
+        let template = Update {
+            attributes: vec![PathAttribute::MpUnreach(MpUnreach::Ipv6Unicast(Vec::new()))],
+            ..Update::default()
+        };
+        // One more octet once MP_UNREACH_NLRI outgrows a one-octet length.
+        n += pack(&self.enc, template, &v6, v6_len, 1, fill_mp_unreach, out)?;
+        Ok(n)
+    }
+
+    /// Appends UPDATEs announcing `prefixes` with `attrs` to `out`; returns how many.
+    fn announce(&self, attrs: &RouteAttrs, prefixes: &[Prefix], out: &mut Vec<u8>) -> Result<u64, EncodeError> {
+        let (v4, v6) = self.split(prefixes);
+        let base = self.path_attributes(attrs);
+        let mut n = 0;
+        if let (Some(nh), false) = (self.next_hop_v4, v4.is_empty()) {
+            let mut attributes = base.clone();
+            attributes.push(PathAttribute::NextHop(nh));
+            let template = Update { attributes, ..Update::default() };
+            n += pack(&self.enc, template, &v4, v4_len, 0, |u, c| set(&mut u.nlri, c), out)?;
+        }
+        if let (Some(global), false) = (self.next_hop_v6, v6.is_empty()) {
+            let mut attributes = base;
+            let next_hop = Ipv6NextHop { global, link_local: None };
+            attributes.push(PathAttribute::MpReach(MpReach::Ipv6Unicast { next_hop, nlri: Vec::new() }));
+            let template = Update { attributes, ..Update::default() };
+            n += pack(&self.enc, template, &v6, v6_len, 1, fill_mp_reach, out)?;
+        }
+        Ok(n)
+    }
+
+    /// RFC 4271 §5.1: ORIGIN, AS_PATH (our AS prepended on eBGP), MED, LOCAL_PREF (iBGP only),
+    /// communities.
+    fn path_attributes(&self, attrs: &RouteAttrs) -> Vec<PathAttribute> {
+        let ibgp = self.ibgp;
+        let mut v = vec![
+            PathAttribute::Origin(Origin::Igp),
+            PathAttribute::AsPath(if ibgp {
+                AsPath::sequence(attrs.as_path.clone())
+            } else {
+                AsPath::sequence(std::iter::once(self.local_asn).chain(attrs.as_path.iter().copied()).collect())
+            }),
+        ];
+        if let Some(med) = attrs.med {
+            v.push(PathAttribute::MultiExitDisc(med));
+        }
+        if ibgp {
+            v.push(PathAttribute::LocalPref(attrs.local_pref.unwrap_or(100)));
+        }
+        if !attrs.communities.is_empty() {
+            v.push(PathAttribute::Communities(attrs.communities.clone()));
+        }
+        if !attrs.large_communities.is_empty() {
+            v.push(PathAttribute::LargeCommunities(attrs.large_communities.clone()));
+        }
+        v
+    }
+}
+
+/// NLRI octets of a prefix (RFC 4271 §4.3: a length octet and the significant octets).
+fn v4_len(p: &Ipv4Prefix) -> usize {
+    1 + usize::from(p.prefix_len()).div_ceil(8)
+}
+
+fn v6_len(p: &Ipv6Prefix) -> usize {
+    1 + usize::from(p.prefix_len()).div_ceil(8)
+}
+
+fn set<P: Copy>(v: &mut Vec<P>, c: &[P]) {
+    v.clear();
+    v.extend_from_slice(c);
+}
+
+fn fill_mp_reach(u: &mut Update, c: &[Ipv6Prefix]) {
+    if let Some(PathAttribute::MpReach(MpReach::Ipv6Unicast { nlri, .. })) = u.attributes.last_mut() {
+        set(nlri, c);
+    }
+}
+
+fn fill_mp_unreach(u: &mut Update, c: &[Ipv6Prefix]) {
+    if let Some(PathAttribute::MpUnreach(MpUnreach::Ipv6Unicast(w))) = u.attributes.last_mut() {
+        set(w, c);
+    }
+}
+
+/// Appends to `out` the UPDATEs that carry `prefixes` in `template`, as many per message as
+/// fit in the negotiated size (RFC 4271 §4.3): `fill` puts a run of prefixes in, `grow` is
+/// how many octets the template may gain once filled (an attribute length turning extended).
+/// Returns the number of messages.
+fn pack<P>(
+    enc: &EncodeCxt,
+    template: Update,
+    prefixes: &[P],
+    len: fn(&P) -> usize,
+    grow: usize,
+    fill: impl Fn(&mut Update, &[P]),
+    out: &mut Vec<u8>,
+) -> Result<u64, EncodeError> {
+    if prefixes.is_empty() {
+        return Ok(0);
+    }
+    let mut msg = Message::Update(template);
+    let mut scratch = Vec::new();
+    let room = enc.max_message_len.saturating_sub(msg.encode_into(enc, &mut scratch)? + grow);
+    let mut n = 0;
+    let mut start = 0;
+    while start < prefixes.len() {
+        let (mut end, mut used) = (start, 0);
+        while end < prefixes.len() && (end == start || used + len(&prefixes[end]) <= room) {
+            used += len(&prefixes[end]);
+            end += 1;
+        }
+        if let Message::Update(u) = &mut msg {
+            fill(u, &prefixes[start..end]);
+        }
+        msg.encode_into(enc, out)?;
+        n += 1;
+        start = end;
+    }
+    Ok(n)
 }
 
 /// Opens the TCP connection to a peer, signing it with MD5 when a password is set.
@@ -565,9 +804,13 @@ fn adopt(d: &mut Driver, stream: TcpStream) {
     });
 }
 
-/// Runs one peer until `stop` turns true, advertising whatever `routes` holds.
+/// Runs one peer until `stop` turns true, advertising what `routes` feeds it.
 pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
-    let PeerChannels { mut routes, status, mut stop, mut incoming, learned } = ch;
+    let PeerChannels { routes, status, mut stop, mut incoming, learned } = ch;
+    let (mut table, mut delta_rx, deltas) = match routes {
+        RouteFeed::Table(rx) => (Some(rx), None, None),
+        RouteFeed::Deltas { rx, rib } => (None, Some(rx), Some(DeltaFeed { rib, generation: 0, eor_after: None })),
+    };
     let mut fcfg = FsmConfig::new(cfg.local_asn, cfg.peer_asn, cfg.router_id);
     fcfg.hold_time = cfg.hold_time;
     fcfg.connect_retry_time = cfg.connect_retry_time;
@@ -581,8 +824,10 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
         epoch: Instant::now(),
         was_established: false,
         learned,
+        deltas,
     };
-    let mut current = routes.borrow_and_update().clone();
+    // With deltas the table is the RIB's: `current` stays empty.
+    let mut current = table.as_mut().map(|t| t.borrow_and_update().clone()).unwrap_or_default();
     let first = d.fsm.handle(0, Event::Start);
     d.act(first, &current, None).await;
     let mut read_buf = vec![0u8; 65536];
@@ -654,10 +899,18 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
                     }
                 }
             }
-            changed = routes.changed() => {
+            changed = async { match table.as_mut() { Some(t) => t.changed().await, None => std::future::pending().await } } => {
                 if changed.is_err() { break; }
-                current = routes.borrow_and_update().clone();
+                current = table.as_mut().map(|t| t.borrow_and_update().clone()).unwrap_or_default();
                 if d.fsm.state() == State::Established && let Err(e) = d.sync_routes(&current).await {
+                    tracing::warn!(peer = %d.cfg.name, "sending routes failed: {e}");
+                    let acts = d.fsm.handle(d.now(), Event::TcpFailed);
+                    d.act(acts, &current, None).await;
+                }
+            }
+            delta = async { match delta_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                let Some(delta) = delta else { break };
+                if let Err(e) = d.apply_delta(delta).await {
                     tracing::warn!(peer = %d.cfg.name, "sending routes failed: {e}");
                     let acts = d.fsm.handle(d.now(), Event::TcpFailed);
                     d.act(acts, &current, None).await;
@@ -727,8 +980,142 @@ async fn process_frames(d: &mut Driver, current: &Arc<Advertisements>) {
         d.act(acts, current, update).await;
         if refresh && d.fsm.state() == State::Established {
             // RFC 2918: answer a ROUTE-REFRESH by re-sending the whole Adj-RIB-Out.
-            d.sent = Arc::default();
-            let _ = d.sync_routes(current).await;
+            if d.deltas.is_some() {
+                d.want_table(false);
+            } else {
+                d.sent = Arc::default();
+                let _ = d.sync_routes(current).await;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export() -> Export {
+        Export {
+            enc: EncodeCxt::new(true),
+            ibgp: false,
+            local_asn: 65001,
+            next_hop_v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            next_hop_v6: Some("fd00::1".parse().unwrap()),
+        }
+    }
+
+    fn hosts_v4(n: u32) -> Vec<Prefix> {
+        (0..n).map(|i| Prefix::V4(Ipv4Prefix::new(Ipv4Addr::from(0x0a00_0000 + i), 32).unwrap())).collect()
+    }
+
+    fn hosts_v6(n: u32) -> Vec<Prefix> {
+        (0..n)
+            .map(|i| Prefix::V6(Ipv6Prefix::new(Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)), 128).unwrap()))
+            .collect()
+    }
+
+    /// Splits the packed messages and decodes each, checking the size limit.
+    fn decode_all(mut buf: &[u8]) -> Vec<Update> {
+        let dec = DecodeCxt::new(true);
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let len = frame_len(buf, &dec).unwrap().unwrap();
+            assert!(len <= 4096, "{len}");
+            match Message::decode(&buf[..len], &dec).unwrap().0 {
+                Message::Update(u) => out.push(u),
+                m => panic!("{m:?}"),
+            }
+            buf = &buf[len..];
+        }
+        out
+    }
+
+    fn nlri(u: &Update) -> Vec<Prefix> {
+        let mut v: Vec<Prefix> = u.nlri.iter().map(|p| Prefix::V4(*p)).collect();
+        for a in &u.attributes {
+            if let PathAttribute::MpReach(MpReach::Ipv6Unicast { nlri, .. }) = a {
+                v.extend(nlri.iter().map(|p| Prefix::V6(*p)));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn announcements_fill_each_update() {
+        let x = export();
+        let attrs = RouteAttrs { as_path: vec![65100], ..RouteAttrs::default() };
+        let mut want = hosts_v4(10_000);
+        want.extend(hosts_v6(1_000));
+        let mut out = Vec::new();
+        let n = x.announce(&attrs, &want, &mut out).unwrap();
+        let updates = decode_all(&out);
+        assert_eq!(n as usize, updates.len());
+        let got: Vec<Prefix> = updates.iter().flat_map(nlri).collect();
+        assert_eq!(got, want);
+        // 4096 octets hold 800+ IPv4 /32s (5 octets each) and 200+ IPv6 /128s (17 octets).
+        let v4 = updates.iter().filter(|u| !u.nlri.is_empty()).count();
+        assert_eq!(v4, 10_000_usize.div_ceil(v4_per_update(&updates)));
+        assert!(v4 <= 13, "{v4} UPDATEs for 10000 IPv4 routes");
+        assert!(updates.len() - v4 <= 5, "{} UPDATEs for 1000 IPv6 routes", updates.len() - v4);
+        assert_eq!(updates[0].effective_as_path().unwrap().asns().collect::<Vec<_>>(), [65001, 65100]);
+    }
+
+    fn v4_per_update(updates: &[Update]) -> usize {
+        updates[0].nlri.len()
+    }
+
+    #[test]
+    fn withdrawals_fill_each_update() {
+        let x = export();
+        let mut gone = hosts_v4(5_000);
+        gone.extend(hosts_v6(500));
+        let mut out = Vec::new();
+        let n = x.withdraw(&gone, &mut out).unwrap();
+        let updates = decode_all(&out);
+        assert_eq!(n as usize, updates.len());
+        assert!(updates.len() <= 7 + 3, "{}", updates.len());
+        let mut got: Vec<Prefix> = updates.iter().flat_map(|u| u.withdrawn.iter().map(|p| Prefix::V4(*p))).collect();
+        for u in &updates {
+            for a in &u.attributes {
+                if let PathAttribute::MpUnreach(MpUnreach::Ipv6Unicast(w)) = a {
+                    got.extend(w.iter().map(|p| Prefix::V6(*p)));
+                }
+            }
+        }
+        assert_eq!(got, gone);
+    }
+
+    #[test]
+    fn families_the_session_does_not_carry_are_skipped() {
+        let x = Export { next_hop_v6: None, ..export() };
+        let mut out = Vec::new();
+        assert_eq!(x.announce(&RouteAttrs::default(), &hosts_v6(3), &mut out).unwrap(), 0);
+        assert_eq!(x.withdraw(&hosts_v6(3), &mut out).unwrap(), 0);
+        assert!(out.is_empty());
+        assert!(!x.carries(&hosts_v6(1)[0]) && x.carries(&hosts_v4(1)[0]));
+    }
+
+    #[test]
+    fn deltas_join_runs_of_the_same_change() {
+        let a = Arc::new(RouteAttrs::default());
+        let b = Arc::new(RouteAttrs { as_path: vec![1], ..RouteAttrs::default() });
+        let p = hosts_v4(5);
+        let mut d = RouteDelta::default();
+        assert!(d.is_empty());
+        d.announce(&a, p[0]);
+        d.announce(&a, p[1]);
+        d.withdraw(p[2]);
+        d.withdraw(p[3]);
+        d.announce(&b, p[4]);
+        d.announce(&a, p[2]);
+        assert_eq!(
+            d.changes,
+            [
+                RouteChange::Announce(a.clone(), vec![p[0], p[1]]),
+                RouteChange::Withdraw(vec![p[2], p[3]]),
+                RouteChange::Announce(b, vec![p[4]]),
+                RouteChange::Announce(a, vec![p[2]]),
+            ]
+        );
     }
 }

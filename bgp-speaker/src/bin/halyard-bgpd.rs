@@ -27,17 +27,21 @@
 //! med = 10
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use halyard_bgp::fsm::State;
 use halyard_bgp::session::{
-    Advertisements, IncomingRoutes, Learned, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen, run_peer,
+    Advertisements, IncomingRoutes, Learned, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs, RouteDelta,
+    RouteFeed, listen, run_peer,
 };
 use halyard_bgp::wire::{Community, LargeCommunity};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 #[derive(Debug, Parser)]
 #[command(name = "halyard-bgpd", version, about = "Halyard's BGP speaker, standalone")]
@@ -156,70 +160,250 @@ fn load(path: &PathBuf) -> anyhow::Result<(Config, Advertisements)> {
     if cfg.peers.is_empty() {
         bail!("{}: no [[peer]] configured", path.display());
     }
+    let mut addresses: Vec<IpAddr> = cfg.peers.iter().map(|p| p.address).collect();
+    addresses.sort();
+    if let Some(w) = addresses.windows(2).find(|w| w[0] == w[1]) {
+        bail!("{}: peer {} is configured twice", path.display(), w[0]);
+    }
     Ok((cfg, routes))
 }
 
-/// The relay RIB: every route learned from a peer is offered to every other peer. Best path per
-/// prefix: shortest AS path, then lowest peer address (RFC 4271 §9.1.2.2 a, then a stable
-/// tie-break). Events are applied in batches, so a burst of UPDATEs costs one recomputation.
-async fn relay(
-    mut learned: tokio::sync::mpsc::UnboundedReceiver<Learned>,
-    statics: Advertisements,
-    senders: BTreeMap<IpAddr, tokio::sync::watch::Sender<Arc<Advertisements>>>,
-) {
-    // Per prefix, the paths from each peer (a short list: one per peer that sent it).
-    type Paths = Vec<(IpAddr, Arc<RouteAttrs>)>;
-    let mut rib: BTreeMap<Prefix, Paths> = BTreeMap::new();
-    let apply = |ev: Learned, rib: &mut BTreeMap<Prefix, Paths>| {
-        if ev.session_down {
-            rib.retain(|_, paths| {
-                paths.retain(|(from, _)| *from != ev.from);
-                !paths.is_empty()
-            });
-            return;
+// ===== Relay RIB =====
+
+/// Where a path came from: [`LOCAL`] for the configured routes, peers numbered from 1 in
+/// address order (so comparing sources compares addresses).
+type Source = u32;
+const LOCAL: Source = 0;
+
+#[derive(Clone, Debug)]
+struct Path {
+    from: Source,
+    attrs: Arc<RouteAttrs>,
+}
+
+impl Path {
+    /// Best path: our own routes first, then the shortest AS path (RFC 4271 §9.1.2.2 a), then
+    /// the lowest peer address (a stable tie-break).
+    fn rank(&self) -> (bool, usize, Source) {
+        (self.from != LOCAL, self.attrs.as_path.len(), self.from)
+    }
+
+    fn same(&self, other: &Path) -> bool {
+        self.from == other.from && Arc::ptr_eq(&self.attrs, &other.attrs)
+    }
+}
+
+/// The best path of a prefix changed from `old` to `new`.
+struct BestChange {
+    old: Option<Path>,
+    new: Option<Path>,
+}
+
+/// The Loc-RIB: one entry per prefix with its best path; the other paths are kept only for
+/// the few prefixes that several sources sent. Attribute sets are interned, so equal
+/// attributes from different UPDATEs share one `Arc` (and one outgoing UPDATE).
+#[derive(Default)]
+struct LocRib {
+    best: BTreeMap<Prefix, Path>,
+    /// Every path (the best included), for prefixes with more than one.
+    multi: HashMap<Prefix, Vec<Path>>,
+    attrs: HashSet<Arc<RouteAttrs>>,
+    /// Interned sets after the last sweep of unused ones.
+    attrs_swept: usize,
+}
+
+impl LocRib {
+    fn intern(&mut self, attrs: Arc<RouteAttrs>) -> Arc<RouteAttrs> {
+        if let Some(a) = self.attrs.get(&attrs) {
+            return Arc::clone(a);
         }
-        for p in ev.withdrawn {
-            if let Some(paths) = rib.get_mut(&p) {
-                paths.retain(|(from, _)| *from != ev.from);
-                if paths.is_empty() {
-                    rib.remove(&p);
+        if self.attrs.len() >= 2 * self.attrs_swept + 64 {
+            self.attrs.retain(|a| Arc::strong_count(a) > 1);
+            self.attrs_swept = self.attrs.len();
+        }
+        self.attrs.insert(Arc::clone(&attrs));
+        attrs
+    }
+
+    /// Adds or replaces the path from `path.from`.
+    fn insert(&mut self, prefix: Prefix, path: Path) -> Option<BestChange> {
+        let best = match self.best.entry(prefix) {
+            Entry::Vacant(e) => {
+                e.insert(path.clone());
+                return Some(BestChange { old: None, new: Some(path) });
+            }
+            Entry::Occupied(e) => e.into_mut(),
+        };
+        let new = match self.multi.get_mut(&prefix) {
+            None if best.from == path.from => {
+                if Arc::ptr_eq(&best.attrs, &path.attrs) {
+                    return None;
+                }
+                path
+            }
+            None => {
+                let paths = vec![best.clone(), path];
+                let new = paths.iter().min_by_key(|p| p.rank()).cloned()?;
+                self.multi.insert(prefix, paths);
+                new
+            }
+            Some(paths) => {
+                match paths.iter_mut().find(|p| p.from == path.from) {
+                    Some(slot) => *slot = path,
+                    None => paths.push(path),
+                }
+                paths.iter().min_by_key(|p| p.rank()).cloned()?
+            }
+        };
+        if new.same(best) {
+            return None;
+        }
+        let old = std::mem::replace(best, new.clone());
+        Some(BestChange { old: Some(old), new: Some(new) })
+    }
+
+    /// Removes the path from `from`.
+    fn remove(&mut self, prefix: Prefix, from: Source) -> Option<BestChange> {
+        let best = self.best.get_mut(&prefix)?;
+        let Some(paths) = self.multi.get_mut(&prefix) else {
+            if best.from != from {
+                return None;
+            }
+            let old = self.best.remove(&prefix);
+            return Some(BestChange { old, new: None });
+        };
+        let before = paths.len();
+        paths.retain(|p| p.from != from);
+        if paths.len() == before {
+            return None;
+        }
+        let new = paths.iter().min_by_key(|p| p.rank()).cloned()?;
+        if paths.len() == 1 {
+            self.multi.remove(&prefix);
+        }
+        if new.same(best) {
+            return None;
+        }
+        let old = std::mem::replace(best, new.clone());
+        Some(BestChange { old: Some(old), new: Some(new) })
+    }
+
+    /// Prefixes `from` sent (its Adj-RIB-In).
+    fn received_from(&self, from: Source) -> impl Iterator<Item = &Prefix> {
+        self.best.iter().filter_map(move |(p, path)| {
+            let has = match self.multi.get(p) {
+                Some(paths) => paths.iter().any(|x| x.from == from),
+                None => path.from == from,
+            };
+            has.then_some(p)
+        })
+    }
+
+    /// Prefixes advertised to peer `to`: every best path except those it sent (split horizon).
+    fn advertised_to(&self, to: Source) -> usize {
+        self.best.values().filter(|p| p.from != to).count()
+    }
+}
+
+/// The relay: every route learned from a peer is offered to every other peer (best path
+/// only; split horizon: never back to the peer the best path came from). Each change goes out
+/// to the sessions as a [`RouteDelta`]; a session that comes up gets the whole table.
+struct Relay {
+    rib: Arc<Mutex<LocRib>>,
+    /// Per peer (index = source - 1): its address, its session's feed, changes not yet sent.
+    peers: Vec<(IpAddr, UnboundedSender<RouteDelta>, RouteDelta)>,
+}
+
+impl Relay {
+    fn source(&self, addr: IpAddr) -> Option<Source> {
+        self.peers.iter().position(|(a, _, _)| *a == addr).map(|i| i as Source + 1)
+    }
+
+    /// Queues what a change of best path means for each peer.
+    fn propagate(peers: &mut [(IpAddr, UnboundedSender<RouteDelta>, RouteDelta)], prefix: Prefix, c: BestChange) {
+        for (i, (_, _, delta)) in peers.iter_mut().enumerate() {
+            let to = i as Source + 1;
+            match &c.new {
+                Some(new) if new.from != to => delta.announce(&new.attrs, prefix),
+                _ if c.old.as_ref().is_some_and(|o| o.from != to) => delta.withdraw(prefix),
+                _ => {}
+            }
+        }
+    }
+
+    fn apply(&mut self, ev: Learned) {
+        let mut rib = self.rib.lock().unwrap_or_else(|e| e.into_inner());
+        match ev {
+            Learned::Update { from, attrs, announced, withdrawn } => {
+                let Some(from) = self.source(from) else { return };
+                for p in withdrawn {
+                    if let Some(c) = rib.remove(p, from) {
+                        Self::propagate(&mut self.peers, p, c);
+                    }
+                }
+                if announced.is_empty() {
+                    return;
+                }
+                let attrs = rib.intern(attrs);
+                for p in announced {
+                    if let Some(c) = rib.insert(p, Path { from, attrs: Arc::clone(&attrs) }) {
+                        Self::propagate(&mut self.peers, p, c);
+                    }
                 }
             }
-        }
-        for (p, attrs) in ev.announced {
-            let paths = rib.entry(p).or_default();
-            match paths.iter_mut().find(|(from, _)| *from == ev.from) {
-                Some(slot) => slot.1 = attrs,
-                None => paths.push((ev.from, attrs)),
+            Learned::Down { from } => {
+                let Some(from) = self.source(from) else { return };
+                // Prefixes with other paths first (alternatives take over), then the rest in
+                // one pass.
+                let shared: Vec<Prefix> = rib
+                    .multi
+                    .iter()
+                    .filter(|(_, paths)| paths.iter().any(|p| p.from == from))
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in shared {
+                    if let Some(c) = rib.remove(p, from) {
+                        Self::propagate(&mut self.peers, p, c);
+                    }
+                }
+                let peers = &mut self.peers;
+                rib.best.retain(|p, path| {
+                    if path.from != from {
+                        return true;
+                    }
+                    Self::propagate(peers, *p, BestChange { old: Some(path.clone()), new: None });
+                    false
+                });
+            }
+            Learned::TableWanted { from, generation } => {
+                let Some(to) = self.source(from) else { return };
+                // After whatever is queued for the peer, so the table ends up as the RIB's.
+                let delta = &mut self.peers[to as usize - 1].2;
+                for (p, path) in rib.best.iter().filter(|(_, path)| path.from != to) {
+                    delta.announce(&path.attrs, *p);
+                }
+                delta.table_done = Some(generation);
             }
         }
-    };
-    while let Some(ev) = learned.recv().await {
-        apply(ev, &mut rib);
-        // Let a burst of UPDATEs land before recomputing (each recomputation is O(routes)); a
-        // millisecond is far below any BGP timer and turns thousands of passes into a few.
-        loop {
+    }
+
+    /// Sends the queued changes.
+    fn flush(&mut self) {
+        for (_, tx, delta) in &mut self.peers {
+            if !delta.is_empty() {
+                let _ = tx.send(std::mem::take(delta));
+            }
+        }
+    }
+
+    async fn run(mut self, mut learned: UnboundedReceiver<Learned>) {
+        while let Some(ev) = learned.recv().await {
+            self.apply(ev);
+            // Whatever else is already queued goes into the same batch (fewer, fuller UPDATEs).
             while let Ok(ev) = learned.try_recv() {
-                apply(ev, &mut rib);
+                self.apply(ev);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            if learned.is_empty() {
-                break;
-            }
-        }
-        let best: Vec<(Prefix, IpAddr, &Arc<RouteAttrs>)> = rib
-            .iter()
-            .filter_map(|(p, paths)| {
-                paths.iter().min_by_key(|(from, a)| (a.as_path.len(), *from)).map(|(from, a)| (*p, *from, a))
-            })
-            .collect();
-        for (peer, tx) in &senders {
-            let mut adv = statics.clone();
-            // Split horizon: a route is not sent back to the peer it came from.
-            for (p, _, attrs) in best.iter().filter(|(_, from, _)| from != peer) {
-                adv.entry(*p).or_insert_with(|| Arc::clone(attrs));
-            }
-            let _ = tx.send(Arc::new(adv));
+            self.flush();
         }
     }
 }
@@ -232,14 +416,29 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let (cfg, routes) = load(&cli.config)?;
-    let statics = routes;
-    let (learned_tx, learned_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut senders = BTreeMap::new();
+    let statics = Arc::new(routes);
+    let (learned_tx, learned_rx) = unbounded_channel();
+    // Relay: the Loc-RIB holds the configured routes and everything learned; sessions get
+    // deltas. Otherwise every session advertises the configured routes (a shared table).
+    let rib = Arc::new(Mutex::new(LocRib::default()));
+    let mut relay_peers = Vec::new();
+    if cfg.relay {
+        let mut r = rib.lock().unwrap_or_else(|e| e.into_inner());
+        for (p, attrs) in statics.iter() {
+            let attrs = r.intern(Arc::clone(attrs));
+            r.best.insert(*p, Path { from: LOCAL, attrs });
+        }
+    }
+    // Peers in address order: their index + 1 is their relay source number.
+    let mut peers: Vec<&PeerToml> = cfg.peers.iter().collect();
+    peers.sort_by_key(|p| p.address);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut statuses = BTreeMap::new();
     let mut tasks = Vec::new();
     let incoming = IncomingRoutes::default();
-    for p in &cfg.peers {
+    // The table senders live as long as the sessions (a closed feed ends a session).
+    let mut watches = Vec::new();
+    for p in peers {
         let mut pc = PeerConfig::new(p.address.to_string(), cfg.local_asn, cfg.router_id, p.address);
         pc.peer_asn = p.asn;
         pc.port = p.port.unwrap_or(179);
@@ -255,15 +454,26 @@ async fn main() -> anyhow::Result<()> {
             incoming.lock().unwrap_or_else(|e| e.into_inner()).insert(p.address, tx);
             rx
         });
-        let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::new(statics.clone()));
-        senders.insert(p.address, routes_tx);
+        let routes = if cfg.relay {
+            let (tx, rx) = unbounded_channel();
+            relay_peers.push((p.address, tx, RouteDelta::default()));
+            RouteFeed::Deltas { rx, rib: learned_tx.clone() }
+        } else {
+            let (tx, rx) = tokio::sync::watch::channel(Arc::clone(&statics));
+            watches.push(tx);
+            RouteFeed::Table(rx)
+        };
         let learned = cfg.relay.then(|| learned_tx.clone());
-        let ch = PeerChannels { routes: routes_rx, status, stop: stop_rx.clone(), incoming: accept, learned };
+        let ch = PeerChannels { routes, status, stop: stop_rx.clone(), incoming: accept, learned };
         tasks.push(tokio::spawn(run_peer(pc, ch)));
     }
     drop(learned_tx);
+    let mut relay_sources = Vec::new();
     if cfg.relay {
-        tokio::spawn(relay(learned_rx, statics, senders));
+        drop(statics);
+        let sources: Vec<IpAddr> = relay_peers.iter().map(|(a, _, _)| *a).collect();
+        tokio::spawn(Relay { rib: Arc::clone(&rib), peers: relay_peers }.run(learned_rx));
+        relay_sources = sources;
     }
     if let Some(port) = cfg.listen_port {
         let addr = std::net::SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
@@ -283,8 +493,16 @@ async fn main() -> anyhow::Result<()> {
             let v: serde_json::Map<String, serde_json::Value> = statuses
                 .iter()
                 .map(|(addr, s)| {
-                    let s = s.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    let received: Vec<String> = s.received.keys().map(|p| p.to_string()).collect();
+                    let mut s = s.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let mut received: Vec<String> = s.received.keys().map(|p| p.to_string()).collect();
+                    // Relay: the Loc-RIB knows what the peer sent and what it is sent.
+                    if let Some(i) = relay_sources.iter().position(|a| a == addr) {
+                        let rib = rib.lock().unwrap_or_else(|e| e.into_inner());
+                        let source = i as Source + 1;
+                        received = rib.received_from(source).map(|p| p.to_string()).collect();
+                        s.advertised_count =
+                            if s.state == Some(State::Established) { rib.advertised_to(source) } else { 0 };
+                    }
                     (
                         addr.to_string(),
                         serde_json::json!({
@@ -319,4 +537,178 @@ async fn main() -> anyhow::Result<()> {
     }
     writer.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use halyard_bgp::session::RouteChange;
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    const C: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+
+    fn prefix(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    fn attrs(path: &[u32]) -> Arc<RouteAttrs> {
+        Arc::new(RouteAttrs { as_path: path.to_vec(), ..RouteAttrs::default() })
+    }
+
+    /// A relay between peers A, B and C, and the receiving ends of their feeds.
+    fn relay() -> (Relay, Vec<UnboundedReceiver<RouteDelta>>) {
+        let mut rxs = Vec::new();
+        let peers = [A, B, C]
+            .into_iter()
+            .map(|a| {
+                let (tx, rx) = unbounded_channel();
+                rxs.push(rx);
+                (a, tx, RouteDelta::default())
+            })
+            .collect();
+        (Relay { rib: Arc::default(), peers }, rxs)
+    }
+
+    fn update(from: IpAddr, path: &[u32], announced: &[&str], withdrawn: &[&str]) -> Learned {
+        Learned::Update {
+            from,
+            attrs: attrs(path),
+            announced: announced.iter().map(|p| prefix(p)).collect(),
+            withdrawn: withdrawn.iter().map(|p| prefix(p)).collect(),
+        }
+    }
+
+    /// What each peer was sent since the last call, as (announced with AS path, withdrawn).
+    fn sent(r: &mut Relay, rxs: &mut [UnboundedReceiver<RouteDelta>]) -> Vec<Vec<(String, Option<Vec<u32>>)>> {
+        r.flush();
+        rxs.iter_mut()
+            .map(|rx| {
+                let mut v = Vec::new();
+                while let Ok(d) = rx.try_recv() {
+                    for c in d.changes {
+                        match c {
+                            RouteChange::Announce(a, ps) => {
+                                v.extend(ps.iter().map(|p| (p.to_string(), Some(a.as_path.clone()))))
+                            }
+                            RouteChange::Withdraw(ps) => v.extend(ps.iter().map(|p| (p.to_string(), None))),
+                        }
+                    }
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn ann(p: &str, path: &[u32]) -> (String, Option<Vec<u32>>) {
+        (p.to_string(), Some(path.to_vec()))
+    }
+
+    fn wd(p: &str) -> (String, Option<Vec<u32>>) {
+        (p.to_string(), None)
+    }
+
+    #[test]
+    fn routes_go_to_every_other_peer() {
+        let (mut r, mut rxs) = relay();
+        r.apply(update(A, &[100], &["192.0.2.0/24", "198.51.100.0/24"], &[]));
+        let s = sent(&mut r, &mut rxs);
+        assert!(s[0].is_empty(), "split horizon: {:?}", s[0]);
+        assert_eq!(s[1], [ann("192.0.2.0/24", &[100]), ann("198.51.100.0/24", &[100])]);
+        assert_eq!(s[1], s[2]);
+        // One change per prefix, in one run: both prefixes share the attributes.
+        r.apply(update(A, &[100], &[], &["192.0.2.0/24"]));
+        assert_eq!(sent(&mut r, &mut rxs), [vec![], vec![wd("192.0.2.0/24")], vec![wd("192.0.2.0/24")]]);
+    }
+
+    #[test]
+    fn shortest_as_path_wins_and_the_other_takes_over() {
+        let (mut r, mut rxs) = relay();
+        r.apply(update(A, &[100, 200], &["192.0.2.0/24"], &[]));
+        sent(&mut r, &mut rxs);
+        // B's shorter path wins: A now gets it, C gets the replacement, B gets a withdrawal
+        // (the best path is its own).
+        r.apply(update(B, &[300], &["192.0.2.0/24"], &[]));
+        assert_eq!(
+            sent(&mut r, &mut rxs),
+            [vec![ann("192.0.2.0/24", &[300])], vec![wd("192.0.2.0/24")], vec![ann("192.0.2.0/24", &[300])]]
+        );
+        // A longer path from C changes nothing.
+        r.apply(update(C, &[1, 2, 3], &["192.0.2.0/24"], &[]));
+        assert_eq!(sent(&mut r, &mut rxs), [vec![], vec![], vec![]]);
+        // B goes away: A's path (shorter than C's) takes over.
+        r.apply(Learned::Down { from: B });
+        assert_eq!(
+            sent(&mut r, &mut rxs),
+            [vec![wd("192.0.2.0/24")], vec![ann("192.0.2.0/24", &[100, 200])], vec![ann("192.0.2.0/24", &[100, 200])]]
+        );
+        // A withdraws: C's path is left.
+        r.apply(update(A, &[], &[], &["192.0.2.0/24"]));
+        assert_eq!(
+            sent(&mut r, &mut rxs),
+            [vec![ann("192.0.2.0/24", &[1, 2, 3])], vec![ann("192.0.2.0/24", &[1, 2, 3])], vec![wd("192.0.2.0/24")]]
+        );
+        let rib = r.rib.lock().unwrap();
+        assert!(rib.multi.is_empty());
+        assert_eq!(rib.best.len(), 1);
+    }
+
+    #[test]
+    fn equal_paths_tie_break_on_the_lower_address() {
+        let (mut r, mut rxs) = relay();
+        r.apply(update(B, &[2], &["192.0.2.0/24"], &[]));
+        r.apply(update(A, &[1], &["192.0.2.0/24"], &[]));
+        // Within one batch the changes for C come in order: B's path, then A's.
+        let s = sent(&mut r, &mut rxs);
+        assert_eq!(s[2], [ann("192.0.2.0/24", &[2]), ann("192.0.2.0/24", &[1])]);
+        assert_eq!(r.rib.lock().unwrap().best[&prefix("192.0.2.0/24")].from, 1);
+    }
+
+    #[test]
+    fn own_routes_win_and_a_session_gets_the_whole_table() {
+        let (mut r, mut rxs) = relay();
+        {
+            let mut rib = r.rib.lock().unwrap();
+            let own = rib.intern(attrs(&[]));
+            rib.best.insert(prefix("203.0.113.0/24"), Path { from: LOCAL, attrs: own });
+        }
+        r.apply(update(A, &[], &["203.0.113.0/24", "192.0.2.0/24"], &[]));
+        sent(&mut r, &mut rxs);
+        // An announcement and a withdrawal queued for B before its table: the table follows them.
+        r.apply(update(A, &[], &[], &["192.0.2.0/24"]));
+        r.apply(update(C, &[7], &["198.51.100.0/24"], &[]));
+        r.apply(Learned::TableWanted { from: B, generation: 4 });
+        r.flush();
+        let d: Vec<RouteDelta> = std::iter::from_fn(|| rxs[1].try_recv().ok()).collect();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].table_done, Some(4));
+        let own = attrs(&[]);
+        let seven = attrs(&[7]);
+        let p = |s| prefix(s);
+        let expect = [
+            RouteChange::Withdraw(vec![p("192.0.2.0/24")]),
+            // The queued announcement and the table's join: same attributes.
+            RouteChange::Announce(seven, vec![p("198.51.100.0/24"), p("198.51.100.0/24")]),
+            RouteChange::Announce(own, vec![p("203.0.113.0/24")]),
+        ];
+        assert_eq!(d[0].changes, expect);
+        let rib = r.rib.lock().unwrap();
+        assert_eq!(rib.received_from(1).count(), 1);
+        assert_eq!(rib.advertised_to(3), 1);
+    }
+
+    #[test]
+    fn equal_attributes_share_one_set() {
+        let (mut r, mut rxs) = relay();
+        r.apply(update(A, &[100], &["192.0.2.0/24"], &[]));
+        r.apply(update(A, &[100], &["198.51.100.0/24"], &[]));
+        r.flush();
+        for rx in &mut rxs[1..] {
+            let d = rx.try_recv().unwrap();
+            assert_eq!(d.changes.len(), 1, "one run: {:?}", d.changes);
+        }
+        // Re-announcing the same route is no change.
+        r.apply(update(A, &[100], &["192.0.2.0/24"], &[]));
+        assert_eq!(sent(&mut r, &mut rxs), [vec![], vec![], vec![]]);
+    }
 }

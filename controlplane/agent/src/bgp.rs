@@ -391,7 +391,13 @@ pub async fn run(
                         incoming.lock().unwrap_or_else(|e| e.into_inner()).insert(d.cfg.address, tx);
                         rx
                     });
-                    let ch = PeerChannels { routes: routes_rx, status, stop: stop_rx, incoming: accept, learned: None };
+                    let ch = PeerChannels {
+                        routes: routes_rx.into(),
+                        status,
+                        stop: stop_rx,
+                        incoming: accept,
+                        learned: None,
+                    };
                     let task = tokio::spawn(run_peer(d.cfg.clone(), ch));
                     let listen_port = d.listen_port;
                     running.insert(k, Running { cfg: d.cfg, listen_port, routes: routes_tx, stop: stop_tx, task });

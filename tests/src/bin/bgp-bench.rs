@@ -1,14 +1,22 @@
-//! BGP origination benchmark: N host routes from the device under test to a BIRD 2 receiver, in
-//! network namespaces, for Halyard's speaker (`halyard-bgpd`) and BIRD 2 side by side in one run
-//! (method: `shared/reference/bgp.md` §8.2, scenario (b); the relay scenario needs the RIB).
+//! BGP benchmarks, in network namespaces (method: `shared/reference/bgp.md` §8.2):
 //!
-//! Run (root, bird2 installed):
-//! `cargo build --release -p halyard-bgp -p halyard-tests && sudo target/release/bgp-bench [N] [RUNS]`
+//! - relay: injector (`halyard-bgpd`) -> DUT -> BIRD 2 receiver, with `halyard-bgpd`, BIRD 2,
+//!   FRR and GoBGP as the DUT side by side in one run;
+//! - origination (scenario (b)): N host routes from the DUT to a BIRD 2 receiver, for
+//!   `halyard-bgpd` and BIRD 2.
 //!
-//! Timing starts at the instant the receiver's BIRD records the session as Established (its own
-//! millisecond timestamp, `timeformat protocol iso long ms`) and stops when it holds all N routes
-//! (polled with `birdc show route count` every 10 ms, so figures carry up to ~10 ms of polling). CPU is the DUT's utime+stime
-//! at that moment (so it includes start-up and route generation), RSS its peak (VmHWM).
+//! Run (root, bird2 installed; frr and gobgpd are used when present):
+//! `cargo build --release -p halyard-bgp -p halyard-tests && sudo TZ=UTC target/release/bgp-bench [N] [RUNS]`
+//! (`BENCH=origination` runs only the second part; `DUTS=halyard,bird` only those DUTs;
+//! `INJECTOR=/path/to/halyard-bgpd` injects with another build, to compare DUT builds with one
+//! injector).
+//!
+//! Origination timing starts at the instant the receiver's BIRD records the session as
+//! Established (its own millisecond timestamp, `timeformat protocol iso long ms`); relay timing
+//! at the injector's start. Both stop when the receiver holds all N routes (polled with `birdc
+//! show route count` every 10 ms, so figures carry up to ~10 ms of polling). CPU is the DUT's
+//! utime+stime at that moment (so it includes start-up), RSS its peak (VmHWM). DUTs take turns
+//! run by run, and the host's load average is printed: compare DUTs within one run only.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -183,7 +191,8 @@ fn measure_relay(dut_kind: &str, n: u32, bgpd: &std::path::Path) -> Sample {
     );
     std::fs::write(&conf, text).expect("write config");
     let t0 = Instant::now();
-    let _inj = inj.spawn([bgpd.to_str().unwrap(), "-c", conf.to_str().unwrap()], dir.path().join("inj.log"));
+    let injector = std::env::var_os("INJECTOR").map_or_else(|| bgpd.to_path_buf(), std::path::PathBuf::from);
+    let _inj = inj.spawn([injector.to_str().unwrap(), "-c", conf.to_str().unwrap()], dir.path().join("inj.log"));
     let deadline = t0 + Duration::from_secs(120);
     while route_count(&rcv) < u64::from(n) {
         assert!(Instant::now() < deadline, "{dut_kind}: receiver stuck at {} of {n} routes", route_count(&rcv));
@@ -209,23 +218,54 @@ fn main() {
             "{:<10} {:>12} {:>20} {:>16} {:>12}",
             "DUT", "median (s)", "min-max (s)", "CPU us/route", "peak RSS MiB"
         );
-        for kind in ["halyard", "bird", "frr", "gobgp"] {
-            if (kind == "frr" && !halyard_tests::peers::Frr::available())
-                || (kind == "gobgp" && !halyard_tests::peers::Gobgp::available())
-            {
-                continue;
-            }
-            let mut samples: Vec<Sample> = (0..runs).map(|_| measure_relay(kind, n, &bgpd)).collect();
-            report(kind, &mut samples, n);
+        let kinds: Vec<&str> = ["halyard", "bird", "frr", "gobgp"]
+            .into_iter()
+            .filter(|k| {
+                selected(k)
+                    && (*k != "frr" || halyard_tests::peers::Frr::available())
+                    && (*k != "gobgp" || halyard_tests::peers::Gobgp::available())
+            })
+            .collect();
+        let load = load_average();
+        let samples = rounds(&kinds, runs, |kind| measure_relay(kind, n, &bgpd));
+        for (kind, mut s) in kinds.iter().zip(samples) {
+            report(kind, &mut s, n);
         }
+        println!("host load average (1 min) before/after: {load} / {}", load_average());
         println!("anchor (shared/REFERENCE.md, same method): BIRD 0.090 s, FRR 0.46 s, GoBGP 4.34 s\n");
     }
     println!("BGP origination: {n} IPv4 /32 routes from the DUT to a BIRD 2 receiver ({runs} runs each)");
     println!("{:<10} {:>12} {:>20} {:>16} {:>12}", "DUT", "median (s)", "min-max (s)", "CPU us/route", "peak RSS MiB");
-    for kind in ["halyard", "bird"] {
-        let mut samples: Vec<Sample> = (0..runs).map(|_| measure(kind, n, &bgpd)).collect();
-        report(kind, &mut samples, n);
+    let kinds: Vec<&str> = ["halyard", "bird"].into_iter().filter(|k| selected(k)).collect();
+    let load = load_average();
+    let samples = rounds(&kinds, runs, |kind| measure(kind, n, &bgpd));
+    for (kind, mut s) in kinds.iter().zip(samples) {
+        report(kind, &mut s, n);
     }
+    println!("host load average (1 min) before/after: {load} / {}", load_average());
+}
+
+/// Measures every DUT `runs` times, taking the DUTs in turn run by run, so that a change in the
+/// machine's load (it may be shared) hits every DUT alike. Samples per DUT, in `kinds` order.
+fn rounds(kinds: &[&str], runs: usize, mut measure: impl FnMut(&str) -> Sample) -> Vec<Vec<Sample>> {
+    let mut out: Vec<Vec<Sample>> = kinds.iter().map(|_| Vec::new()).collect();
+    for _ in 0..runs {
+        for (kind, samples) in kinds.iter().zip(&mut out) {
+            samples.push(measure(kind));
+        }
+    }
+    out
+}
+
+/// The host's 1-minute load average, a guard against reading figures taken on a busy machine.
+fn load_average() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().next().unwrap_or("?").to_string()
+}
+
+/// `DUTS=halyard,bird` limits a run to those DUTs (default: all).
+fn selected(kind: &str) -> bool {
+    std::env::var("DUTS").map_or(true, |v| v.split(',').any(|k| k.trim() == kind))
 }
 
 fn report(kind: &str, samples: &mut [Sample], n: u32) {
