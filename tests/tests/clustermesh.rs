@@ -79,6 +79,7 @@ endpoints:
     )
 }
 
+/// A clustermesh-apiserver in a namespace, killed by PID on drop.
 struct ApiServer {
     child: Child,
 }
@@ -88,13 +89,27 @@ impl ApiServer {
         Self::start_with(netns, etcd, manifests, log, &[])
     }
 
+    /// Cluster "east" (id 1) with extra flags.
     fn start_with(netns: &str, etcd: &Etcd, manifests: &Path, log: &Path, extra: &[&str]) -> ApiServer {
+        Self::start_cluster(netns, "east", 1, etcd, manifests, log, extra)
+    }
+
+    fn start_cluster(
+        netns: &str,
+        name: &str,
+        id: u32,
+        etcd: &Etcd,
+        manifests: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> ApiServer {
         let log = std::fs::File::create(log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", netns])
             .arg(bin("clustermesh-apiserver"))
             .args(extra)
-            .args(["--cluster-name", "east", "--cluster-id", "1", "--lease-ttl", "5", "--etcd-endpoints", &etcd.url()])
+            .args(["--cluster-name", name, "--cluster-id", &id.to_string(), "--lease-ttl", "5"])
+            .args(["--etcd-endpoints", &etcd.url()])
             .arg("--manifest-dir")
             .arg(manifests)
             .stdout(Stdio::null())
@@ -446,7 +461,7 @@ fn three_clusters_share_services_and_nodes_both_ways() {
         .unwrap();
         // The cluster's apiserver publishes from the same manifests its agent reads.
         let log = tmp.path().join(format!("apiserver-{idx}.log"));
-        let api = ApiServerN::start(ns.name(), names[i], idx, &etcds[i], &agent.manifests, &log);
+        let api = ApiServer::start_cluster(ns.name(), names[i], idx, &etcds[i], &agent.manifests, &log, &[]);
         agents.push(agent);
         apis.push(api);
     }
@@ -477,30 +492,4 @@ fn three_clusters_share_services_and_nodes_both_ways() {
         assert_eq!(c3["nodes"], 1, "c3's node is still shared: {c3}");
     }
     drop(apis);
-}
-
-struct ApiServerN(Child);
-
-impl ApiServerN {
-    fn start(netns: &str, name: &str, id: u32, etcd: &Etcd, manifests: &Path, log: &Path) -> ApiServerN {
-        let log = std::fs::File::create(log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns])
-            .arg(bin("clustermesh-apiserver"))
-            .args(["--cluster-name", name, "--cluster-id", &id.to_string(), "--etcd-endpoints", &etcd.url()])
-            .arg("--manifest-dir")
-            .arg(manifests)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        ApiServerN(child)
-    }
-}
-
-impl Drop for ApiServerN {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

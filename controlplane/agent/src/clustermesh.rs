@@ -185,10 +185,22 @@ async fn follow(cfg: RemoteClusterConfig, settings: MeshSettings, mesh: SharedMe
         // A server that refuses our client certificate just closes the TLS connection; say what
         // that usually means instead of leaving "connection closed".
         let lower = e.to_lowercase();
+        let refused = lower.contains("tcp connect error") || lower.contains("connection refused");
         let e = if tls
-            && ["connection closed", "canceled", "cancelled", "handshake", "reset by peer"]
-                .iter()
-                .any(|w| lower.contains(w))
+            && !refused
+            && [
+                "connection closed",
+                "canceled",
+                "cancelled",
+                "handshake",
+                "reset by peer",
+                "broken pipe",
+                "unexpected eof",
+                "certificate",
+                "transport error",
+            ]
+            .iter()
+            .any(|w| lower.contains(w))
         {
             format!(
                 "{e} (the TLS connection was closed by the server: it most likely does not accept this client \

@@ -83,27 +83,33 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(dir: &std::path::Path, runs: usize) -> anyhow::Result<()> {
-    let vip = Ipv4Addr::new(10, 96, 0, 10);
+/// Loads the datapath under `pin` with 100 backends (static next hop `nh_mac`) and service 1's
+/// Maglev table over them.
+pub(crate) fn load_with_backends(
+    pin: &std::path::Path,
+    nh_mac: [u8; 6],
+) -> anyhow::Result<(Datapath, halyard_datapath::lb::LbMaps)> {
     let cfg = DatapathConfig {
-        pin_dir: dir.join("halyard"),
+        pin_dir: pin.to_path_buf(),
         node_ipv4: Ipv4Addr::new(192, 168, 0, 2),
         hash_seed: MaglevSeed::default().jhash0,
         geneve_vni: 2,
     };
-    let mut dp = Datapath::load(cfg)?;
+    let dp = Datapath::load(cfg)?;
     let mut maps = dp.maps()?;
+    let addr = |i: u32| Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8);
     let ids: Vec<u32> = (1..=100).collect();
     for &i in &ids {
-        let be = Lb4Backend::new(Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8), 80)
-            .with_static_next_hop([2, 0, 0, 0, 0, 3], 0);
-        maps.upsert_backend(i, &be)?;
+        maps.upsert_backend(i, &Lb4Backend::new(addr(i), 80).with_static_next_hop(nh_mac, 0))?;
     }
-    let mb: Vec<_> = ids
-        .iter()
-        .map(|&i| MaglevBackend::new(i, Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8).into(), 80, L4Proto::Tcp))
-        .collect();
+    let mb: Vec<_> = ids.iter().map(|&i| MaglevBackend::new(i, addr(i).into(), 80, L4Proto::Tcp)).collect();
     maps.set_maglev(1, &build_table(&mb, MAGLEV_M as u32, &MaglevSeed::default())?)?;
+    Ok((dp, maps))
+}
+
+fn bench(dir: &std::path::Path, runs: usize) -> anyhow::Result<()> {
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let (mut dp, mut maps) = load_with_backends(&dir.join("halyard"), [2, 0, 0, 0, 0, 3])?;
     // 1000 other services so the service hash is not trivially small.
     for s in 0..1000u32 {
         let key = Lb4Key::new(Ipv4Addr::new(10, 97, (s >> 8) as u8, s as u8), 80, IPPROTO_TCP);
@@ -348,24 +354,7 @@ mod veth {
 
     /// In the DUT namespace: load, fill the maps, attach (pinned), exit.
     pub fn dut(pin: &str, mode: &str, ifname: &str) -> anyhow::Result<()> {
-        let cfg = DatapathConfig {
-            pin_dir: pin.into(),
-            node_ipv4: Ipv4Addr::new(192, 168, 0, 2),
-            hash_seed: MaglevSeed::default().jhash0,
-            geneve_vni: 2,
-        };
-        let mut dp = Datapath::load(cfg)?;
-        let mut maps = dp.maps()?;
-        let ids: Vec<u32> = (1..=100).collect();
-        for &i in &ids {
-            let be = Lb4Backend::new(Ipv4Addr::new(10, 1, 0, i as u8), 80).with_static_next_hop([2, 0, 0, 0, 0, 9], 0);
-            maps.upsert_backend(i, &be)?;
-        }
-        let mb: Vec<_> = ids
-            .iter()
-            .map(|&i| MaglevBackend::new(i, Ipv4Addr::new(10, 1, 0, i as u8).into(), 80, L4Proto::Tcp))
-            .collect();
-        maps.set_maglev(1, &build_table(&mb, MAGLEV_M as u32, &MaglevSeed::default())?)?;
+        let (mut dp, mut maps) = super::load_with_backends(std::path::Path::new(pin), [2, 0, 0, 0, 0, 9])?;
         maps.upsert_service(
             &Lb4Key::new(VIP, 80, IPPROTO_TCP),
             &Lb4Service { svc_id: 1, backends: 100, mode: ForwardingMode::DsrIpip as u8, flags: 0 },
