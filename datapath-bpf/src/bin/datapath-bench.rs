@@ -241,9 +241,8 @@ mod veth {
 
     use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
     use halyard_datapath::lb::LbMaps;
-    use halyard_datapath::loader::{self, Datapath, DatapathConfig};
-    use halyard_datapath::maglev::{L4Proto, MaglevBackend, MaglevSeed, build_table};
-    use halyard_datapath::maps::{Counter, ForwardingMode, IPPROTO_TCP, Lb4Backend, Lb4Key, Lb4Service, MAGLEV_M};
+    use halyard_datapath::loader;
+    use halyard_datapath::maps::{Counter, ForwardingMode, IPPROTO_TCP, Lb4Key, Lb4Service};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
