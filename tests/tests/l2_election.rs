@@ -177,3 +177,117 @@ fn one_owner_per_ip_and_failover_after_sigkill() {
         }
     }
 }
+
+/// Starts etcd, a client and three agents on a bridge (returns the lan, etcd's netns, etcd,
+/// client, node namespaces with their bridge ports, agents and MACs).
+struct Cluster {
+    lan: Bridge,
+    _etcd_ns: Netns,
+    _etcd: Etcd,
+    client: Netns,
+    nodes: Vec<Netns>,
+    ports: Vec<String>,
+    agents: Vec<Option<Agent>>,
+    macs: Vec<String>,
+}
+
+fn cluster(tag: &str) -> Cluster {
+    let lan = Bridge::new(tag);
+    let etcd_ns = Netns::new(&format!("{tag}e"));
+    lan.attach(&etcd_ns, "eth0", &["10.80.1.50/24"]);
+    let etcd = Etcd::start_in(Some(etcd_ns.name()), "10.80.1.50");
+    let client = Netns::new(&format!("{tag}c"));
+    lan.attach(&client, "eth0", &["10.80.1.100/24"]);
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    let mut agents = Vec::new();
+    for i in 1..=3 {
+        let ns = Netns::new(&format!("{tag}{i}"));
+        ports.push(lan.attach(&ns, "eth0", &[&format!("10.80.1.1{i}/24")]));
+        let agent = Agent::start_in(
+            ns.name(),
+            &[("m.yaml", MANIFESTS)],
+            &[
+                "--node-name",
+                &format!("node-{i}"),
+                "--l2-election",
+                "etcd",
+                "--l2-etcd-endpoints",
+                &etcd.url(),
+                "--l2-heartbeat-group",
+                "10.80.1.255:7946",
+            ],
+        )
+        .unwrap();
+        nodes.push(ns);
+        agents.push(Some(agent));
+    }
+    let macs = nodes.iter().map(|n| n.run_ok(&["cat", "/sys/class/net/eth0/address"]).trim().to_lowercase()).collect();
+    Cluster { lan, _etcd_ns: etcd_ns, _etcd: etcd, client, nodes, ports, agents, macs }
+}
+
+/// Probes `ip` over ARP every 10 ms for `count` probes with `arp-probe`: (probes, answered,
+/// probes answered by two MACs, MACs in order of first answer).
+fn probe(client: &Netns, ip: &str, count: u32) -> (u64, u64, u64, Vec<String>) {
+    let out = client.run_ok(&[
+        halyard_tests::bin("arp-probe").to_str().unwrap(),
+        "eth0",
+        "10.80.1.100",
+        ip,
+        &count.to_string(),
+        "10",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let macs = v["macs"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
+    (v["probes"].as_u64().unwrap(), v["answered"].as_u64().unwrap(), v["double"].as_u64().unwrap(), macs)
+}
+
+/// KNOWN BUG (issue 6), so not run by default: with the nodes cut off from each other but not
+/// from etcd, the owner must refute its peers' fences and keep answering alone. In about one run
+/// in five on this 2-core VM, a refute arrives after the 10 ms refute window. Then the owner
+/// either stops answering for a while, or, seen once under load, a peer starts while the owner
+/// still answers (10 probes answered by two MACs). Run it with `--ignored` when working on the
+/// election's timing.
+#[test]
+#[ignore = "known bug: the refute can lose the race against a fence on a loaded host (issue 6)"]
+fn partitions_never_leave_two_nodes_answering() {
+    if !require_root() || !require_program("arping", "iputils-arping") || !etcd::available("l2 partitions") {
+        return;
+    }
+    let c = cluster("l2p");
+    let ip = "10.80.1.200";
+    let owner = wait_until(Duration::from_secs(20), "one owner", || {
+        let o = owners(&c.agents, ip);
+        (o.len() == 1).then(|| o[0])
+    });
+
+    // Case 1: the nodes cannot hear each other (isolated bridge ports), but all still reach etcd
+    // and the client. Peers try to fence the "silent" owner; it refutes while it holds its lease.
+    for p in &c.ports {
+        c.lan.ns().run_ok(&["bridge", "link", "set", "dev", p, "isolated", "on"]);
+    }
+    let (sent, answered, double, macs) = probe(&c.client, ip, 200);
+    assert_eq!(double, 0, "a probe was answered by two MACs ({macs:?})");
+    assert_eq!(answered, sent, "the owner kept answering");
+    assert_eq!(macs, vec![c.macs[owner].clone()], "only the owner answers while cut off from its peers");
+    assert_eq!(owners(&c.agents, ip), vec![owner], "nobody else took over");
+    for p in &c.ports {
+        c.lan.ns().run_ok(&["bridge", "link", "set", "dev", p, "isolated", "off"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Case 2: the owner loses etcd; the client (and its peers) still reach it. It must stop
+    // answering by itself before a peer, which fences it through etcd, starts. (Cutting it from its
+    // peers as well, while they still hear each other, needs per-port filtering this bridge setup
+    // does not give; the simulator covers that case.)
+    c.nodes[owner].ip_ok(&["route", "add", "blackhole", "10.80.1.50/32"]);
+    let (_, _, double, macs) = probe(&c.client, ip, 300);
+    assert_eq!(double, 0, "a probe was answered by two MACs during the takeover ({macs:?})");
+    let new_owner = wait_until(Duration::from_secs(10), "a new owner", || {
+        let o = owners(&c.agents, ip);
+        (o.len() == 1 && o[0] != owner).then(|| o[0])
+    });
+    let (sent, answered, double, macs) = probe(&c.client, ip, 50);
+    assert_eq!((double, answered), (0, sent));
+    assert_eq!(macs, vec![c.macs[new_owner].clone()], "the cut-off node stopped answering");
+}
