@@ -1,0 +1,235 @@
+//! `l2-failover-bench [RUNS]`: failover time of an L2-announced IP when its owner node dies,
+//! Halyard's election against keepalived (VRRPv3, 10 ms adverts), side by side in one run.
+//!
+//! Three nodes and a client on a bridge LAN (network namespaces; Halyard also gets an etcd). A
+//! client probes the IP over ARP every 5 ms (`arp-probe`). Each run takes the owner's bridge port
+//! down and then SIGKILLs its announcer, at a random phase, and records the longest run of unanswered probes
+//! (the failover time) and the probes answered by two MACs. Then the node comes back and the next
+//! run starts once the IP has an owner again. Needs root, etcd-server, keepalived and the workspace
+//! binaries (`cargo build --release -p halyard-agent -p halyard-cli -p halyard-tests`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use halyard_tests::etcd::Etcd;
+use halyard_tests::netns::{Bridge, Netns, poll_until};
+use halyard_tests::{Agent, bin};
+
+const IP: &str = "10.80.1.200";
+const MANIFESTS: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata: {name: lan}
+spec:
+  blocks: [{start: 10.80.1.200, stop: 10.80.1.209}]
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: lan}
+spec:
+  interfaces: ["^eth0$"]
+  loadBalancerIPs: true
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default, annotations: {lbipam.cilium.io/ips: "10.80.1.200"}}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-2}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-3}
+"#;
+
+/// One node's announcer: Halyard's agent or a keepalived.
+enum Announcer {
+    Halyard(Agent),
+    Keepalived { ns: String, conf: std::path::PathBuf, child: Option<Child> },
+}
+
+impl Announcer {
+    fn kill(&mut self) {
+        match self {
+            Announcer::Halyard(a) => a.kill(),
+            Announcer::Keepalived { child, .. } => {
+                if let Some(mut c) = child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+    fn start(&mut self) {
+        match self {
+            Announcer::Halyard(a) => a.restart().expect("restart agent"),
+            Announcer::Keepalived { ns, conf, child } => *child = Some(keepalived(ns, conf)),
+        }
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn keepalived(ns: &str, conf: &std::path::Path) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "keepalived", "--dont-fork", "--vrrp", "--log-console", "--use-file"])
+        .arg(conf)
+        .args(["--pid", &format!("/tmp/hl-ka-{ns}.pid"), "--vrrp_pid", &format!("/tmp/hl-ka-vrrp-{ns}.pid")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start keepalived")
+}
+
+fn probe(client: &Netns, count: u32) -> serde_json::Value {
+    let out = client.run_ok(&[bin("arp-probe").to_str().unwrap(), "eth0", "10.80.1.100", IP, &count.to_string(), "5"]);
+    serde_json::from_str(out.trim()).expect("arp-probe output")
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn run(kind: &str, runs: u32) -> (Vec<f64>, u64) {
+    let lan = Bridge::new(&format!("fb{kind}"));
+    let etcd_ns = Netns::new("fbetcd");
+    lan.attach(&etcd_ns, "eth0", &["10.80.1.50/24"]);
+    let etcd = (kind == "halyard").then(|| Etcd::start_in(Some(etcd_ns.name()), "10.80.1.50"));
+    let client = Netns::new("fbcli");
+    lan.attach(&client, "eth0", &["10.80.1.100/24"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    let mut ann = Vec::new();
+    for i in 1..=3u32 {
+        let ns = Netns::new(&format!("fbn{i}"));
+        ports.push(lan.attach(&ns, "eth0", &[&format!("10.80.1.1{i}/24")]));
+        let a = if kind == "halyard" {
+            let url = etcd.as_ref().unwrap().url();
+            Announcer::Halyard(
+                Agent::start_in(
+                    ns.name(),
+                    &[("m.yaml", MANIFESTS)],
+                    &[
+                        "--node-name",
+                        &format!("node-{i}"),
+                        "--l2-election",
+                        "etcd",
+                        "--l2-etcd-endpoints",
+                        &url,
+                        "--l2-heartbeat-group",
+                        "10.80.1.255:7946",
+                        "--log-level",
+                        "warn",
+                    ],
+                )
+                .expect("agent"),
+            )
+        } else {
+            let conf = tmp.path().join(format!("ka{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {}\n  \
+                     advert_int 0.01\n  version 3\n  virtual_ipaddress {{\n    {IP}/24\n  }}\n}}\n",
+                    100 - i * 10
+                ),
+            )
+            .unwrap();
+            let child = keepalived(ns.name(), &conf);
+            Announcer::Keepalived { ns: ns.name().to_string(), conf, child: Some(child) }
+        };
+        nodes.push(ns);
+        ann.push(a);
+    }
+    let macs: Vec<String> =
+        nodes.iter().map(|n| n.run_ok(&["cat", "/sys/class/net/eth0/address"]).trim().to_lowercase()).collect();
+    let owner = |client: &Netns| -> Option<usize> {
+        let v = probe(client, 20);
+        let m = v["macs"].as_array()?;
+        (m.len() == 1).then(|| macs.iter().position(|x| Some(x.as_str()) == m[0].as_str()))?
+    };
+    let mut gaps = Vec::new();
+    let mut doubles = 0;
+    for r in 0..runs {
+        let Some(o) = poll_until(Duration::from_secs(15), || owner(&client)) else {
+            eprintln!("{kind}: run {r}: no single owner; skipped");
+            continue;
+        };
+        // 1.5 s of probes; the kill lands at a random phase after 200-300 ms.
+        let c2 = client.name().to_string();
+        let prober = std::thread::spawn(move || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &c2])
+                .arg(bin("arp-probe"))
+                .args(["eth0", "10.80.1.100", IP, "300", "5"])
+                .output()
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(200 + (fastrand_u64() % 100)));
+        // The node drops off the LAN first (that is the moment it stops answering, for both
+        // announcers: keepalived leaves the address configured, and the kernel would go on
+        // answering ARP for it), then its process dies.
+        lan.ns().ip_ok(&["link", "set", &ports[o], "down"]);
+        ann[o].kill();
+        let v = prober.join().unwrap();
+        let gap = v["longest_gap_ms"].as_f64().unwrap_or(f64::NAN);
+        let double = v["double"].as_u64().unwrap_or(0);
+        eprintln!(
+            "{kind}: run {r}: owner node-{} killed; failover {gap} ms; double answers {double}; answered {} of {}; macs {}",
+            o + 1,
+            v["answered"],
+            v["probes"],
+            v["macs"]
+        );
+        gaps.push(gap);
+        doubles += double;
+        lan.ns().ip_ok(&["link", "set", &ports[o], "up"]);
+        ann[o].start();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(ann);
+    (gaps, doubles)
+}
+
+fn fastrand_u64() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+}
+
+fn main() {
+    let runs: u32 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    println!("L2 failover: owner link down + SIGKILL, client ARP probe every 5 ms, {runs} runs each");
+    println!(
+        "goal: Halyard p99 <= 100 ms and 0 probes answered by two MACs; anchor: keepalived VRRPv3 with 10 ms adverts, same run"
+    );
+    println!(
+        "{:<12} {:>6} {:>9} {:>9} {:>9} {:>14}",
+        "announcer", "runs", "p50 ms", "p99 ms", "max ms", "double answers"
+    );
+    let only = std::env::var("ONLY").ok();
+    for kind in ["halyard", "keepalived"] {
+        if only.as_deref().is_some_and(|o| o != kind) {
+            continue;
+        }
+        let (mut g, d) = run(kind, runs);
+        if g.is_empty() {
+            println!("{kind:<12} no run completed");
+            continue;
+        }
+        let n = g.len();
+        let (p50, p99, max) = (pct(&mut g, 0.5), pct(&mut g, 0.99), pct(&mut g, 1.0));
+        println!("{kind:<12} {n:>6} {p50:>9.0} {p99:>9.0} {max:>9.0} {d:>14}");
+    }
+}
