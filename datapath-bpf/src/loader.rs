@@ -184,27 +184,12 @@ impl Datapath {
 
     fn attach_xdp(&mut self, name: &'static str, ifname: &str, path: &Path) -> Result<&'static str, DatapathError> {
         let prog = program::<Xdp>(&mut self.xdp, name)?;
-        if path.exists() {
-            let pinned = PinnedLink::from_pin(path).map_err(|e| DatapathError::Link {
-                program: name,
-                what: format!("reading pinned link {}: {e}", path.display()),
-            })?;
-            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| DatapathError::Link {
-                program: name,
-                what: format!("pinned link {} is not an XDP link: {e}", path.display()),
-            })?;
-            match prog.attach_to_link(link) {
-                Ok(id) => {
-                    // The pin keeps the link; dropping our handle only closes a file descriptor.
-                    drop(prog.take_link(id));
-                    return Ok("replaced");
-                }
-                // The link outlived its device (interface or namespace gone): start afresh.
-                Err(e) => {
-                    tracing::warn!("stale XDP link {} ({e}); attaching anew", path.display());
-                    let _ = std::fs::remove_file(path);
-                }
-            }
+        let reused = reuse_pinned_link(name, path, "XDP", XdpLink::try_from, |link| {
+            // The pin keeps the link; dropping our handle only closes a file descriptor.
+            prog.attach_to_link(link).map(|id| drop(prog.take_link(id)))
+        })?;
+        if reused {
+            return Ok("replaced");
         }
         let (id, mode) = match prog.attach(ifname, XdpMode::Driver) {
             Ok(id) => (id, "native"),
@@ -241,31 +226,48 @@ impl Datapath {
     }
 }
 
+/// Swaps a freshly loaded program into the link an earlier run pinned at `path`, if there is one.
+/// Returns whether it did. A link that outlived its device (interface or namespace gone) is
+/// removed, so the caller attaches anew.
+fn reuse_pinned_link<L>(
+    name: &'static str,
+    path: &Path,
+    kind: &str,
+    convert: impl FnOnce(FdLink) -> Result<L, aya::programs::links::LinkError>,
+    replace: impl FnOnce(L) -> Result<(), ProgramError>,
+) -> Result<bool, DatapathError> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let pinned = PinnedLink::from_pin(path).map_err(|e| DatapathError::Link {
+        program: name,
+        what: format!("reading pinned link {}: {e}", path.display()),
+    })?;
+    let link = convert(FdLink::from(pinned)).map_err(|e| DatapathError::Link {
+        program: name,
+        what: format!("pinned link {} is not a {kind} link: {e}", path.display()),
+    })?;
+    match replace(link) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::warn!("stale {kind} link {} ({e}); attaching anew", path.display());
+            let _ = std::fs::remove_file(path);
+            Ok(false)
+        }
+    }
+}
+
 fn attach_tc(
     prog: &mut SchedClassifier,
     name: &'static str,
     ifname: &str,
     path: &Path,
 ) -> Result<&'static str, DatapathError> {
-    if path.exists() {
-        let pinned = PinnedLink::from_pin(path).map_err(|e| DatapathError::Link {
-            program: name,
-            what: format!("reading pinned link {}: {e}", path.display()),
-        })?;
-        let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| DatapathError::Link {
-            program: name,
-            what: format!("pinned link {} is not a tc link: {e}", path.display()),
-        })?;
-        match prog.attach_to_link(link) {
-            Ok(id) => {
-                drop(prog.take_link(id));
-                return Ok("replaced");
-            }
-            Err(e) => {
-                tracing::warn!("stale tc link {} ({e}); attaching anew", path.display());
-                let _ = std::fs::remove_file(path);
-            }
-        }
+    let reused = reuse_pinned_link(name, path, "tc", SchedClassifierLink::try_from, |link| {
+        prog.attach_to_link(link).map(|id| drop(prog.take_link(id)))
+    })?;
+    if reused {
+        return Ok("replaced");
     }
     let id =
         prog.attach(ifname, TcAttachType::Ingress).map_err(prog_err(name, format!("attach to {ifname} ingress")))?;
