@@ -49,6 +49,20 @@ pub struct L2Status {
 
 pub type SharedL2Status = Arc<Mutex<L2Status>>;
 
+/// Whether `node` may announce `svc`: any node for `externalTrafficPolicy: Cluster`; for `Local`,
+/// only a node with a ready endpoint of the service (traffic must stay on the node it reaches,
+/// so a node without one would black-hole it).
+fn may_announce(model: &halyard_model::Model, svc: &halyard_model::Service, node: &str) -> bool {
+    if svc.spec.external_traffic_policy != Some(halyard_model::TrafficPolicy::Local) {
+        return true;
+    }
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let key = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
+    model.endpoint_slices_for(&key).any(|slice| {
+        slice.endpoints.iter().any(|ep| ep.conditions.ready != Some(false) && ep.node_name.as_deref() == Some(node))
+    })
+}
+
 /// Computes the announcements. Bad interface regexes are reported, and that policy is skipped.
 pub fn desired(snap: &Snapshot, node: &str, interfaces: &[String]) -> (Desired, Vec<Row>, Vec<String>) {
     let model = &snap.model;
@@ -82,7 +96,9 @@ pub fn desired(snap: &Snapshot, node: &str, interfaces: &[String]) -> (Desired, 
             .cloned()
             .collect();
         for svc in model.services.values() {
-            if !spec.service_selector.as_ref().is_none_or(|s| s.matches(&translate::selector_labels(svc))) {
+            if !spec.service_selector.as_ref().is_none_or(|s| s.matches(&translate::selector_labels(svc)))
+                || !may_announce(model, svc, node)
+            {
                 continue;
             }
             let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
@@ -113,7 +129,9 @@ pub fn desired(snap: &Snapshot, node: &str, interfaces: &[String]) -> (Desired, 
         let pools = translate::metallb_pools(model, &spec.ip_address_pools, &spec.ip_address_pool_selectors);
         for (skey, st) in &snap.lb.services {
             let labels = model.services.get(skey).map_or(&no_labels, |s| &s.metadata.labels);
-            if !translate::any_selector(&spec.service_selectors, labels) {
+            if !translate::any_selector(&spec.service_selectors, labels)
+                || model.services.get(skey).is_some_and(|s| !may_announce(model, s, node))
+            {
                 continue;
             }
             for a in st.ips.iter().filter(|a| pools.contains(a.pool.as_str())) {
@@ -320,5 +338,63 @@ pub async fn run(
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
         st.replies = a.responders.iter().map(|(i, r)| (i.clone(), r.replies_sent())).collect();
         st.announcements = a.responders.iter().map(|(i, r)| (i.clone(), r.announcements_sent())).collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let parsed = halyard_model::parse_manifest(std::path::Path::new("t.yaml"), yaml).expect("parses");
+        Snapshot { model: halyard_model::Model::from_objects(parsed.objects), ..Default::default() }
+    }
+
+    const ETP_LOCAL: &str = r#"
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: lan}
+spec: {externalIPs: true}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  externalIPs: ["10.9.0.1"]
+  ports: [{port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints:
+  - addresses: ["10.1.0.5"]
+    nodeName: node-a
+  - addresses: ["10.1.0.6"]
+    nodeName: node-b
+    conditions: {ready: false}
+"#;
+
+    #[test]
+    fn external_traffic_policy_local_needs_a_ready_local_endpoint() {
+        let snap = snapshot(ETP_LOCAL);
+        let ifaces = vec!["eth0".to_string()];
+        let ips = |node: &str| desired(&snap, node, &ifaces).0.into_values().flatten().collect::<Vec<_>>();
+        assert_eq!(ips("node-a"), vec!["10.9.0.1".parse::<IpAddr>().unwrap()], "node-a has a ready endpoint");
+        assert!(ips("node-b").is_empty(), "node-b's endpoint is not ready");
+        assert!(ips("node-c").is_empty(), "node-c has no endpoint");
+        // With Cluster, every node may announce.
+        let snap = snapshot(&ETP_LOCAL.replace("externalTrafficPolicy: Local", "externalTrafficPolicy: Cluster"));
+        assert_eq!(desired(&snap, "node-c", &ifaces).0.len(), 1);
+        // The election's candidates carry the same eligibility, for every Node in the model.
+        let nodes = "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: node-b}\n";
+        let snap = snapshot(&format!("{ETP_LOCAL}{nodes}"));
+        let c = candidates(&snap, "node-c", &ifaces);
+        let all: Vec<_> = c.iter().map(|c| c.node.as_str()).collect();
+        assert_eq!(all, ["node-a", "node-b", "node-c"]);
+        let eligible: Vec<_> = c.iter().filter(|c| !c.eligible_ips.is_empty()).map(|c| c.node.as_str()).collect();
+        assert_eq!(eligible, ["node-a"], "only the node with a ready local endpoint may own the IP");
     }
 }
