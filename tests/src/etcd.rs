@@ -134,6 +134,13 @@ impl Etcd {
         }
     }
 
+    /// Kills it and starts it again on the same data (an etcd restart or upgrade).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.generation -= 1;
+        self.spawn();
+    }
+
     /// Kills it and starts a fresh, empty etcd on the same ports.
     pub fn restart_empty(&mut self) {
         self.kill();
