@@ -241,3 +241,47 @@ impl Drop for Agent {
         }
     }
 }
+
+/// The L2 election tests' and benchmark's manifests: a LAN pool, an announcement policy on eth0,
+/// three services with requested IPs 10.80.1.200-202, and the three Nodes node-1..3.
+pub const L2_ELECTION_MANIFESTS: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata: {name: lan}
+spec:
+  blocks: [{start: 10.80.1.200, stop: 10.80.1.209}]
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: lan}
+spec:
+  interfaces: ["^eth0$"]
+  loadBalancerIPs: true
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default, annotations: {lbipam.cilium.io/ips: "10.80.1.200"}}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: default, annotations: {lbipam.cilium.io/ips: "10.80.1.201"}}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: default, annotations: {lbipam.cilium.io/ips: "10.80.1.202"}}
+spec: {type: LoadBalancer, ports: [{port: 53}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-2}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-3}
+"#;

@@ -16,37 +16,6 @@ use halyard_tests::netns::{Bridge, Netns, poll_until};
 use halyard_tests::{Agent, bin};
 
 const IP: &str = "10.80.1.200";
-const MANIFESTS: &str = r#"
-apiVersion: cilium.io/v2
-kind: CiliumLoadBalancerIPPool
-metadata: {name: lan}
-spec:
-  blocks: [{start: 10.80.1.200, stop: 10.80.1.209}]
----
-apiVersion: cilium.io/v2alpha1
-kind: CiliumL2AnnouncementPolicy
-metadata: {name: lan}
-spec:
-  interfaces: ["^eth0$"]
-  loadBalancerIPs: true
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default, annotations: {lbipam.cilium.io/ips: "10.80.1.200"}}
-spec: {type: LoadBalancer, ports: [{port: 80}]}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-1}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-2}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-3}
-"#;
 
 /// One node's announcer: Halyard's agent or a keepalived.
 enum Announcer {
@@ -120,7 +89,7 @@ fn run(kind: &str, runs: u32) -> (Vec<f64>, u64) {
             Announcer::Halyard(
                 Agent::start_in(
                     ns.name(),
-                    &[("m.yaml", MANIFESTS)],
+                    &[("m.yaml", halyard_tests::L2_ELECTION_MANIFESTS)],
                     &[
                         "--node-name",
                         &format!("node-{i}"),
