@@ -228,6 +228,13 @@ impl Lb4Backend {
     }
 }
 
+/// `address:port`, as the CLI and the agent's names show a backend.
+impl std::fmt::Display for Lb4Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.addr(), self.port())
+    }
+}
+
 impl Ct4Key {
     pub fn new(saddr: Ipv4Addr, sport: u16, daddr: Ipv4Addr, dport: u16, proto: u8) -> Self {
         Self {

@@ -69,10 +69,7 @@ fn host_prefix(ip: IpAddr) -> Prefix {
 
 /// The router ID: the node's first IPv4 InternalIP, else `fallback`.
 fn router_id(model: &Model, node: &str, fallback: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
-    let from_node = model.nodes.get(node).and_then(|n| {
-        n.status.addresses.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<Ipv4Addr>().ok())
-    });
-    from_node.or(fallback)
+    translate::node_internal_ipv4(model, node).or(fallback)
 }
 
 /// Computes the sessions and routes for this node. Problems (e.g. no router ID) are returned

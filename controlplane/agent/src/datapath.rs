@@ -424,7 +424,7 @@ impl LbReconciler {
     pub fn names(&self, interfaces: &[String]) -> Names {
         Names {
             services: self.applied.unit_ids.iter().map(|(u, id)| (*id, u.clone())).collect(),
-            backends: self.applied.backends.iter().map(|(id, b)| (*id, format!("{}:{}", b.addr(), b.port()))).collect(),
+            backends: self.applied.backends.iter().map(|(id, b)| (*id, b.to_string())).collect(),
             draining: self.applied.draining.clone(),
             dispatch: match self.lb_mode {
                 LbMode::Dsr => self.mode.as_str().to_string(),
@@ -455,15 +455,7 @@ pub struct DatapathStatus {
 pub type SharedDatapathStatus = Arc<Mutex<DatapathStatus>>;
 
 fn node_ipv4(settings: &DatapathSettings, model: &Model, node: &str) -> Option<Ipv4Addr> {
-    settings.node_ipv4.or_else(|| {
-        model.nodes.get(node).and_then(|n| {
-            n.status
-                .addresses
-                .iter()
-                .filter(|a| a.type_ == "InternalIP")
-                .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
-        })
-    })
+    settings.node_ipv4.or_else(|| crate::translate::node_internal_ipv4(model, node))
 }
 
 /// Loads and attaches the programs, then keeps the maps in step with the snapshots. Runs on a

@@ -182,6 +182,13 @@ pub fn services(model: &Model) -> Vec<ServiceSpec> {
 }
 
 /// A service's labels plus Cilium's namespace/name pseudo-labels, for service selectors.
+/// The first IPv4 InternalIP of Node `node` in the model (BGP router ID, DSR source address).
+pub fn node_internal_ipv4(model: &Model, node: &str) -> Option<std::net::Ipv4Addr> {
+    model.nodes.get(node).and_then(|n| {
+        n.status.addresses.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse().ok())
+    })
+}
+
 pub fn selector_labels(svc: &Service) -> std::collections::BTreeMap<String, String> {
     let mut labels = svc.metadata.labels.clone();
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");

@@ -86,34 +86,26 @@ pub fn lb_list(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
         let share = table.as_deref().map(shares).unwrap_or_default();
         let mode = ForwardingMode::from_u8(svc.mode).map(|m| m.as_str()).unwrap_or("?");
         let frontend = format!("{}:{}/{}", key.vip(), key.port(), proto_name(key.proto));
+        let label = service_label(&names, svc.svc_id);
+        if share.is_empty() {
+            rows.push(vec![frontend.clone(), label.clone(), mode.into(), "(none: dropped)".into(), "-".into()]);
+        }
+        // One pass: the JSON item and the table rows (frontend, service and mode on the first).
         let mut bl = Vec::new();
-        for (id, slots) in &share {
-            let addr =
-                backends.get(id).map(|b| format!("{}:{}", b.addr(), b.port())).unwrap_or_else(|| format!("#{id}"));
-            bl.push(json!({"id": id, "address": addr, "slots": slots}));
-        }
-        items.push(json!({"frontend": frontend, "service": service_label(&names, svc.svc_id), "serviceId": svc.svc_id,
-                          "mode": mode, "backends": bl}));
-        if bl.is_empty() {
-            rows.push(vec![
-                frontend.clone(),
-                service_label(&names, svc.svc_id),
-                mode.into(),
-                "(none: dropped)".into(),
-                "-".into(),
-            ]);
-        }
         for (i, (id, slots)) in share.iter().enumerate() {
-            let addr =
-                backends.get(id).map(|b| format!("{}:{}", b.addr(), b.port())).unwrap_or_else(|| format!("#{id}"));
+            let addr = backends.get(id).map(ToString::to_string).unwrap_or_else(|| format!("#{id}"));
             let pct = *slots as f64 * 100.0 / MAGLEV_M as f64;
             let (f, s, m) = if i == 0 {
-                (frontend.clone(), service_label(&names, svc.svc_id), mode.to_string())
+                (frontend.clone(), label.clone(), mode.to_string())
             } else {
                 (String::new(), String::new(), String::new())
             };
             rows.push(vec![f, s, m, format!("{addr} ({id})"), format!("{slots} ({pct:.1}%)")]);
+            bl.push(json!({"id": id, "address": addr, "slots": slots}));
         }
+        items.push(
+            json!({"frontend": frontend, "service": label, "serviceId": svc.svc_id, "mode": mode, "backends": bl}),
+        );
     }
     if json_out {
         return Ok(serde_json::to_string_pretty(&Value::from(items))? + "\n");
@@ -168,8 +160,7 @@ pub fn maglev(loc: &Locations, which: &str, flow: Option<&str>, json_out: bool) 
             chosen = Some((f.to_string(), slot, table[slot]));
         }
         let label = service_label(&names, id);
-        let be =
-            |bid: &u32| backends.get(bid).map(|b| format!("{}:{}", b.addr(), b.port())).unwrap_or(format!("#{bid}"));
+        let be = |bid: &u32| backends.get(bid).map(ToString::to_string).unwrap_or_else(|| format!("#{bid}"));
         if json_out {
             items.push(json!({
                 "service": label, "serviceId": id, "tableSize": MAGLEV_M,
@@ -212,7 +203,7 @@ pub fn ct_list(loc: &Locations, json_out: bool) -> anyhow::Result<String> {
         let dst = format!("{}:{}", Ipv4Addr::from(k.daddr), u16::from_be_bytes(k.dport));
         let be = backends
             .get(&e.backend_id)
-            .map(|b| format!("{}:{}", b.addr(), b.port()))
+            .map(ToString::to_string)
             .unwrap_or_else(|| format!("#{} (deleted)", e.backend_id));
         let draining = names.draining.contains(&e.backend_id);
         let age = now.map(|n| n.saturating_sub(e.created_ns) / 1_000_000_000);
