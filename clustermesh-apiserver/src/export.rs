@@ -13,19 +13,21 @@
 //!   EndpointSlices with the slice ports (`globalnamespace-services.txtar`: ClusterIP 10.96.0.10
 //!   port 80 → frontend, endpoint 10.244.1.10 with slice port 8080 → backend).
 //! * Every node is exported; the cluster config is always exported.
+//! * Pods in global namespaces become identities and ipcache entries ([`Exporter`]).
 //!
 //! Annotation values are compared case-insensitively (Cilium lower-cases them).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use halyard_model::{ClusterIp, Model, NamespacedName, Protocol, Service};
+use halyard_model::{ClusterIp, Model, NamespacedName, Pod, Protocol, Service};
+use ipnet::IpNet;
 
-use crate::identity::{ClusterId, MaxConnectedClusters};
-use crate::keys;
+use crate::identity::{ClusterId, IdentityAllocator, MaxConnectedClusters, NumericIdentity};
+use crate::keys::{self, Key};
 use crate::types::{
-    CiliumClusterConfig, ClusterConfigCapabilities, ClusterService, GoCidr, L4Addr, Node, NodeAddress,
-    PortConfiguration, to_go_json,
+    CiliumClusterConfig, ClusterConfigCapabilities, ClusterService, GoCidr, IpIdentityPair, L4Addr, LabelSet,
+    NamedPort, Node, NodeAddress, PortConfiguration, to_go_json,
 };
 
 pub const GLOBAL_ANNOTATION: &str = "service.cilium.io/global";
@@ -115,6 +117,184 @@ pub fn export(model: &Model, cfg: &ExportConfig) -> Exported {
         }
     }
     out
+}
+
+// ===== endpoints and identities =====
+
+/// Label keys Cilium leaves out of security identities by default (`pkg/labelsfilter`,
+/// default prefix list): Kubernetes-internal and per-instance labels that would give every pod
+/// its own identity. A key is left out when it starts with one of these.
+const FILTERED_LABEL_PREFIXES: &[&str] = &[
+    "io.kubernetes",
+    "kubernetes.io",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "batch.kubernetes.io/job-completion-index",
+    "batch.kubernetes.io/controller-uid",
+    "k8s.io",
+    "pod-template-generation",
+    "pod-template-hash",
+    "controller-revision-hash",
+    "annotation",
+    "etcd_node",
+];
+
+/// `k8s:io.kubernetes.pod.namespace`, `k8s:io.cilium.k8s.policy.cluster`, … (`pkg/k8s/apis/cilium.io`).
+pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+pub const POLICY_CLUSTER_LABEL: &str = "io.cilium.k8s.policy.cluster";
+pub const POLICY_SERVICE_ACCOUNT_LABEL: &str = "io.cilium.k8s.policy.serviceaccount";
+pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
+
+fn identity_relevant(key: &str) -> bool {
+    !FILTERED_LABEL_PREFIXES.iter().any(|p| key.starts_with(p)) && !key.contains("beta.kubernetes.io")
+}
+
+/// The security labels of a pod, as Cilium derives them: its (filtered) labels, its namespace,
+/// its service account, its namespace's labels and the cluster name, all with source `k8s`.
+pub fn pod_identity_labels(model: &Model, pod: &Pod, namespace: &str, cfg: &ExportConfig) -> LabelSet {
+    let mut set = LabelSet::new();
+    for (k, v) in &pod.metadata.labels {
+        if identity_relevant(k) {
+            set.insert("k8s", k, v);
+        }
+    }
+    if let Some(ns) = model.namespaces.get(namespace) {
+        for (k, v) in &ns.metadata.labels {
+            set.insert("k8s", &format!("{NAMESPACE_LABELS_PREFIX}{k}"), v);
+        }
+    }
+    set.insert("k8s", POD_NAMESPACE_LABEL, namespace);
+    set.insert("k8s", POLICY_SERVICE_ACCOUNT_LABEL, pod.spec.service_account_name.as_deref().unwrap_or("default"));
+    set.insert("k8s", POLICY_CLUSTER_LABEL, &cfg.cluster_name);
+    set
+}
+
+/// Export with state: security identities stay stable as pods come and go (a label set keeps
+/// its identity while any pod has it; a new one takes the lowest free identity of the cluster's
+/// range), and when two pods claim one IP the first keeps it until it goes away (Cilium's
+/// duplicate-IP rule, `ciliumendpoints.txtar`).
+///
+/// Exported, besides [`export`]: `cilium/state/identities/v1/id/<id>` for every label set in use
+/// and `cilium/state/ip/v1/default/<ip>` for every pod IP, for pods in global namespaces that
+/// have their own endpoint (not host-network, not finished).
+#[derive(Clone, Debug)]
+pub struct Exporter {
+    cfg: ExportConfig,
+    ids: IdentityAllocator,
+    ip_owner: BTreeMap<IpAddr, NamespacedName>,
+}
+
+impl Exporter {
+    pub fn new(cfg: ExportConfig) -> Exporter {
+        let ids = IdentityAllocator::new(cfg.cluster_id, cfg.max_connected_clusters);
+        Exporter { cfg, ids, ip_owner: BTreeMap::new() }
+    }
+
+    pub fn config(&self) -> &ExportConfig {
+        &self.cfg
+    }
+
+    /// Takes over the identities already in etcd (from an earlier run), so that a restart keeps
+    /// every pod's identity. Entries outside this cluster's range or that do not parse are
+    /// ignored (and deleted by the next publish, as they are not exported).
+    pub fn seed(&mut self, published: &Exported) -> usize {
+        let (lo, hi) = self.ids.range();
+        let mut n = 0;
+        for (key, value) in published {
+            let Ok(Key::Identity { id }) = Key::parse(key) else { continue };
+            if !(lo..=hi).contains(&id) {
+                continue;
+            }
+            let Ok(labels) = std::str::from_utf8(value).map_err(|e| e.to_string()).and_then(LabelSet::parse) else {
+                continue;
+            };
+            if self.ids.adopt(NumericIdentity(id), &labels) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Everything this cluster publishes for `model`.
+    pub fn export(&mut self, model: &Model) -> Exported {
+        let mut out = export(model, &self.cfg);
+        // Endpoints: (pod key, pod, labels), in key order.
+        let mut endpoints = Vec::new();
+        for (key, pod) in &model.pods {
+            if pod.is_endpoint() && is_global_namespace(model, &key.namespace, &self.cfg) {
+                endpoints.push((key, pod, pod_identity_labels(model, pod, &key.namespace, &self.cfg)));
+            }
+        }
+        // Release the label sets no pod has any more, then allocate the new ones in sorted order.
+        let in_use: std::collections::BTreeSet<&LabelSet> = endpoints.iter().map(|(_, _, l)| l).collect();
+        let gone: Vec<LabelSet> = self.ids.iter().map(|(_, l)| l.clone()).filter(|l| !in_use.contains(l)).collect();
+        for l in &gone {
+            self.ids.release(l);
+        }
+        for labels in &in_use {
+            if let Err(e) = self.ids.allocate(labels) {
+                tracing::error!("no identity for {labels}: {e}");
+            }
+        }
+        for (id, labels) in self.ids.iter() {
+            out.insert(keys::identity_key(id.0), labels.to_string().into_bytes());
+        }
+        // IP ownership: the current owner keeps an IP while it still claims it.
+        let mut claims: BTreeMap<IpAddr, Vec<&NamespacedName>> = BTreeMap::new();
+        for (key, pod, _) in &endpoints {
+            for ip in pod.ips() {
+                claims.entry(ip).or_default().push(key);
+            }
+        }
+        self.ip_owner.retain(|ip, owner| claims.get(ip).is_some_and(|c| c.contains(&&*owner)));
+        for (ip, claimers) in &claims {
+            self.ip_owner.entry(*ip).or_insert_with(|| claimers[0].clone());
+        }
+        for (key, pod, labels) in &endpoints {
+            let Some(id) = self.ids.get(labels) else { continue };
+            for ip in pod.ips() {
+                if self.ip_owner.get(&ip) != Some(*key) {
+                    continue;
+                }
+                let pair = ip_identity_pair(pod, key, ip, id);
+                out.insert(keys::ip_key(IpNet::from(ip)), to_go_json(&pair));
+            }
+        }
+        out
+    }
+}
+
+/// The ipcache entry of one pod IP (`ciliumendpoints.txtar`).
+fn ip_identity_pair(pod: &Pod, key: &NamespacedName, ip: IpAddr, id: NumericIdentity) -> IpIdentityPair {
+    let mut named_ports: Vec<NamedPort> = pod
+        .spec
+        .containers
+        .iter()
+        .flat_map(|c| &c.ports)
+        .filter_map(|p| {
+            Some(NamedPort {
+                name: p.name.clone().filter(|n| !n.is_empty())?,
+                port: p.container_port,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
+            })
+        })
+        .collect();
+    // Declaration order, as the endpoint lists them; the first port of a name wins.
+    let mut seen = std::collections::BTreeSet::new();
+    named_ports.retain(|p| seen.insert(p.name.clone()));
+    IpIdentityPair {
+        ip: Some(ip),
+        mask: None,
+        host_ip: pod.status.host_ip,
+        id: id.0,
+        key: 0,
+        metadata: String::new(),
+        k8s_namespace: key.namespace.clone(),
+        k8s_pod_name: key.name.clone(),
+        k8s_pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+        k8s_service_account: pod.spec.service_account_name.clone().unwrap_or_else(|| "default".to_string()),
+        named_ports,
+    }
 }
 
 fn annotation<'a>(annotations: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&'a str> {
@@ -423,6 +603,160 @@ status:
                 r#""Annotations":null,"WireguardPubKey":"","BootID":""}"#
             )
         );
+    }
+
+    const PODS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: bar
+  labels:
+    team: blue
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: cep-002
+  namespace: bar
+  uid: cep-pod-uid
+  labels:
+    app: baz
+    pod-template-hash: 5d8f7c
+spec:
+  nodeName: worker1
+  containers:
+  - name: web
+    image: nginx
+    ports:
+    - name: http
+      containerPort: 8080
+    - name: dns
+      containerPort: 53
+      protocol: UDP
+status:
+  phase: Running
+  hostIP: 172.18.0.2
+  podIP: 10.244.2.74
+  podIPs:
+  - ip: 10.244.2.74
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: host-agent
+  namespace: bar
+spec:
+  hostNetwork: true
+status:
+  podIP: 172.18.0.2
+"#;
+
+    fn pod(name: &str, ns: &str, app: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    app: {app}\n\
+             spec:\n  serviceAccountName: sa1\nstatus:\n  phase: Running\n  podIP: {ip}\n"
+        )
+    }
+
+    fn ids(out: &Exported) -> BTreeMap<u32, String> {
+        out.iter()
+            .filter_map(|(k, v)| match Key::parse(k) {
+                Ok(Key::Identity { id }) => Some((id, String::from_utf8(v.clone()).unwrap())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pods_become_identities_and_ipcache_entries() {
+        let m = model(PODS);
+        let mut ex = Exporter::new(cfg());
+        let out = ex.export(&m);
+        let labels = "k8s:app=baz;k8s:io.cilium.k8s.namespace.labels.team=blue;k8s:io.cilium.k8s.policy.cluster=cluster3;\
+                      k8s:io.cilium.k8s.policy.serviceaccount=default;k8s:io.kubernetes.pod.namespace=bar;";
+        // Cluster 3 allocates from 3 << 16; the pod-template-hash label is filtered out.
+        assert_eq!(ids(&out), BTreeMap::from([(196608, labels.to_string())]));
+        let ip = String::from_utf8(out["cilium/state/ip/v1/default/10.244.2.74"].clone()).unwrap();
+        assert_eq!(
+            ip,
+            concat!(
+                r#"{"IP":"10.244.2.74","HostIP":"172.18.0.2","ID":196608,"Key":0,"Metadata":"","#,
+                r#""K8sNamespace":"bar","K8sPodName":"cep-002","K8sPodUID":"cep-pod-uid","K8sServiceAccount":"default","#,
+                r#""NamedPorts":[{"Name":"http","Port":8080,"Protocol":"TCP"},{"Name":"dns","Port":53,"Protocol":"UDP"}]}"#
+            )
+        );
+        // The host-network pod has no endpoint of its own.
+        assert!(!out.contains_key("cilium/state/ip/v1/default/172.18.0.2"));
+        // A non-global namespace exports no endpoints.
+        let mut m2 = m.clone();
+        m2.namespaces
+            .get_mut("bar")
+            .unwrap()
+            .metadata
+            .annotations
+            .insert(GLOBAL_NAMESPACE_ANNOTATION.into(), "false".into());
+        let out = Exporter::new(cfg()).export(&m2);
+        assert!(ids(&out).is_empty() && !out.keys().any(|k| k.starts_with("cilium/state/ip/")));
+    }
+
+    #[test]
+    fn identities_stay_stable_as_label_sets_come_and_go() {
+        let mut ex = Exporter::new(cfg());
+        let m = model(&format!(
+            "{}---\n{}",
+            pod("p1", "default", "web", "10.0.0.1"),
+            pod("p2", "default", "web", "10.0.0.2")
+        ));
+        let first = ids(&ex.export(&m));
+        assert_eq!(first.len(), 1, "two pods, one label set: {first:?}");
+        let web_id = *first.keys().next().unwrap();
+        // A label set that sorts before "web" does not take web's identity.
+        let m = model(&format!(
+            "{}---\n{}",
+            pod("p1", "default", "web", "10.0.0.1"),
+            pod("p3", "default", "api", "10.0.0.3")
+        ));
+        let second = ids(&ex.export(&m));
+        assert_eq!(second.len(), 2);
+        assert!(second[&web_id].contains("k8s:app=web;"), "{second:?}");
+        // web goes away: its identity is released, api keeps its own.
+        let m = model(&pod("p3", "default", "api", "10.0.0.3"));
+        let third = ids(&ex.export(&m));
+        assert_eq!(third.len(), 1);
+        assert!(!third.contains_key(&web_id));
+        // A restarted apiserver reading etcd back keeps the same numbers.
+        let published = ex.export(&m);
+        let mut again = Exporter::new(cfg());
+        assert_eq!(again.seed(&published), 1);
+        let m = model(&format!(
+            "{}---\n{}",
+            pod("p3", "default", "api", "10.0.0.3"),
+            pod("p4", "default", "db", "10.0.0.4")
+        ));
+        let after = ids(&again.export(&m));
+        let api_id = *third.keys().next().unwrap();
+        assert!(after[&api_id].contains("k8s:app=api;"), "{after:?}");
+        assert_eq!(after.len(), 2);
+    }
+
+    #[test]
+    fn the_first_pod_keeps_a_duplicate_ip_until_it_goes() {
+        let mut ex = Exporter::new(cfg());
+        let key = "cilium/state/ip/v1/default/10.0.0.9";
+        let owner = |out: &Exported| {
+            let v: serde_json::Value = serde_json::from_slice(&out[key]).unwrap();
+            v["K8sPodName"].as_str().unwrap().to_string()
+        };
+        let out = ex.export(&model(&pod("zeta", "default", "a", "10.0.0.9")));
+        assert_eq!(owner(&out), "zeta");
+        let both = model(&format!(
+            "{}---\n{}",
+            pod("zeta", "default", "a", "10.0.0.9"),
+            pod("alpha", "default", "b", "10.0.0.9")
+        ));
+        assert_eq!(owner(&ex.export(&both)), "zeta", "the first claimer stays primary");
+        let out = ex.export(&model(&pod("alpha", "default", "b", "10.0.0.9")));
+        assert_eq!(owner(&out), "alpha");
     }
 
     #[test]

@@ -301,6 +301,20 @@ impl IdentityAllocator {
         sorted.into_iter().map(|s| Ok((s.clone(), self.allocate(s)?))).collect()
     }
 
+    /// Records an identity allocated earlier (read back from etcd). Refused when the id is out
+    /// of range or either the id or the label set is already taken.
+    pub fn adopt(&mut self, id: NumericIdentity, labels: &LabelSet) -> bool {
+        if !(self.range.0..=self.range.1).contains(&id.0)
+            || self.by_id.contains_key(&id.0)
+            || self.by_labels.contains_key(labels)
+        {
+            return false;
+        }
+        self.by_labels.insert(labels.clone(), id);
+        self.by_id.insert(id.0, labels.clone());
+        true
+    }
+
     pub fn release(&mut self, labels: &LabelSet) -> Option<NumericIdentity> {
         let id = self.by_labels.remove(labels)?;
         self.by_id.remove(&id.0);

@@ -14,10 +14,12 @@
 //! * unchanged values are not rewritten;
 //! * canaries `cilium/synced/<cluster>/<prefix>` and `cilium/.heartbeat` hold an RFC 3339 time;
 //! * at start the publisher lists what is already under its own prefixes, so the first
-//!   [`Publisher::apply`] also deletes stale keys of an earlier run.
+//!   [`Publisher::apply`] also deletes stale keys of an earlier run, and re-attaches the keys it
+//!   keeps to its own lease.
 //!
 //! etcd limits a txn to 128 operations by default (`--max-txn-ops`), hence the chunking.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, GetOptions, PutOptions, Txn, TxnOp};
@@ -48,6 +50,8 @@ pub struct Publisher {
     cluster: String,
     lease_id: i64,
     published: Exported,
+    /// Published keys still attached to another lease (see `read_owned`).
+    foreign_lease: BTreeSet<String>,
     keepalive: JoinHandle<()>,
 }
 
@@ -75,7 +79,14 @@ impl Publisher {
         let ttl = lease_ttl.as_secs().max(1) as i64;
         let lease_id = client.lease_grant(ttl, None).await?.id();
         let keepalive = tokio::spawn(keep_alive(client.clone(), lease_id, lease_ttl / 3));
-        let mut p = Publisher { client, cluster: cluster.to_string(), lease_id, published: Exported::new(), keepalive };
+        let mut p = Publisher {
+            client,
+            cluster: cluster.to_string(),
+            lease_id,
+            published: Exported::new(),
+            foreign_lease: BTreeSet::new(),
+            keepalive,
+        };
         p.published = p.read_owned().await?;
         Ok(p)
     }
@@ -89,17 +100,31 @@ impl Publisher {
         &self.published
     }
 
-    /// Keys this cluster owns exclusively: its services, its nodes and its config.
-    fn owned_prefixes(&self) -> [String; 2] {
-        [Resource::Services.watch_prefix(&self.cluster), Resource::Nodes.watch_prefix(&self.cluster)]
+    /// Keys this cluster owns exclusively: its services, its nodes, its config, and (since a
+    /// cluster's etcd holds only that cluster's endpoints) every identity and ipcache entry.
+    fn owned_prefixes(&self) -> [String; 4] {
+        [
+            Resource::Services.watch_prefix(&self.cluster),
+            Resource::Nodes.watch_prefix(&self.cluster),
+            Resource::Identities.watch_prefix(&self.cluster),
+            Resource::Ip.watch_prefix(&self.cluster),
+        ]
     }
 
+    /// What is in etcd under our prefixes. Leased keys attached to another lease (an earlier
+    /// run's, or ours before etcd lost it) are noted, so the next [`Publisher::apply`] rewrites
+    /// them under the current lease even when unchanged; otherwise they would vanish when the
+    /// old lease expires.
     async fn read_owned(&mut self) -> Result<Exported, PublishError> {
         let mut out = Exported::new();
         for prefix in self.owned_prefixes() {
             let resp = self.client.get(prefix, Some(GetOptions::new().with_prefix())).await?;
             for kv in resp.kvs() {
-                out.insert(String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec());
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                if kv.lease() != self.lease_id {
+                    self.foreign_lease.insert(key.clone());
+                }
+                out.insert(key, kv.value().to_vec());
             }
         }
         let cfg_key = keys::cluster_config_key(&self.cluster);
@@ -111,7 +136,12 @@ impl Publisher {
 
     /// Makes etcd hold `desired` (for the keys this publisher writes); returns what changed.
     pub async fn apply(&mut self, desired: &Exported) -> Result<Diff, PublishError> {
-        let d = diff(&self.published, desired);
+        let mut d = diff(&self.published, desired);
+        for k in &self.foreign_lease {
+            if let Some(v) = desired.get(k) {
+                d.upserts.insert(k.clone(), v.clone());
+            }
+        }
         let cfg_key = keys::cluster_config_key(&self.cluster);
         let mut ops: Vec<TxnOp> = Vec::with_capacity(d.upserts.len() + d.deletes.len());
         for (k, v) in &d.upserts {
@@ -127,6 +157,7 @@ impl Publisher {
             ops = rest;
         }
         self.published = desired.clone();
+        self.foreign_lease.clear();
         Ok(d)
     }
 

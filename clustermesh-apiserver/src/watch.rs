@@ -10,8 +10,12 @@
 //! (reference `clustermesh.md` §1.4, §1.7, §6.2):
 //! * list pages of 256 keys, later pages pinned to the first page's revision, continuing at
 //!   `last_key + "\0"`; then one `ListDone`; then watch from `revision + 1`;
-//! * any watch error, cancellation or compaction ⇒ re-list from scratch, and keys that were not
-//!   listed again get a synthesized delete;
+//! * a compacted or cancelled watch ⇒ re-list from scratch, and keys that were not listed
+//!   again get a synthesized delete;
+//! * other errors (connection lost, etcd restarted on its data) ⇒ resume the watch from the last
+//!   revision applied; Cilium re-lists here, which costs a full list per blip at 250k keys. A
+//!   resume first checks that etcd still has the same history (cluster id, revision not behind),
+//!   since a watch from a revision an etcd restored empty has not reached yet would wait silently;
 //! * list errors back off exponentially from 50 ms to 1 min, with jitter;
 //! * the cluster config is read first (polling until it exists); with `syncedCanaries` a
 //!   resource counts as synced only once its canary `cilium/synced/<cluster>/<prefix>` exists;
@@ -280,16 +284,26 @@ async fn send(tx: &mpsc::Sender<KvEvent>, ev: KvEvent) -> Result<(), LoopError> 
     tx.send(ev).await.map_err(|_| LoopError::Stopped)
 }
 
+/// Where a list-watch resumes after an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Resume {
+    /// Every event up to this revision is in the cache.
+    revision: i64,
+    /// The etcd cluster those revisions belong to (`ResponseHeader.cluster_id`).
+    cluster_id: u64,
+}
+
 async fn list_then_watch(
     client: &mut Client,
     prefix: &str,
     cfg: &WatchConfig,
     cache: &mut WatchCache,
     tx: &mpsc::Sender<KvEvent>,
-    listed: &mut bool,
+    resume: &mut Option<Resume>,
 ) -> Result<(), LoopError> {
     cache.begin_list();
     let mut rev = 0;
+    let mut cluster_id = 0;
     let mut start = prefix.as_bytes().to_vec();
     loop {
         let mut opts = GetOptions::new().with_range(prefix_end(prefix)).with_limit(cfg.page_size).with_serializable();
@@ -299,6 +313,7 @@ async fn list_then_watch(
         let resp = client.get(start.clone(), Some(opts)).await?;
         if rev == 0 {
             rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            cluster_id = resp.header().map(|h| h.cluster_id()).unwrap_or(0);
         }
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
@@ -317,9 +332,31 @@ async fn list_then_watch(
     for ev in cache.end_list() {
         send(tx, ev).await?;
     }
-    *listed = true;
+    *resume = Some(Resume { revision: rev, cluster_id });
+    watch_from(client, prefix, cache, tx, resume).await
+}
 
-    let opts = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
+/// Whether the etcd behind `client` still has the history `resume` points into: the same
+/// cluster, and a current revision not below it. An etcd restored empty (or replaced) starts
+/// its revisions again, and a watch from a future revision would wait silently for it.
+async fn can_resume(client: &mut Client, prefix: &str, resume: Resume) -> Result<bool, LoopError> {
+    let resp = client.get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await?;
+    let header = resp.header();
+    let revision = header.map(|h| h.revision()).unwrap_or(0);
+    let cluster_id = header.map(|h| h.cluster_id()).unwrap_or(0);
+    Ok(cluster_id == resume.cluster_id && revision >= resume.revision)
+}
+
+/// Watches `prefix` from `resume.revision + 1`, advancing `resume` with every event applied.
+async fn watch_from(
+    client: &mut Client,
+    prefix: &str,
+    cache: &mut WatchCache,
+    tx: &mpsc::Sender<KvEvent>,
+    resume: &mut Option<Resume>,
+) -> Result<(), LoopError> {
+    let Some(from) = *resume else { return Err(LoopError::Closed) };
+    let opts = WatchOptions::new().with_prefix().with_start_revision(from.revision + 1);
     let mut stream = client.watch(prefix, Some(opts)).await?;
     loop {
         let Some(resp) = stream.message().await? else { return Err(LoopError::Closed) };
@@ -336,25 +373,52 @@ async fn list_then_watch(
             if let Some(ev) = ev {
                 send(tx, ev).await?;
             }
+            if let Some(r) = resume.as_mut() {
+                r.revision = r.revision.max(kv.mod_revision());
+            }
         }
     }
 }
 
-/// Lists and watches `prefix` until `tx` is closed, re-listing after any error.
+/// Lists and watches `prefix` until `tx` is closed. After a transient error (connection lost,
+/// etcd restarted on its data) the watch resumes from the last revision applied, so nothing is
+/// listed again; a compacted revision, a cancelled watch or an etcd with another history
+/// (restored empty) leads to a full re-list with synthesized deletes.
 pub async fn run_list_watch(mut client: Client, prefix: String, cfg: WatchConfig, tx: mpsc::Sender<KvEvent>) {
     let mut cache = WatchCache::new();
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     let mut down_since: Option<Instant> = None;
+    let mut resume: Option<Resume> = None;
     loop {
-        let mut healthy = false;
-        let r = list_then_watch(&mut client, &prefix, &cfg, &mut cache, &tx, &mut healthy).await;
-        if healthy {
+        let before = resume;
+        let mut reached = false;
+        let r = match resume {
+            Some(at) => match can_resume(&mut client, &prefix, at).await {
+                Ok(true) => {
+                    reached = true;
+                    watch_from(&mut client, &prefix, &mut cache, &tx, &mut resume).await
+                }
+                Ok(false) => {
+                    tracing::warn!(prefix = %prefix, revision = at.revision, "remote etcd has a different history (restored or replaced); re-listing");
+                    resume = None;
+                    list_then_watch(&mut client, &prefix, &cfg, &mut cache, &tx, &mut resume).await
+                }
+                Err(e) => Err(e),
+            },
+            None => list_then_watch(&mut client, &prefix, &cfg, &mut cache, &tx, &mut resume).await,
+        };
+        // Progress (a list, an event, or a resumable etcd) means the remote was reachable.
+        if reached || resume != before {
             backoff.reset();
             down_since = None;
         }
         match r {
             Err(LoopError::Stopped) | Ok(()) => return,
-            Err(e) => tracing::warn!(prefix = %prefix, error = %e, "clustermesh watch failed; re-listing"),
+            Err(LoopError::Canceled(compacted)) => {
+                tracing::warn!(prefix = %prefix, compacted, "clustermesh watch cancelled (revision compacted); re-listing");
+                resume = None;
+            }
+            Err(e) => tracing::warn!(prefix = %prefix, error = %e, "clustermesh watch failed; resuming"),
         }
         let since = *down_since.get_or_insert_with(Instant::now);
         if let Some(ttl) = cfg.stale_ttl
@@ -362,6 +426,7 @@ pub async fn run_list_watch(mut client: Client, prefix: String, cfg: WatchConfig
             && !cache.is_empty()
         {
             tracing::warn!(prefix = %prefix, "remote unreachable past the stale TTL; removing its state");
+            resume = None;
             for ev in cache.drain() {
                 if tx.send(ev).await.is_err() {
                     return;

@@ -295,3 +295,44 @@ async fn relist_after_etcd_restart_synthesizes_deletes() {
     task.abort();
     drop(etcd2);
 }
+
+/// A restarted publisher (new lease) takes over the keys of the previous run: unchanged ones
+/// are rewritten under its own lease, so they survive the old lease's expiry, and identities
+/// read back keep their numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_publisher_moves_its_keys_to_its_own_lease() {
+    use halyard_clustermesh::export::Exporter;
+    let Some((_etcd, mut client)) = start_etcd().await else { return };
+    let mut m = model();
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+status: {phase: Running, podIP: 10.244.1.10, hostIP: 172.18.0.2}
+"#;
+    let parsed = parse_manifest_bytes(Path::new("p.yaml"), pod.as_bytes()).expect("pod");
+    for o in parsed.objects {
+        m.insert(o);
+    }
+    let mut first = Publisher::new(client.clone(), "c1", Duration::from_secs(60)).await.unwrap();
+    let mut ex = Exporter::new(export_cfg());
+    let desired = ex.export(&m);
+    let id_key = desired.keys().find(|k| k.starts_with("cilium/state/identities/v1/id/")).cloned().expect("identity");
+    assert_eq!(id_key, format!("cilium/state/identities/v1/id/{}", 7 << 16));
+    first.apply(&desired).await.unwrap();
+    let old_lease = first.lease_id();
+    drop(first); // no more keep-alives; the lease would expire after 60 s
+
+    let mut second = Publisher::new(client.clone(), "c1", Duration::from_secs(60)).await.unwrap();
+    let mut ex2 = Exporter::new(export_cfg());
+    assert_eq!(ex2.seed(second.published()), 1, "the identity is read back");
+    let again = ex2.export(&m);
+    assert_eq!(again, desired, "same keys, same identity numbers, same bytes");
+    let d = second.apply(&again).await.unwrap();
+    assert!(d.deletes.is_empty());
+    client.lease_revoke(old_lease).await.unwrap();
+    for key in again.keys().filter(|k| !k.starts_with("cilium/cluster-config/")) {
+        let kv = client.get(key.clone(), None).await.unwrap();
+        let kv = kv.kvs().first().unwrap_or_else(|| panic!("{key} survived the old lease"));
+        assert_eq!(kv.lease(), second.lease_id(), "{key} moved to the new lease");
+    }
+}

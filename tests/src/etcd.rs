@@ -147,6 +147,30 @@ impl Etcd {
         self.spawn();
     }
 
+    /// Restarts it on the same data but on another client port, runs `f` against it there (so
+    /// no client of the usual URL can see the changes as they happen), then restarts it on the
+    /// usual port. For writes and compactions that a watcher must find out about afterwards.
+    pub fn while_unreachable<R>(&mut self, f: impl FnOnce(&Etcd) -> R) -> R {
+        let usual = self.client_port;
+        self.kill();
+        self.client_port = free_port();
+        self.generation -= 1;
+        self.spawn();
+        let r = f(self);
+        self.kill();
+        self.client_port = usual;
+        self.generation -= 1;
+        self.spawn();
+        r
+    }
+
+    /// The current revision of the store.
+    pub fn revision(&self) -> i64 {
+        let out = self.ctl(&["get", "/halyard-probe", "-w", "json"]).expect("etcdctl get");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl json");
+        v["header"]["revision"].as_i64().expect("revision")
+    }
+
     /// Runs etcdctl with another client identity (`None`: no client certificate at all).
     pub fn ctl_as(&self, identity: Option<(&Path, &Path)>, args: &[&str]) -> Result<String, String> {
         let mut cmd = self.command(ETCDCTL);

@@ -367,6 +367,20 @@ kind: Node
 metadata: {{name: node-{idx}}}
 status:
   addresses: [{{type: InternalIP, address: 10.97.0.{idx}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-{idx}
+  namespace: default
+  labels: {{app: web, pod-template-hash: 7f{idx}}}
+spec:
+  nodeName: node-{idx}
+  containers: [{{name: web, image: nginx, ports: [{{name: http, containerPort: 80}}]}}]
+status:
+  phase: Running
+  hostIP: 10.97.0.{idx}
+  podIP: 10.20.{idx}.1
 "#
     );
     if with_service {
@@ -479,8 +493,28 @@ fn three_clusters_share_services_and_nodes_both_ways() {
             assert_eq!(c["nodes"], 1, "each remote's node is known: {m}");
             assert_eq!(c["services"], 1, "{m}");
         }
+        // Identities and endpoints: each remote's pod, with an identity from its cluster's range.
+        wait_until(Duration::from_secs(20), "each remote's identity and endpoint known", || {
+            let m = mesh(agent);
+            let c = m["clusters"].as_array().cloned().unwrap_or_default();
+            c.iter().all(|c| c["identities"] == 1 && c["podEndpoints"] == 1).then_some(())
+        });
     }
-    // c3 stops sharing: its backend leaves c1's and c2's services; c3 keeps all of them.
+    // What cluster c2 published: the pod's identity is the first of c2's range (2 << 16), and
+    // its ipcache entry points at it (Cilium's key layout and JSON).
+    let id = etcds[1].ctl(&["get", "cilium/state/identities/v1/id/131072", "--print-value-only"]).unwrap();
+    assert_eq!(
+        id.trim(),
+        "k8s:app=web;k8s:io.cilium.k8s.policy.cluster=c2;k8s:io.cilium.k8s.policy.serviceaccount=default;\
+         k8s:io.kubernetes.pod.namespace=default;"
+    );
+    let ip = etcds[1].ctl(&["get", "cilium/state/ip/v1/default/10.20.2.1", "--print-value-only"]).unwrap();
+    let ip: Value = serde_json::from_str(ip.trim()).unwrap();
+    assert_eq!(
+        (ip["ID"].as_u64(), ip["HostIP"].as_str(), ip["K8sPodName"].as_str()),
+        (Some(131072), Some("10.97.0.2"), Some("web-2"))
+    );
+    // c3 deletes its service (its pod stays): c3's backend leaves c1's and c2's services.
     agents[2].write_manifest("c.yaml", &cluster_manifests(3, false));
     for (i, agent) in agents.iter().enumerate().take(2) {
         let vip = format!("10.96.1.{}", i + 1);
@@ -490,6 +524,163 @@ fn three_clusters_share_services_and_nodes_both_ways() {
         let c3 = mesh(agent)["clusters"].as_array().unwrap().iter().find(|c| c["name"] == "c3").cloned().unwrap();
         assert_eq!(c3["services"], 0);
         assert_eq!(c3["nodes"], 1, "c3's node is still shared: {c3}");
+        assert_eq!(c3["podEndpoints"], 1, "c3's pod is still there: {c3}");
+    }
+    // c2's pod goes: its endpoint and (unused) identity leave c1 and c3.
+    let no_pod = cluster_manifests(2, true);
+    let no_pod = no_pod.split("---\n").filter(|d| !d.contains("kind: Pod")).collect::<Vec<_>>().join("---\n");
+    agents[1].write_manifest("c.yaml", &no_pod);
+    for i in [0, 2] {
+        wait_until(Duration::from_secs(20), "c2's endpoint and identity gone", || {
+            let m = mesh(&agents[i]);
+            let c2 = m["clusters"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "c2").cloned())?;
+            (c2["podEndpoints"] == 0 && c2["identities"] == 0 && c2["services"] == 1).then_some(())
+        });
     }
     drop(apis);
+}
+
+// ===== without root: a remote cluster written straight into etcd =====
+
+/// Cluster "far" (id 5) as its apiserver would leave it: config, canaries, and the given
+/// services (name → backend) and nodes.
+fn put_far(etcd: &Etcd, services: &[(&str, &str)], nodes: &[&str]) {
+    etcd.ctl(&[
+        "put",
+        "cilium/cluster-config/far",
+        r#"{"id":5,"capabilities":{"syncedCanaries":true,"maxConnectedClusters":255}}"#,
+    ])
+    .unwrap();
+    for (name, backend) in services {
+        put_far_service(etcd, name, backend);
+    }
+    for n in nodes {
+        etcd.ctl(&["put", &format!("cilium/state/nodes/v1/far/{n}"), &format!(r#"{{"Name":"{n}","Cluster":"far"}}"#)])
+            .unwrap();
+    }
+    etcd.ctl(&["put", "cilium/state/identities/v1/id/327681", "k8s:app=web;k8s:io.cilium.k8s.policy.cluster=far;"])
+        .unwrap();
+    etcd.ctl(&[
+        "put",
+        "cilium/state/ip/v1/default/10.50.0.1",
+        r#"{"IP":"10.50.0.1","HostIP":"","ID":327681,"Key":0,"Metadata":""}"#,
+    ])
+    .unwrap();
+    for res in ["nodes", "services", "identities", "ip"] {
+        etcd.ctl(&["put", &format!("cilium/synced/far/cilium/state/{res}/v1"), "2026-11-22T00:00:00Z"]).unwrap();
+    }
+}
+
+fn put_far_service(etcd: &Etcd, name: &str, backend: &str) {
+    let v = format!(
+        r#"{{"cluster":"far","namespace":"default","name":"{name}","frontends":{{}},"backends":{{"{backend}":{{"http":{{"Protocol":"TCP","Port":80}}}}}},"labels":{{}},"selector":{{}},"includeExternal":true,"shared":true,"clusterID":5}}"#
+    );
+    etcd.ctl(&["put", &format!("cilium/state/services/v1/far/default/{name}"), &v]).unwrap();
+}
+
+fn far(agent: &Agent) -> Value {
+    mesh(agent)["clusters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "far").cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// (services, nodes, identities, endpoints) the agent knows of "far".
+fn far_counts(agent: &Agent) -> (u64, u64, u64, u64) {
+    let f = far(agent);
+    let n = |k: &str| f[k].as_u64().unwrap_or(u64::MAX);
+    (n("services"), n("nodes"), n("identities"), n("podEndpoints"))
+}
+
+#[test]
+fn a_watch_that_falls_behind_a_compaction_relists_and_deletes_what_vanished() {
+    if !etcd::available("clustermesh compaction") {
+        return;
+    }
+    let mut etcd = Etcd::start();
+    put_far(&etcd, &[("a", "10.60.0.1"), ("b", "10.60.0.2")], &["far-1", "far-2"]);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("far"), format!("endpoints:\n- {}\n", etcd.url())).unwrap();
+    let agent = Agent::start_with(
+        &[],
+        &["--cluster-name", "home", "--cluster-id", "1", "--clustermesh-config", tmp.path().to_str().unwrap()],
+    )
+    .unwrap();
+    agent.wait_for(Duration::from_secs(20), "far ready with 2 services, 2 nodes", |a| {
+        (far(a)["ready"] == true && far_counts(a) == (2, 2, 1, 1)).then_some(())
+    });
+
+    // While the agent cannot reach etcd: a service, a node and the endpoint go, a service comes,
+    // and the history is compacted past the revision the agent's watch would resume from.
+    etcd.while_unreachable(|e| {
+        e.ctl(&["del", "cilium/state/services/v1/far/default/b"]).unwrap();
+        e.ctl(&["del", "cilium/state/nodes/v1/far/far-2"]).unwrap();
+        e.ctl(&["del", "cilium/state/ip/v1/default/10.50.0.1"]).unwrap();
+        put_far_service(e, "c", "10.60.0.3");
+        e.ctl(&["compact", &e.revision().to_string()]).unwrap();
+    });
+    agent.wait_for(Duration::from_secs(30), "far relisted: services a and c, one node, no endpoint", |a| {
+        (far_counts(a) == (2, 1, 1, 0)).then_some(())
+    });
+    let log = agent.log();
+    assert!(log.contains("compacted"), "the watch was cancelled for compaction and re-listed:\n{log}");
+
+    // An ordinary etcd restart is resumed from the last revision: no re-list, changes still seen.
+    let relists = |log: &str| log.matches("re-listing").count();
+    let before = relists(&agent.log());
+    etcd.restart();
+    std::thread::sleep(Duration::from_secs(1));
+    put_far_service(&etcd, "d", "10.60.0.4");
+    agent.wait_for(Duration::from_secs(30), "service d seen after the restart", |a| {
+        (far_counts(a).0 == 3).then_some(())
+    });
+    assert_eq!(relists(&agent.log()), before, "a restart on the same data resumes the watch:\n{}", agent.log());
+}
+
+#[test]
+fn the_clustermesh_config_directory_is_followed_while_running() {
+    if !etcd::available("clustermesh config reload") {
+        return;
+    }
+    let etcd = Etcd::start();
+    put_far(&etcd, &[("a", "10.60.0.1")], &["far-1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start_with(
+        &[],
+        &["--cluster-name", "home", "--cluster-id", "1", "--clustermesh-config", tmp.path().to_str().unwrap()],
+    )
+    .unwrap();
+    assert_eq!(mesh(&agent)["clusters"].as_array().map(Vec::len), Some(0), "{}", mesh(&agent));
+
+    // A new file: the cluster is followed.
+    std::fs::write(tmp.path().join("far"), format!("endpoints:\n- {}\n", etcd.url())).unwrap();
+    agent.wait_for(Duration::from_secs(20), "far followed after its file appeared", |a| {
+        (far(a)["ready"] == true && far_counts(a) == (1, 1, 1, 1)).then_some(())
+    });
+    // The file turns bad: reported, and far keeps being followed with the last good config.
+    std::fs::write(tmp.path().join("far"), "endpoints: [\n").unwrap();
+    agent.wait_for(Duration::from_secs(10), "the bad file reported", |a| {
+        let m = mesh(a);
+        let errs = m["configErrors"].as_array().cloned().unwrap_or_default();
+        errs.iter().any(|e| e.as_str().unwrap_or("").contains("still following far")).then_some(())
+    });
+    assert_eq!(far(&agent)["ready"], true);
+    // A file for a cluster that does not answer, and far's file fixed again.
+    std::fs::write(tmp.path().join("nowhere"), "endpoints:\n- http://127.0.0.1:9\n").unwrap();
+    std::fs::write(tmp.path().join("far"), format!("endpoints:\n- {}\n", etcd.url())).unwrap();
+    agent.wait_for(Duration::from_secs(10), "two remotes, no config errors", |a| {
+        let m = mesh(a);
+        (m["clusters"].as_array().map(Vec::len) == Some(2) && m["configErrors"].as_array().is_some_and(Vec::is_empty))
+            .then_some(())
+    });
+    // Removing the file stops following far and drops its state.
+    std::fs::remove_file(tmp.path().join("far")).unwrap();
+    agent.wait_for(Duration::from_secs(10), "far dropped after its file was removed", |a| {
+        let m = mesh(a);
+        let names: Vec<String> = m["clusters"]
+            .as_array()
+            .map(|c| c.iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect())
+            .unwrap_or_default();
+        (names == ["nowhere"]).then_some(())
+    });
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use halyard_clustermesh::export::{ExportConfig, export};
+use halyard_clustermesh::export::{ExportConfig, Exporter};
 use halyard_clustermesh::identity::{ClusterId, MaxConnectedClusters};
 use halyard_clustermesh::keys::Resource;
 use halyard_clustermesh::publish::Publisher;
@@ -137,6 +137,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
+    // Identities already in etcd keep their numbers across restarts.
+    let mut exporter = Exporter::new(cfg.clone());
+    let adopted = exporter.seed(publisher.published());
+    if adopted > 0 {
+        tracing::info!(identities = adopted, "kept the identities found in etcd");
+    }
     let mut dir = ManifestDir::open(&args.manifest_dir)
         .with_context(|| format!("opening manifest directory {}", args.manifest_dir.display()))?;
 
@@ -190,7 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         let model = dir.model();
-        let desired = export(&model, &cfg);
+        let desired = exporter.export(&model);
         match publisher.apply(&desired).await {
             Ok(diff) if !diff.is_empty() || !synced => {
                 tracing::info!(

@@ -309,6 +309,7 @@ impl halyard_api::Agent for AgentApi {
                     malformed: st.malformed,
                     synced: st.synced.iter().map(|s| s.to_string()).collect(),
                     config_file: st.config_file.display().to_string(),
+                    pod_endpoints: st.ipcache.len() as u64,
                 }
             })
             .collect();

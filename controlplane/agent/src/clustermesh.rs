@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -48,7 +50,10 @@ pub struct RemoteState {
     /// (namespace, name) → the service as the remote shares it.
     pub services: BTreeMap<(String, String), ClusterService>,
     pub nodes: BTreeSet<String>,
-    pub identities: BTreeSet<u32>,
+    /// Numeric identity → its labels (`k8s:app=web;…`), as the remote allocated them.
+    pub identities: BTreeMap<u32, String>,
+    /// The remote's endpoints (ipcache): address → identity.
+    pub ipcache: BTreeMap<IpNet, u32>,
     pub malformed: u64,
     pub synced: BTreeSet<&'static str>,
 }
@@ -118,38 +123,128 @@ pub fn failure_text(st: &RemoteState) -> (String, String) {
     st.last_failure.as_ref().map(|(t, e)| (e.clone(), rfc3339(*t))).unwrap_or_default()
 }
 
-/// Follows every configured remote cluster until the process ends. `changed` ticks whenever a
-/// remote's services change (the datapath re-merges backends).
+/// How often the config directory is read again.
+const CONFIG_RESCAN: Duration = Duration::from_secs(2);
+
+/// What makes a running follower out of date: its config, and the size and time of the
+/// certificate files it uses (rotated certificates restart it).
+#[derive(Debug, PartialEq)]
+struct Running {
+    cfg: RemoteClusterConfig,
+    files: Vec<Option<(u64, SystemTime)>>,
+}
+
+impl Running {
+    fn of(cfg: RemoteClusterConfig) -> Running {
+        let files = [&cfg.ca_file, &cfg.cert_file, &cfg.key_file]
+            .into_iter()
+            .flatten()
+            .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
+            .collect();
+        Running { cfg, files }
+    }
+}
+
+/// Follows every remote cluster configured in the directory until the process ends. The
+/// directory is read again every [`CONFIG_RESCAN`]: a new file starts following that cluster,
+/// a removed one stops it and drops its state, a changed one (or rotated certificates)
+/// restarts it. A file that turns bad is reported and its cluster keeps the last good config;
+/// an unreadable directory changes nothing. `changed` ticks whenever remote services change
+/// (the datapath re-merges backends).
 pub async fn run(settings: MeshSettings, mesh: SharedMesh, changed: watch::Sender<u64>) {
     let Some(dir) = settings.config_dir.clone() else { return };
-    let (configs, errors) = match RemoteClusterConfig::load_dir(&dir) {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::error!("clustermesh: {e}");
-            mesh.lock().unwrap().config_errors.push(e.to_string());
-            return;
-        }
-    };
-    {
-        let mut m = mesh.lock().unwrap();
-        for e in &errors {
-            tracing::error!("clustermesh: {e}");
-            m.config_errors.push(e.to_string());
-        }
-    }
     let changed = Arc::new(changed);
-    for cfg in configs {
-        if cfg.name == settings.cluster_name {
-            let msg = format!("{}: that is this cluster's own name; skipped", cfg.path.display());
-            tracing::warn!("clustermesh: {msg}");
-            mesh.lock().unwrap().config_errors.push(msg);
+    let mut running: BTreeMap<String, (Running, tokio::task::JoinHandle<()>)> = BTreeMap::new();
+    let mut last_errors: Vec<String> = Vec::new();
+    let mut tick = tokio::time::interval(CONFIG_RESCAN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut errors = Vec::new();
+        let mut keep_bad: BTreeSet<String> = BTreeSet::new();
+        let loaded = RemoteClusterConfig::load_dir(&dir);
+        let dir_readable = loaded.is_ok();
+        let configs = match loaded {
+            Ok((good, bad)) => {
+                for e in bad {
+                    if let halyard_clustermesh::remote::RemoteConfigError::Invalid { path, .. } = &e
+                        && let Some(name) = path.file_name().and_then(|n| n.to_str())
+                        && running.contains_key(name)
+                    {
+                        keep_bad.insert(name.to_string());
+                        errors.push(format!("{e} (still following {name} with its last good config)"));
+                    } else {
+                        errors.push(e.to_string());
+                    }
+                }
+                Some(good)
+            }
+            Err(e) => {
+                errors.push(format!("{e} (remote clusters unchanged)"));
+                None
+            }
+        };
+        let mut wanted: BTreeMap<String, Running> = BTreeMap::new();
+        for cfg in configs.into_iter().flatten() {
+            if cfg.name == settings.cluster_name {
+                errors.push(format!("{}: that is this cluster's own name; skipped", cfg.path.display()));
+                continue;
+            }
+            wanted.insert(cfg.name.clone(), Running::of(cfg));
+        }
+        if errors != last_errors {
+            for e in &errors {
+                tracing::error!("clustermesh: {e}");
+            }
+            last_errors = errors.clone();
+        }
+        mesh.lock().unwrap().config_errors = errors;
+        if !dir_readable {
             continue;
         }
-        mesh.lock().unwrap().remotes.insert(
-            cfg.name.clone(),
-            RemoteState { config_file: cfg.path.clone(), endpoints: cfg.endpoints.clone(), ..Default::default() },
-        );
-        tokio::spawn(follow(cfg, settings.clone(), mesh.clone(), changed.clone()));
+        // Stop what is gone or changed.
+        let stale: Vec<String> = running
+            .iter()
+            .filter(|(name, (r, _))| !keep_bad.contains(*name) && wanted.get(*name) != Some(r))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            let (_, handle) = running.remove(&name).expect("listed above");
+            handle.abort();
+            let had = mesh.lock().unwrap().remotes.remove(&name).is_some_and(|st| !st.services.is_empty());
+            if wanted.contains_key(&name) {
+                tracing::info!(cluster = %name, "clustermesh: config changed; reconnecting");
+            } else {
+                tracing::info!(cluster = %name, "clustermesh: config removed; no longer following this cluster");
+            }
+            if had {
+                bump(&changed);
+            }
+        }
+        // Start what is new (or changed).
+        for (name, r) in wanted {
+            if running.contains_key(&name) {
+                continue;
+            }
+            mesh.lock().unwrap().remotes.insert(
+                name.clone(),
+                RemoteState {
+                    config_file: r.cfg.path.clone(),
+                    endpoints: r.cfg.endpoints.clone(),
+                    ..Default::default()
+                },
+            );
+            let handle = tokio::spawn(follow(r.cfg.clone(), settings.clone(), mesh.clone(), changed.clone()));
+            running.insert(name, (r, handle));
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -229,6 +324,8 @@ async fn follow(cfg: RemoteClusterConfig, settings: MeshSettings, mesh: SharedMe
         // Staleness is handled here (state dropped, watcher restarted), not in the watcher.
         let wcfg = WatchConfig { backoff_max: Duration::from_secs(2), ..WatchConfig::default() };
         let (handle, mut rx) = watch_remote(client.clone(), name.clone(), wcfg);
+        // Aborting this follower (its config was removed) must stop the watcher too.
+        let handle = AbortOnDrop(handle);
         let mut health = client.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut unreachable_since: Option<Instant> = None;
@@ -259,13 +356,24 @@ async fn follow(cfg: RemoteClusterConfig, settings: MeshSettings, mesh: SharedMe
                             RemoteEvent::NodeDelete { name } => {
                                 st.nodes.remove(&name);
                             }
-                            RemoteEvent::IdentityUpsert { id, .. } => {
-                                st.identities.insert(id);
+                            RemoteEvent::IdentityUpsert { id, labels } => {
+                                st.identities.insert(id, labels.to_string());
                             }
                             RemoteEvent::IdentityDelete { id } => {
                                 st.identities.remove(&id);
                             }
-                            RemoteEvent::IpUpsert(_) | RemoteEvent::IpDelete { .. } => {}
+                            RemoteEvent::IpUpsert(p) => {
+                                if let Some(ip) = p.ip {
+                                    let prefix = match &p.mask {
+                                        Some(m) => IpNet::new(ip, m.iter().map(|b| b.count_ones() as u8).sum()).unwrap_or(IpNet::from(ip)),
+                                        None => IpNet::from(ip),
+                                    };
+                                    st.ipcache.insert(prefix, p.id);
+                                }
+                            }
+                            RemoteEvent::IpDelete { prefix } => {
+                                st.ipcache.remove(&prefix);
+                            }
                             RemoteEvent::Synced(r) => {
                                 st.synced.insert(resource_name(r));
                             }
@@ -303,6 +411,7 @@ async fn follow(cfg: RemoteClusterConfig, settings: MeshSettings, mesh: SharedMe
                                 st.services.clear();
                                 st.nodes.clear();
                                 st.identities.clear();
+                                st.ipcache.clear();
                                 st.ready = false;
                                 st.synced.clear();
                             });
@@ -314,7 +423,7 @@ async fn follow(cfg: RemoteClusterConfig, settings: MeshSettings, mesh: SharedMe
                 }
             }
         }
-        handle.abort();
+        drop(handle);
         tokio::time::sleep(backoff.next_delay()).await;
     }
 }

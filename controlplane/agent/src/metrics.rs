@@ -83,6 +83,7 @@ pub struct Metrics {
     pub mesh_services: Family<ClusterLabels, Gauge>,
     pub mesh_nodes: Family<ClusterLabels, Gauge>,
     pub mesh_identities: Family<ClusterLabels, Gauge>,
+    pub mesh_endpoints: Family<ClusterLabels, Gauge>,
     pub mesh_failures: Family<ClusterLabels, Gauge>,
 }
 
@@ -116,6 +117,7 @@ impl Metrics {
             mesh_services: Family::default(),
             mesh_nodes: Family::default(),
             mesh_identities: Family::default(),
+            mesh_endpoints: Family::default(),
             mesh_failures: Family::default(),
             registry: Registry::default(),
         };
@@ -196,6 +198,11 @@ impl Metrics {
             "clustermesh_remote_identities",
             "Identities of the remote cluster",
             m.mesh_identities.clone(),
+        );
+        registry.register(
+            "clustermesh_remote_endpoints",
+            "Endpoint addresses (ipcache entries) of the remote cluster",
+            m.mesh_endpoints.clone(),
         );
         registry.register(
             "clustermesh_remote_malformed_entries",
@@ -318,6 +325,7 @@ impl Metrics {
             &self.mesh_services,
             &self.mesh_nodes,
             &self.mesh_identities,
+            &self.mesh_endpoints,
             &self.mesh_failures,
         ] {
             f.clear();
@@ -329,6 +337,7 @@ impl Metrics {
             self.mesh_services.get_or_create(&l).set(st.services.len() as i64);
             self.mesh_nodes.get_or_create(&l).set(st.nodes.len() as i64);
             self.mesh_identities.get_or_create(&l).set(st.identities.len() as i64);
+            self.mesh_endpoints.get_or_create(&l).set(st.ipcache.len() as i64);
             self.mesh_failures.get_or_create(&l).set(st.malformed as i64);
         }
     }

@@ -462,7 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                     .map(|c| {
                         json!({"name": c.name, "endpoints": c.endpoints, "connected": c.connected, "ready": c.ready,
                                "clusterID": c.cluster_id, "nodes": c.nodes, "services": c.services,
-                               "identities": c.identities, "backends": c.backends, "malformed": c.malformed,
+                               "identities": c.identities, "podEndpoints": c.pod_endpoints, "backends": c.backends, "malformed": c.malformed,
                                "synced": c.synced, "lastFailure": c.last_failure,
                                "lastFailureTime": c.last_failure_time, "configFile": c.config_file})
                     })
@@ -498,6 +498,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                             c.services.to_string(),
                             c.backends.to_string(),
                             c.identities.to_string(),
+                            c.pod_endpoints.to_string(),
                             if c.last_failure.is_empty() {
                                 "-".into()
                             } else {
@@ -516,6 +517,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                         "SERVICES",
                         "BACKENDS",
                         "IDENTITIES",
+                        "ENDPOINTS",
                         "LAST FAILURE",
                     ],
                     &rows,

@@ -20,6 +20,7 @@ pub struct Model {
     pub endpoint_slices: BTreeMap<NamespacedName, EndpointSlice>,
     pub nodes: BTreeMap<String, Node>,
     pub namespaces: BTreeMap<String, Namespace>,
+    pub pods: BTreeMap<NamespacedName, Pod>,
     pub cilium_pools: BTreeMap<String, CiliumLoadBalancerIPPool>,
     pub metallb_pools: BTreeMap<NamespacedName, IpAddressPool>,
     pub l2_policies: BTreeMap<String, CiliumL2AnnouncementPolicy>,
@@ -68,6 +69,9 @@ impl Model {
             }
             Object::Namespace(o) => {
                 self.namespaces.insert(name, o);
+            }
+            Object::Pod(o) => {
+                self.pods.insert(nn(&key), o);
             }
             Object::CiliumLoadBalancerIPPool(o) => {
                 self.cilium_pools.insert(name, o);
@@ -121,6 +125,7 @@ impl Model {
             Kind::EndpointSlice => self.endpoint_slices.remove(&k).map(Object::EndpointSlice),
             Kind::Node => self.nodes.remove(n).map(Object::Node),
             Kind::Namespace => self.namespaces.remove(n).map(Object::Namespace),
+            Kind::Pod => self.pods.remove(&k).map(Object::Pod),
             Kind::CiliumLoadBalancerIPPool => self.cilium_pools.remove(n).map(Object::CiliumLoadBalancerIPPool),
             Kind::IpAddressPool => self.metallb_pools.remove(&k).map(Object::IpAddressPool),
             Kind::CiliumL2AnnouncementPolicy => self.l2_policies.remove(n).map(Object::CiliumL2AnnouncementPolicy),
@@ -146,6 +151,7 @@ impl Model {
         out.extend(self.endpoint_slices.values().cloned().map(Object::EndpointSlice));
         out.extend(self.nodes.values().cloned().map(Object::Node));
         out.extend(self.namespaces.values().cloned().map(Object::Namespace));
+        out.extend(self.pods.values().cloned().map(Object::Pod));
         out.extend(self.cilium_pools.values().cloned().map(Object::CiliumLoadBalancerIPPool));
         out.extend(self.l2_policies.values().cloned().map(Object::CiliumL2AnnouncementPolicy));
         out.extend(self.bgp_cluster_configs.values().cloned().map(Object::CiliumBgpClusterConfig));
@@ -172,6 +178,7 @@ impl Model {
             + self.endpoint_slices.len()
             + self.nodes.len()
             + self.namespaces.len()
+            + self.pods.len()
             + self.cilium_pools.len()
             + self.metallb_pools.len()
             + self.l2_policies.len()

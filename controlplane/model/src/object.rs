@@ -17,6 +17,7 @@ pub enum Kind {
     EndpointSlice,
     Node,
     Namespace,
+    Pod,
     CiliumLoadBalancerIPPool,
     CiliumL2AnnouncementPolicy,
     CiliumBgpClusterConfig,
@@ -41,11 +42,12 @@ const METALLB_V1BETA1: &[&str] = &["metallb.io/v1beta1"];
 const METALLB_V1BETA2_V1BETA1: &[&str] = &["metallb.io/v1beta2", "metallb.io/v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
         Kind::Namespace,
+        Kind::Pod,
         Kind::CiliumLoadBalancerIPPool,
         Kind::CiliumL2AnnouncementPolicy,
         Kind::CiliumBgpClusterConfig,
@@ -68,6 +70,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
             Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
             Kind::CiliumLoadBalancerIPPool => "CiliumLoadBalancerIPPool",
             Kind::CiliumL2AnnouncementPolicy => "CiliumL2AnnouncementPolicy",
             Kind::CiliumBgpClusterConfig => "CiliumBGPClusterConfig",
@@ -87,7 +90,7 @@ impl Kind {
     /// Supported `apiVersion`s, newest first.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::Service | Kind::Node | Kind::Namespace => CORE_V1,
+            Kind::Service | Kind::Node | Kind::Namespace | Kind::Pod => CORE_V1,
             Kind::EndpointSlice => DISCOVERY_V1,
             Kind::CiliumLoadBalancerIPPool
             | Kind::CiliumBgpClusterConfig
@@ -115,6 +118,7 @@ impl Kind {
             self,
             Kind::Service
                 | Kind::EndpointSlice
+                | Kind::Pod
                 | Kind::IpAddressPool
                 | Kind::L2Advertisement
                 | Kind::BgpPeer
@@ -184,6 +188,7 @@ pub enum Object {
     EndpointSlice(EndpointSlice),
     Node(Node),
     Namespace(Namespace),
+    Pod(Pod),
     CiliumLoadBalancerIPPool(CiliumLoadBalancerIPPool),
     #[serde(rename = "IPAddressPool")]
     IpAddressPool(IpAddressPool),
@@ -216,6 +221,7 @@ macro_rules! each {
             Object::EndpointSlice($o) => $body,
             Object::Node($o) => $body,
             Object::Namespace($o) => $body,
+            Object::Pod($o) => $body,
             Object::CiliumLoadBalancerIPPool($o) => $body,
             Object::IpAddressPool($o) => $body,
             Object::CiliumL2AnnouncementPolicy($o) => $body,
@@ -240,6 +246,7 @@ impl Object {
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Node(_) => Kind::Node,
             Object::Namespace(_) => Kind::Namespace,
+            Object::Pod(_) => Kind::Pod,
             Object::CiliumLoadBalancerIPPool(_) => Kind::CiliumLoadBalancerIPPool,
             Object::IpAddressPool(_) => Kind::IpAddressPool,
             Object::CiliumL2AnnouncementPolicy(_) => Kind::CiliumL2AnnouncementPolicy,
@@ -294,6 +301,7 @@ impl Object {
             Object::EndpointSlice(o) => o.check(issues),
             Object::Node(o) => o.check(issues),
             Object::Namespace(o) => o.check(issues),
+            Object::Pod(o) => o.check(issues),
             Object::CiliumLoadBalancerIPPool(o) => o.check(issues),
             Object::IpAddressPool(o) => o.check(issues),
             Object::CiliumL2AnnouncementPolicy(o) => o.check(issues),

@@ -251,3 +251,60 @@ fn model_json_is_stable_and_keyed_by_name() {
     assert_eq!(tagged["kind"], "IPAddressPool");
     assert_eq!(tagged["apiVersion"], "metallb.io/v1beta1");
 }
+
+#[test]
+fn pod_as_kubectl_prints_it() {
+    // What `kubectl get pod -o yaml` prints, trimmed: everything ClusterMesh does not read is
+    // accepted without warnings.
+    let (o, w) = one(r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web-5d8f7c-x2x
+  namespace: prod
+  uid: 1f0e-77
+  labels: {app: web, pod-template-hash: 5d8f7c}
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-5d8f7c, uid: abc}]
+spec:
+  nodeName: worker1
+  serviceAccountName: web
+  restartPolicy: Always
+  volumes: [{name: data, emptyDir: {}}]
+  containers:
+  - name: web
+    image: nginx:1.27
+    resources: {limits: {cpu: 100m}}
+    ports:
+    - {name: http, containerPort: 8080, protocol: TCP}
+    - {containerPort: 9090}
+status:
+  phase: Running
+  conditions: [{type: Ready, status: "True"}]
+  hostIP: 172.18.0.2
+  hostIPs: [{ip: 172.18.0.2}]
+  podIP: 10.244.1.7
+  podIPs: [{ip: 10.244.1.7}, {ip: "fd00:10:244:1::7"}]
+  containerStatuses: [{name: web, ready: true, restartCount: 0}]
+"#);
+    assert!(w.is_empty(), "{w:?}");
+    let Object::Pod(p) = o else { panic!() };
+    assert_eq!(p.ips().len(), 2);
+    assert!(p.is_endpoint());
+    assert_eq!(p.spec.containers[0].ports[0].container_port, 8080);
+    assert_eq!(p.spec.service_account_name.as_deref(), Some("web"));
+}
+
+#[test]
+fn pod_errors_name_the_field() {
+    let e = errors(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus:\n  podIP: 10.0.0.1\n  podIPs: [{ip: 10.0.0.2}]\n",
+    );
+    assert!(e.iter().any(|d| d.to_string().contains("podIPs[0] must equal podIP")), "{e:?}");
+    let e = errors(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    ports: [{containerPort: 80, protocol: ICMP}]\n",
+    );
+    assert!(e.iter().any(|d| d.to_string().contains("spec.containers[0].ports[0].protocol")), "{e:?}");
+    let (o, _) =
+        one("apiVersion: v1\nkind: Pod\nmetadata: {name: done}\nstatus: {phase: Succeeded, podIP: 10.0.0.3}\n");
+    let Object::Pod(p) = o else { panic!() };
+    assert!(!p.is_endpoint(), "a finished pod has no endpoint");
+}

@@ -1,5 +1,5 @@
 //! Core Kubernetes kinds: `v1 Service`, `discovery.k8s.io/v1 EndpointSlice`, `v1 Node`,
-//! `v1 Namespace` (field names from k8s.io/api core/v1 and discovery/v1 types).
+//! `v1 Namespace`, `v1 Pod` (field names from k8s.io/api core/v1 and discovery/v1 types).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -591,5 +591,130 @@ pub struct Namespace {
 impl Namespace {
     pub(crate) fn check(&mut self, issues: &mut Issues) {
         self.metadata.check(NameRule::Label, issues);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pod (read for ClusterMesh: identities from its labels, endpoints from its IPs)
+// ---------------------------------------------------------------------------------------------
+
+/// A `v1 Pod`. Only what ClusterMesh needs is typed; the rest of the spec (containers, volumes,
+/// …) is kept as-is without warnings, since real Pod manifests carry much more.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pod {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: PodSpec,
+    #[serde(default)]
+    pub status: PodStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_network: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<Container>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub container_port: u16,
+    /// `TCP` (default), `UDP`, `SCTP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    #[serde(rename = "hostIP", default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(rename = "hostIP", default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<IpAddr>,
+    #[serde(rename = "podIP", default, skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<IpAddr>,
+    #[serde(rename = "podIPs", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<PodIp>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodIp {
+    pub ip: IpAddr,
+}
+
+impl Pod {
+    /// The pod's addresses (`podIPs`, else `podIP`), one per family.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        if self.status.pod_ips.is_empty() {
+            self.status.pod_ip.into_iter().collect()
+        } else {
+            self.status.pod_ips.iter().map(|p| p.ip).collect()
+        }
+    }
+
+    /// Whether the pod has its own endpoint: not host-network, and not finished.
+    pub fn is_endpoint(&self) -> bool {
+        self.spec.host_network != Some(true)
+            && !matches!(self.status.phase.as_deref(), Some("Succeeded" | "Failed"))
+            && !self.ips().is_empty()
+    }
+
+    pub(crate) fn check(&mut self, issues: &mut Issues) {
+        self.metadata.check(NameRule::Subdomain, issues);
+        if let (Some(a), Some(b)) = (self.status.pod_ip, self.status.pod_ips.first())
+            && a != b.ip
+        {
+            issues.error("status.podIPs", "podIPs[0] must equal podIP");
+        }
+        let ips = self.ips();
+        if ips.len() > 2 || (ips.len() == 2 && ips[0].is_ipv4() == ips[1].is_ipv4()) {
+            issues.error("status.podIPs", "at most one IP per family");
+        }
+        for (i, c) in self.spec.containers.iter().enumerate() {
+            for (j, p) in c.ports.iter().enumerate() {
+                let path = idx(&join(&idx("spec.containers", i), "ports"), j);
+                if p.container_port == 0 {
+                    issues.error(join(&path, "containerPort"), "must be 1-65535");
+                }
+                if let Some(proto) = &p.protocol
+                    && !matches!(proto.as_str(), "TCP" | "UDP" | "SCTP")
+                {
+                    issues.error(join(&path, "protocol"), format!("unsupported protocol {proto:?} (TCP, UDP or SCTP)"));
+                }
+            }
+        }
     }
 }
