@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages "${BUILD_PACKAGES[@]}" bird2 iputils-arping ethtool tcpdump etcd-server
+ensure_packages "${BUILD_PACKAGES[@]}" bird2 iputils-arping ethtool tcpdump etcd-server etcd-client
 [ "$(id -u)" -eq 0 ] || { echo "the lab creates network namespaces: run it as root" >&2; exit 1; }
 ensure_rust
 
@@ -135,6 +135,14 @@ addressType: IPv4
 ports: [{name: tcp, port: 80, protocol: TCP}]
 endpoints:
   - addresses: ["10.91.0.31"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: echo-east-1
+  namespace: lab
+  labels: {app: echo}
+status: {phase: Running, hostIP: 10.91.0.40, podIP: 10.91.0.31}
 YAML
 ip netns exec "$east" "$bin/clustermesh-apiserver" --cluster-name east --cluster-id 2 \
     --manifest-dir "$work/east" --etcd-endpoints http://10.91.0.40:2379 >"$work/east-apiserver.log" 2>&1 &
@@ -211,6 +219,9 @@ ip netns exec "$cli" arping -c 2 -I eth0 172.20.1.15
 step "ClusterMesh: halyard clustermesh status (the node follows cluster east's etcd)"
 for _ in $(seq 100); do halyard clustermesh status | grep -q '1/1 remote clusters ready' && break; sleep 0.1; done
 halyard clustermesh status
+echo "east's pod as published in east's etcd (its identity from cluster 2's range, 2 << 16):"
+ip netns exec "$east" env ETCDCTL_API=3 etcdctl --endpoints http://10.91.0.40:2379 get --prefix cilium/state/identities/v1/id/
+ip netns exec "$east" env ETCDCTL_API=3 etcdctl --endpoints http://10.91.0.40:2379 get cilium/state/ip/v1/default/10.91.0.31 --print-value-only
 
 step "XDP load balancer: halyard bpf lb list (lab/echo: three local backends and east's one, with Maglev shares)"
 for _ in $(seq 100); do halyard bpf lb list 2>/dev/null | grep -q 10.91.0.31 && break; sleep 0.1; done

@@ -500,6 +500,13 @@ fn three_clusters_share_services_and_nodes_both_ways() {
             c.iter().all(|c| c["identities"] == 1 && c["podEndpoints"] == 1).then_some(())
         });
     }
+    // `halyard service list` shows the merged backends, remote ones with their cluster.
+    let list = agents[0].json(&["service", "list"]);
+    let web = list.as_array().and_then(|l| l.iter().find(|s| s["name"] == "web")).cloned().unwrap_or(Value::Null);
+    let mut backends: Vec<String> =
+        web["backends"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_string()).collect();
+    backends.sort();
+    assert_eq!(backends, ["10.20.1.1:80/TCP", "10.20.2.1:80/TCP (c2)", "10.20.3.1:80/TCP (c3)"], "{list}");
     // What cluster c2 published: the pod's identity is the first of c2's range (2 << 16), and
     // its ipcache entry points at it (Cilium's key layout and JSON).
     let id = etcds[1].ctl(&["get", "cilium/state/identities/v1/id/131072", "--print-value-only"]).unwrap();

@@ -105,6 +105,34 @@ impl halyard_api::Agent for AgentApi {
     ) -> Result<Response<v1::ListServicesReply>, Status> {
         let ns = req.into_inner().namespace;
         let s = self.snap();
+        // Backends as the datapath merges them (local, and remote ones for global services).
+        let (lb, remote_of) = {
+            let m = self.mesh.lock().unwrap_or_else(|e| e.into_inner());
+            let mut remote_of = std::collections::BTreeMap::new();
+            for (cluster, st) in &m.remotes {
+                for svc in st.services.values() {
+                    for ip in svc.backends.keys() {
+                        remote_of.insert(ip.clone(), cluster.clone());
+                    }
+                }
+            }
+            (crate::datapath::desired(&s, Some(&m)), remote_of)
+        };
+        let backends_of = |key: &halyard_ipam::ServiceKey| -> Vec<String> {
+            let name = key.to_string();
+            lb.units
+                .iter()
+                .filter(|(u, _)| u.service == name)
+                .flat_map(|(u, b)| {
+                    let proto = if u.proto == halyard_datapath::maps::IPPROTO_UDP { "UDP" } else { "TCP" };
+                    b.iter().map(move |(a, p)| (a.to_string(), *p, proto))
+                })
+                .map(|(a, p, proto)| match remote_of.get(&a) {
+                    Some(c) => format!("{a}:{p}/{proto} ({c})"),
+                    None => format!("{a}:{p}/{proto}"),
+                })
+                .collect()
+        };
         let services = s
             .services
             .iter()
@@ -125,6 +153,7 @@ impl halyard_api::Agent for AgentApi {
                     shared_with: st.map(|x| x.shared_with.iter().map(|k| k.to_string()).collect()).unwrap_or_default(),
                     family_policy: format!("{:?}", spec.family_policy),
                     sharing_key: spec.sharing.as_ref().map(|x| x.key.clone()).unwrap_or_default(),
+                    backends: backends_of(&spec.key),
                 }
             })
             .collect();

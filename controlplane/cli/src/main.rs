@@ -277,7 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                                "loadBalancerClass": s.load_balancer_class, "ips": s.ips, "pools": s.pools,
                                "ports": s.ports, "satisfied": s.satisfied, "reason": s.reason, "message": s.message,
                                "sharedWith": s.shared_with, "sharingKey": s.sharing_key,
-                               "ipFamilyPolicy": s.family_policy})
+                               "ipFamilyPolicy": s.family_policy, "backends": s.backends})
                     })
                     .collect();
                 serde_json::to_string_pretty(&v)? + "\n"
@@ -296,11 +296,15 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                             joined(&s.pools),
                             joined(&s.ports),
                             dash(&s.sharing_key),
+                            s.backends.len().to_string(),
                             status,
                         ]
                     })
                     .collect();
-                table::render(&["NAMESPACE", "NAME", "EXTERNAL-IP", "POOL", "PORTS", "SHARING", "STATUS"], &rows)
+                table::render(
+                    &["NAMESPACE", "NAME", "EXTERNAL-IP", "POOL", "PORTS", "SHARING", "BACKENDS", "STATUS"],
+                    &rows,
+                )
             }
         }
         Command::Ipam(IpamCmd::Pools) => {
