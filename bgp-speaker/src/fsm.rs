@@ -28,6 +28,8 @@ pub mod code {
     /// Cease subcodes (RFC 4486).
     pub const ADMINISTRATIVE_SHUTDOWN: u8 = 2;
     pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
+    /// Cease subcode for a session torn down because BFD went down (RFC 9384).
+    pub const BFD_DOWN: u8 = 10;
     /// FSM error subcodes (RFC 6608).
     pub const UNEXPECTED_IN_OPENSENT: u8 = 1;
     pub const UNEXPECTED_IN_OPENCONFIRM: u8 = 2;
@@ -96,6 +98,9 @@ pub enum Event {
     Keepalive,
     /// Event 27 (UpdateMsg) — also ROUTE-REFRESH, which restarts the hold timer the same way.
     Update,
+    /// The BFD session under this peer went from Up to Down (RFC 5882 §4.2, not an RFC 4271
+    /// event): the connection is torn down at once with Cease / BFD Down (RFC 9384).
+    BfdDown,
 }
 
 /// Outputs for the driver to carry out, in order.
@@ -300,6 +305,8 @@ impl Fsm {
                 self.connect_retry_counter += 1;
                 self.state = State::Idle;
             }
+            // No connection to tear down yet.
+            (State::Connect | State::Active, Event::BfdDown) => {}
             (State::Connect | State::Active, Event::Notification { .. }) => {
                 // NotifMsgVerErr before OPEN: no error counted (RFC 4271 §8.2.2, event 24).
                 self.enter_idle(&mut out, "NOTIFICATION before OPEN".into());
@@ -351,6 +358,9 @@ impl Fsm {
             }
             (_, Event::MessageError { code, subcode, data }) => {
                 self.notify_and_idle(&mut out, code, subcode, data, format!("message error {code}/{subcode}"));
+            }
+            (_, Event::BfdDown) => {
+                self.notify_and_idle(&mut out, code::CEASE, code::BFD_DOWN, Vec::new(), "BFD session went down".into())
             }
             (_, Event::CollisionDump) => self.notify_and_idle(
                 &mut out,
@@ -627,5 +637,21 @@ mod tests {
         let mut f = established();
         let out = f.handle(1, Event::CollisionDump);
         assert_eq!(out[0], Action::SendNotification { code: 6, subcode: 7, data: vec![] });
+    }
+
+    #[test]
+    fn bfd_down_tears_the_session_down_with_cease_10() {
+        let mut f = established();
+        let out = f.handle(1, Event::BfdDown);
+        assert_eq!(out[0], Action::SendNotification { code: code::CEASE, subcode: code::BFD_DOWN, data: vec![] });
+        assert!(out.contains(&Action::Disconnect));
+        assert!(matches!(out.last(), Some(Action::Down { reason }) if reason.contains("BFD")));
+        assert_eq!(f.state(), State::Idle);
+        // Before a connection exists there is nothing to tear down.
+        let mut f = fsm();
+        f.handle(0, Event::Start);
+        assert!(f.handle(1, Event::BfdDown).is_empty());
+        assert_eq!(f.state(), State::Connect);
+        assert!(Fsm::new(FsmConfig::new(1, None, id("10.0.0.1"))).handle(0, Event::BfdDown).is_empty());
     }
 }

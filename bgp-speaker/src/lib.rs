@@ -1,9 +1,11 @@
 //! Halyard's BGP-4 speaker.
 //!
 //! Work in progress (issue 3): [`wire`], the sans-IO message codec; [`fsm`], the RFC 4271 state
-//! machine with explicit time; [`session`], the tokio driver for one peer (active side). The
-//! RIB with best-path selection, passive peers, MD5/GTSM, graceful restart and BFD follow.
+//! machine with explicit time; [`session`], the tokio driver for one peer (active side); [`bfd`],
+//! single-hop BFD (RFC 5880/5881) that tears a session down when the path fails. The RIB with
+//! best-path selection, passive peers, MD5/GTSM and graceful restart follow.
 
+pub mod bfd;
 pub mod fsm;
 pub mod session;
 pub mod wire;

@@ -16,7 +16,13 @@
 //! relay in `halyard-bgpd`), so nothing is copied per peer. Either way, UPDATEs are packed: the
 //! prefixes that share attributes go out together, as many per message as fit.
 //!
-//! Not yet: GTSM, BFD, the graceful-restart helper side (keeping a restarting peer's routes).
+//! With [`PeerConfig::bfd`] set, a BFD session (RFC 5880/5881, [`crate::bfd`]) runs to the peer
+//! address and its state shows in [`PeerStatus::bfd`]. When it goes from Up to Down (not because
+//! the peer went AdminDown, RFC 5882 §3.2) the BGP session is torn down at once with Cease /
+//! BFD Down (RFC 9384) and comes back by the usual connect-retry. Establishing the BGP session
+//! does not wait for BFD (RFC 5882 §4.3 leaves that to configuration); it is logged.
+//!
+//! Not yet: GTSM, the graceful-restart helper side (keeping a restarting peer's routes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,6 +35,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::bfd::{Bfd, BfdConfig, BfdSession, BfdState, BfdStatus};
 use crate::fsm::{Action, Event, Fsm, FsmConfig, Millis, PeerOpen, State};
 use crate::wire::{
     AfiSafi, AsPath, Capability, Community, DecodeCxt, EncodeCxt, EncodeError, GrFamily, GracefulRestart, Ipv4Prefix,
@@ -100,6 +107,8 @@ pub struct PeerConfig {
     /// first OPEN after the process starts carries the Restart State bit, and stopping closes the
     /// connection without a NOTIFICATION so that the peer keeps our routes while we restart.
     pub graceful_restart: Option<u16>,
+    /// BFD to the peer address (single-hop, RFC 5881); `None`: no BFD.
+    pub bfd: Option<BfdConfig>,
 }
 
 impl PeerConfig {
@@ -116,6 +125,7 @@ impl PeerConfig {
             next_hop_v6: None,
             password: None,
             graceful_restart: None,
+            bfd: None,
         }
     }
 }
@@ -226,6 +236,9 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     pub updates_in: u64,
     pub updates_out: u64,
+    /// The BFD session's status; `None` when BFD is not configured (or could not start: see
+    /// `last_error`).
+    pub bfd: Option<BfdStatus>,
 }
 
 /// Encoded UPDATEs are written in chunks of about this size (many messages per `write`).
@@ -356,6 +369,12 @@ impl Driver {
                 }
                 Action::Established(neg) => {
                     tracing::info!(peer = %self.cfg.name, asn = neg.peer_asn, hold = neg.hold_time, "session established");
+                    let bfd = self.status.lock().unwrap_or_else(|e| e.into_inner()).bfd;
+                    if let Some(b) = bfd.filter(|b| b.state != BfdState::Up) {
+                        // RFC 5882 §4.3: not waiting for BFD; the session is torn down only on
+                        // an Up → Down transition.
+                        tracing::info!(peer = %self.cfg.name, "session established while BFD is {}", b.state);
+                    }
                     let families = self.conn.as_ref().map(|c| c.families.clone()).unwrap_or_default();
                     self.set_status(|s| {
                         s.state = Some(State::Established);
@@ -828,6 +847,11 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
     };
     // With deltas the table is the RIB's: `current` stays empty.
     let mut current = table.as_mut().map(|t| t.borrow_and_update().clone()).unwrap_or_default();
+    let mut bfd = match d.cfg.bfd {
+        Some(bc) => start_bfd(&d, bc).await,
+        None => None,
+    };
+    let mut bfd_last = bfd.as_ref().map(|b| b.status()).unwrap_or_default();
     let first = d.fsm.handle(0, Event::Start);
     d.act(first, &current, None).await;
     let mut read_buf = vec![0u8; 65536];
@@ -916,6 +940,21 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
                     d.act(acts, &current, None).await;
                 }
             }
+            st = async { match bfd.as_mut() { Some(b) => b.changed().await, None => std::future::pending().await } } => {
+                let Some(st) = st else {
+                    tracing::warn!(peer = %d.cfg.name, "the BFD driver stopped");
+                    bfd = None;
+                    continue;
+                };
+                let prev = std::mem::replace(&mut bfd_last, st);
+                d.set_status(|s| s.bfd = Some(st));
+                if st.is_failure_after(&prev) {
+                    tracing::warn!(peer = %d.cfg.name, "BFD went down ({}): tearing the BGP session down", st.diag);
+                    let acts = d.fsm.handle(d.now(), Event::BfdDown);
+                    d.act(acts, &current, None).await;
+                    restart_if_idle(&mut d, &current).await;
+                }
+            }
             _ = stop.changed() => {
                 if d.cfg.graceful_restart.is_some() && d.fsm.state() == State::Established {
                     // Stopping for a restart: close without a NOTIFICATION (which would end
@@ -930,6 +969,27 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
                 }
                 break;
             }
+        }
+    }
+}
+
+/// Joins the process's BFD driver for the peer address. BGP runs without BFD when that fails
+/// (the reason is in the status).
+async fn start_bfd(d: &Driver, cfg: BfdConfig) -> Option<BfdSession> {
+    let res = match Bfd::global() {
+        Ok(bfd) => bfd.add(d.cfg.address, cfg).await,
+        Err(e) => Err(e),
+    };
+    match res {
+        Ok(session) => {
+            let st = session.status();
+            d.set_status(|s| s.bfd = Some(st));
+            Some(session)
+        }
+        Err(e) => {
+            tracing::error!(peer = %d.cfg.name, "BFD cannot start, running without it: {e}");
+            d.set_status(|s| s.last_error = Some(format!("BFD: {e}")));
+            None
         }
     }
 }

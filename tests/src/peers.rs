@@ -54,6 +54,9 @@ pub struct BgpNeighbor {
     pub multihop: Option<u8>,
     /// TCP-MD5 password (the kernel has `TCP_MD5SIG`).
     pub password: Option<String>,
+    /// Track the session with BFD (BIRD only: `bfd on;`, which also needs a `protocol bfd`,
+    /// see [`BirdConfig::bfd`]). BIRD takes the BGP session down when BFD goes down.
+    pub bfd: bool,
 }
 
 impl BgpNeighbor {
@@ -69,7 +72,14 @@ impl BgpNeighbor {
             hold_time: None,
             multihop: None,
             password: None,
+            bfd: false,
         }
+    }
+
+    /// BFD on this session (BIRD only).
+    pub fn bfd(mut self, on: bool) -> Self {
+        self.bfd = on;
+        self
     }
 
     /// Name of the protocol (letters, digits and `_`, starting with a letter).
@@ -172,6 +182,14 @@ impl BirdConfig {
         self
     }
 
+    /// Adds `protocol bfd` on every interface with these timers (milliseconds), for neighbors
+    /// with [`BgpNeighbor::bfd`].
+    pub fn bfd(self, min_rx_ms: u32, min_tx_ms: u32, multiplier: u8) -> Self {
+        self.extra(&format!(
+            "protocol bfd {{\n  interface \"*\" {{\n    min rx interval {min_rx_ms} ms;\n    min tx interval {min_tx_ms} ms;\n    multiplier {multiplier};\n  }};\n}}"
+        ))
+    }
+
     /// The BIRD protocol name of the `index`-th neighbor (0-based).
     pub fn protocol_name(&self, index: usize) -> String {
         self.neighbors[index].name.clone().unwrap_or_else(|| format!("peer{}", index + 1))
@@ -211,6 +229,9 @@ impl BirdConfig {
                 // BIRD strings have no escapes: a `"` or newline cannot be written.
                 assert!(!pw.contains(['"', '\n']), "BIRD cannot take a password containing '\"' or a newline");
                 let _ = writeln!(c, "  password \"{pw}\";");
+            }
+            if n.bfd {
+                let _ = writeln!(c, "  bfd on;");
             }
             let _ = writeln!(c, "  connect delay time 1;");
             let _ = writeln!(c, "  connect retry time 1;");
@@ -363,6 +384,16 @@ impl Bird {
                 self.try_birdc(&format!("show protocols all {name}")).unwrap_or_else(|e| e),
                 self.log()
             )
+        })
+    }
+
+    /// The state (`Up`, `Down`, `Init`, `AdminDown`) of the BFD session with `address`, from
+    /// `show bfd sessions` (columns: IP address, Interface, State, Since, Interval, Timeout).
+    pub fn bfd_state(&self, address: &str) -> Option<String> {
+        let text = self.try_birdc("show bfd sessions").ok()?;
+        text.lines().find_map(|l| {
+            let mut t = l.split_whitespace();
+            (t.next()? == address).then(|| t.nth(1).map(String::from))?
         })
     }
 

@@ -15,6 +15,11 @@
 //! password = "secret"     # optional: TCP MD5 (RFC 2385)
 //! graceful_restart = 120  # optional: RFC 4724 restart time; stopping then keeps routes at the peer
 //!
+//! [peer.bfd]             # optional: BFD (RFC 5880/5881) to the peer; BFD down tears BGP down
+//! min_tx_ms = 300        # each optional, defaults 300 / 300 / 3 (intervals 10–60000 ms)
+//! min_rx_ms = 300
+//! multiplier = 3
+//!
 //! [[generate]]          # many host routes for benchmarks: 10.0.0.0/32, 10.0.0.1/32, ...
 //! start = "10.0.0.0"
 //! count = 100000
@@ -35,6 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use halyard_bgp::bfd::BfdConfig;
 use halyard_bgp::fsm::State;
 use halyard_bgp::session::{
     Advertisements, IncomingRoutes, Learned, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs, RouteDelta,
@@ -89,6 +95,27 @@ struct PeerToml {
     password: Option<String>,
     /// Graceful restart time in seconds (RFC 4724); unset disables graceful restart.
     graceful_restart: Option<u16>,
+    /// BFD to the peer (RFC 5880/5881); unset: no BFD.
+    bfd: Option<BfdToml>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BfdToml {
+    min_tx_ms: Option<u32>,
+    min_rx_ms: Option<u32>,
+    multiplier: Option<u32>,
+}
+
+impl BfdToml {
+    fn config(&self) -> Result<BfdConfig, halyard_bgp::bfd::BfdConfigError> {
+        let d = BfdConfig::default();
+        BfdConfig::new(
+            self.min_tx_ms.unwrap_or(d.min_tx_ms()),
+            self.min_rx_ms.unwrap_or(d.min_rx_ms()),
+            self.multiplier.unwrap_or(u32::from(d.multiplier())),
+        )
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -159,6 +186,11 @@ fn load(path: &PathBuf) -> anyhow::Result<(Config, Advertisements)> {
     }
     if cfg.peers.is_empty() {
         bail!("{}: no [[peer]] configured", path.display());
+    }
+    for (i, p) in cfg.peers.iter().enumerate() {
+        if let Some(Err(e)) = p.bfd.as_ref().map(BfdToml::config) {
+            bail!("{}: peer[{i}] ({}): bfd: {e}", path.display(), p.address);
+        }
     }
     let mut addresses: Vec<IpAddr> = cfg.peers.iter().map(|p| p.address).collect();
     addresses.sort();
@@ -447,6 +479,8 @@ async fn main() -> anyhow::Result<()> {
         pc.next_hop_v6 = p.next_hop_v6;
         pc.password = p.password.clone();
         pc.graceful_restart = p.graceful_restart;
+        // Checked in `load`.
+        pc.bfd = p.bfd.as_ref().and_then(|b| b.config().ok());
         let status = Arc::new(Mutex::new(PeerStatus::default()));
         statuses.insert(p.address, status.clone());
         let accept = cfg.listen_port.map(|_| {
@@ -514,6 +548,11 @@ async fn main() -> anyhow::Result<()> {
                             "updatesIn": s.updates_in,
                             "updatesOut": s.updates_out,
                             "lastError": s.last_error,
+                            "bfd": s.bfd.map(|b| serde_json::json!({
+                                "state": b.state.to_string(),
+                                "diag": b.diag.to_string(),
+                                "remoteState": b.remote_state.to_string(),
+                            })),
                         }),
                     )
                 })
@@ -606,6 +645,34 @@ mod tests {
 
     fn wd(p: &str) -> (String, Option<Vec<u32>>) {
         (p.to_string(), None)
+    }
+
+    #[test]
+    fn bfd_tables_are_checked() {
+        let dir = tempfile_dir();
+        let conf = |bfd: &str| {
+            let path = dir.join("c.toml");
+            let text = format!("router_id = \"10.0.0.1\"\nlocal_asn = 65001\n[[peer]]\naddress = \"10.0.0.2\"\n{bfd}");
+            std::fs::write(&path, text).unwrap();
+            load(&path).map(|(c, _)| c)
+        };
+        let c = conf("[peer.bfd]\nmin_tx_ms = 100\n").unwrap();
+        assert_eq!(c.peers[0].bfd.as_ref().unwrap().config().unwrap(), BfdConfig::new(100, 300, 3).unwrap());
+        assert!(conf("").unwrap().peers[0].bfd.is_none());
+        let e = conf("[peer.bfd]\nmultiplier = 0\n").unwrap_err().to_string();
+        assert!(e.contains("peer[0] (10.0.0.2): bfd: BFD detect multiplier 0 is out of range"), "{e}");
+        let e = conf("[peer.bfd]\nmin_rx_ms = 5\n").unwrap_err().to_string();
+        assert!(e.contains("receive interval 5 ms is out of range (10–60000 ms)"), "{e}");
+        let e = conf("[peer.bfd]\nmin_tx_ms = 60001\n").unwrap_err().to_string();
+        assert!(e.contains("transmit interval 60001 ms"), "{e}");
+        assert!(conf("[peer.bfd]\nfoo = 1\n").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("halyard-bgpd-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

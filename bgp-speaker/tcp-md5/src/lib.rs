@@ -1,9 +1,13 @@
-//! TCP MD5 signature option (RFC 2385) for BGP sessions, Linux `TCP_MD5SIG`
-//! (`include/uapi/linux/tcp.h`: `struct tcp_md5sig`).
+//! Socket calls std lacks, for BGP and BFD. The TCP MD5 signature option (RFC 2385), Linux
+//! `TCP_MD5SIG` (`include/uapi/linux/tcp.h`: `struct tcp_md5sig`).
 //!
 //! Set the key for a peer address on a socket *before* `connect` (dialling out) or on the
 //! listening socket (accepting): the kernel then signs every segment to and from that address,
 //! and silently drops unsigned or wrongly signed ones.
+//!
+//! [`ttl`]: receiving datagrams with their TTL / Hop Limit and setting the IPv6 Hop Limit.
+
+pub mod ttl;
 
 use std::io;
 use std::net::IpAddr;
