@@ -33,6 +33,11 @@
 //!    node cut off from its peers but not from etcd keeps its IPs, and nobody takes over.
 //!    A node cut off from both cannot refute, is revoked, and has stopped by itself by the time
 //!    the successor's wait ends.
+//! 5. A peer that is heard on the LAN but says its lease is not provably valid (it lost etcd:
+//!    an etcd restart or leader election) is *resting* for `lease_grace`: it answers nothing,
+//!    but it keeps its place in the ranking, so its IPs wait for it instead of moving, and it
+//!    is neither fenced nor waited for. An etcd outage shorter than the grace moves no IP; a
+//!    node that stays cut off from etcd longer is then fenced and its IPs move.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -188,6 +193,11 @@ pub struct ElectionConfig {
     pub grant_retry: Duration,
     /// Minimum gap between heartbeats sent early because the view changed.
     pub min_heartbeat_gap: Duration,
+    /// How long a peer that is heard on the LAN but has lost its lease's validity (etcd
+    /// unreachable for it: an etcd restart, a leader election) keeps its IPs. It answers none of
+    /// them meanwhile (rule 1), but nobody takes them over, so an etcd outage shorter than this
+    /// moves no IP. After it, the peer is treated as dead (fenced, its IPs taken over).
+    pub lease_grace: Duration,
 }
 
 impl Default for ElectionConfig {
@@ -203,6 +213,7 @@ impl Default for ElectionConfig {
             fence_retry: Duration::from_millis(50),
             grant_retry: Duration::from_millis(100),
             min_heartbeat_gap: Duration::from_millis(1),
+            lease_grace: Duration::from_secs(3),
         }
     }
 }
@@ -331,6 +342,8 @@ struct Peer {
     seq: u64,
     lease: Option<LeaseId>,
     lease_valid: bool,
+    /// Since when its heartbeats say its lease is not provably valid (same lease throughout).
+    invalid_since: Option<Instant>,
     horizon: Duration,
     epoch: u32,
     knowledge: u64,
@@ -451,6 +464,11 @@ impl Election {
         {
             return self.step(at); // reordered or duplicated
         }
+        let invalid_since = match self.peers.get(&hb.node) {
+            _ if hb.lease_valid => None,
+            Some(p) if p.lease == hb.lease && p.invalid_since.is_some() => p.invalid_since,
+            _ => Some(at),
+        };
         self.peers.insert(
             hb.node.clone(),
             Peer {
@@ -458,6 +476,7 @@ impl Election {
                 seq: hb.seq,
                 lease: hb.lease,
                 lease_valid: hb.lease_valid,
+                invalid_since,
                 horizon: Duration::from_millis(u64::from(hb.horizon_ms)),
                 epoch: hb.epoch,
                 knowledge: hb.knowledge,
@@ -552,6 +571,9 @@ impl Election {
         }
         for p in self.peers.values() {
             at(p.last_heard + self.cfg.dead_after());
+            if let Some(t) = p.invalid_since {
+                at(t + self.cfg.lease_grace);
+            }
         }
         for f in self.fences.values() {
             match *f {
@@ -578,6 +600,19 @@ impl Election {
         })
     }
 
+    /// Heard, holding a lease it cannot currently prove valid, within `lease_grace`: it answers
+    /// nothing (its heartbeat says so, and rule 1 withdrew before it was sent), but it stays in
+    /// the ranking so that its IPs wait for it instead of moving.
+    fn is_resting(&self, node: &NodeId, now: Instant) -> bool {
+        self.peers.get(node).is_some_and(|p| {
+            now < p.last_heard + self.cfg.dead_after()
+                && !p.lease_valid
+                && p.lease.is_some()
+                && p.invalid_since.is_some_and(|t| now < t + self.cfg.lease_grace)
+                && !matches!(self.fences.get(node), Some(FenceState::Fenced { lease, .. }) if *lease == p.lease)
+        })
+    }
+
     fn eligible_of(&self, node: &NodeId) -> u64 {
         self.candidates.get(node).map_or_else(|| eligible_digest(&BTreeSet::new()), eligible_digest)
     }
@@ -590,7 +625,9 @@ impl Election {
 
         // The view: live members with their leases and eligibility (per our model).
         let live: Vec<NodeId> = self.peers.keys().filter(|n| self.is_live(n, now)).cloned().collect();
-        let mut members: BTreeMap<&NodeId, Option<LeaseId>> = live.iter().map(|n| (n, self.peers[n].lease)).collect();
+        let resting: Vec<NodeId> = self.peers.keys().filter(|n| self.is_resting(n, now)).cloned().collect();
+        let mut members: BTreeMap<&NodeId, Option<LeaseId>> =
+            live.iter().chain(&resting).map(|n| (n, self.peers[n].lease)).collect();
         if valid {
             members.insert(&self.me, self.lease());
         }
@@ -655,13 +692,19 @@ impl Election {
         //   N's agreement (first case).
         // * P refuted: P holds a valid lease, N does not take over (partition: no double, no
         //   churn).
+        // * P resting (heard, lease not provable, within the grace): P's latest heartbeat says
+        //   it answers nothing. P is a member of N's view, so X is not taken from it; for the
+        //   IPs N does take, P can only start answering again under rule 3 itself: with N's
+        //   agreement (N live in P's view, so P acquires in a view equal to N's, where only
+        //   one of them is top) or after fencing N, which N refutes. So P is neither waited
+        //   for (agreement) nor fenced.
         let to_acquire: Vec<IpAddr> = self.want.difference(&self.owned).copied().collect();
         if valid && !to_acquire.is_empty() {
             let agreed = live.iter().all(|n| self.peers[n].knowledge == self.knowledge);
             let mut fenced_all = true;
             let may_fence = now >= self.started + self.cfg.dead_after();
             let known: BTreeSet<NodeId> = self.candidates.keys().chain(self.peers.keys()).cloned().collect();
-            for n in known.iter().filter(|n| **n != self.me && !live.contains(n)) {
+            for n in known.iter().filter(|n| **n != self.me && !live.contains(n) && !resting.contains(n)) {
                 let st = self.fences.get(n).copied().unwrap_or(FenceState::None);
                 match st {
                     FenceState::Fenced { safe_at, .. } if safe_at <= now => {}

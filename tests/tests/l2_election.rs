@@ -239,21 +239,35 @@ fn after_an_etcd_restart_the_same_nodes_own_the_same_ips() {
             })
         })
         .collect();
-    // etcd goes away for a moment and comes back with its data. Owners that cannot renew stop
-    // answering meanwhile (they cannot prove their lease); afterwards the same nodes own the same
-    // IPs again: the ranking did not change.
+    // etcd goes away for a moment and comes back with its data, while the client probes every
+    // IP. Owners that cannot renew stop answering meanwhile (they cannot prove their lease), but
+    // nobody takes their IPs (they are heard on the LAN, within the lease grace): every answer,
+    // before, during and after, comes from the IP's owner.
+    let probes: Vec<std::process::Child> = ips
+        .iter()
+        .map(|ip| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", c.client.name()])
+                .arg(halyard_tests::bin("arp-probe"))
+                .args(["eth0", "10.80.1.100", ip, "400", "10"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     c.etcd.restart();
-    for (k, ip) in ips.iter().enumerate() {
+    for (k, (ip, child)) in ips.iter().zip(probes).enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let macs: Vec<String> = v["macs"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
+        assert_eq!(v["double"], 0, "{ip}: a probe answered by two MACs {macs:?}");
+        assert_eq!(macs, vec![c.macs[before[k]].clone()], "{ip}: only node-{} ever answered ({v})", before[k] + 1);
         wait_until(Duration::from_secs(20), &format!("{ip} back with node-{}", before[k] + 1), || {
             (owners(&c.agents, ip) == vec![before[k]]).then_some(())
         });
-        // Settled: a run of probes all answered, by that node alone. (While the nodes re-acquire
-        // after the outage, an IP can briefly be answered by another node; never by two at once.)
-        wait_until(Duration::from_secs(20), &format!("{ip} answered by node-{} alone", before[k] + 1), || {
-            let (sent, answered, double, macs) = probe(&c.client, ip, 20);
-            assert_eq!(double, 0, "{ip}: a probe answered by two MACs {macs:?}");
-            (answered == sent && macs == vec![c.macs[before[k]].clone()]).then_some(())
-        });
+        let (sent, answered, double, macs) = probe(&c.client, ip, 20);
+        assert_eq!((double, answered, macs), (0, sent, vec![c.macs[before[k]].clone()]), "{ip} answered again");
     }
     let _ = (&c.nodes, &c.ports, &c.lan);
 }

@@ -105,6 +105,11 @@ pub struct Flags {
     /// This node's IPv4 address on the heartbeat LAN (for joining a multicast group).
     #[arg(long, env = "HALYARD_L2_HEARTBEAT_LOCAL")]
     pub l2_heartbeat_local: Option<std::net::Ipv4Addr>,
+    /// How long a node that is still heard on the LAN but cannot reach etcd keeps its IPs (it
+    /// answers none of them meanwhile) before others take them over: an etcd restart shorter
+    /// than this moves no IP. Milliseconds (default 3000).
+    #[arg(long, env = "HALYARD_L2_LEASE_GRACE_MS")]
+    pub l2_lease_grace_ms: Option<u64>,
     /// This cluster's name (ClusterMesh; Cilium `cluster.name`).
     #[arg(long, env = "HALYARD_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
@@ -156,6 +161,7 @@ struct FileConfig {
     l2_etcd_endpoints: Option<Vec<String>>,
     l2_heartbeat_group: Option<std::net::SocketAddr>,
     l2_heartbeat_local: Option<std::net::Ipv4Addr>,
+    l2_lease_grace_ms: Option<u64>,
     cluster_name: Option<String>,
     cluster_id: Option<u32>,
     clustermesh_config: Option<PathBuf>,
@@ -404,13 +410,23 @@ impl AgentConfig {
             None,
             |v| v.map(|a| a.to_string()).unwrap_or_default(),
         );
+        let l2_grace_ms =
+            l.pick("l2-lease-grace-ms", flags.l2_lease_grace_ms, file.l2_lease_grace_ms, 3000, u64::to_string);
+        if l2_grace_ms > 600_000 {
+            bail!("l2-lease-grace-ms: {l2_grace_ms} is above the 600000 ms (10 min) limit");
+        }
         let l2_election = match election_kind.as_str() {
             "single" => crate::l2::ElectionSettings::Single,
             "etcd" => {
                 if l2_endpoints.is_empty() {
                     bail!("l2-election etcd needs l2-etcd-endpoints (the etcd the nodes fence each other through)");
                 }
-                crate::l2::ElectionSettings::Etcd { endpoints: l2_endpoints, group: l2_group, local: l2_local }
+                crate::l2::ElectionSettings::Etcd {
+                    endpoints: l2_endpoints,
+                    group: l2_group,
+                    local: l2_local,
+                    lease_grace: std::time::Duration::from_millis(l2_grace_ms),
+                }
             }
             other => bail!("l2-election: {other:?} is not one of single, etcd"),
         };

@@ -31,7 +31,13 @@ pub enum ElectionSettings {
     Single,
     /// Nodes elect an owner per IP: LAN heartbeats for fast failure detection, etcd leases for
     /// fencing (see `halyard_l2::election`).
-    Etcd { endpoints: Vec<String>, group: std::net::SocketAddr, local: Option<std::net::Ipv4Addr> },
+    Etcd {
+        endpoints: Vec<String>,
+        group: std::net::SocketAddr,
+        local: Option<std::net::Ipv4Addr>,
+        /// `ElectionConfig::lease_grace`.
+        lease_grace: std::time::Duration,
+    },
 }
 
 /// What `halyard l2 announcements` shows: the rows, plus replies and MAC per interface.
@@ -213,10 +219,14 @@ async fn start_election(
     candidates: watch::Receiver<Vec<Candidate>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let ElectionSettings::Etcd { endpoints, group, local } = settings else { return Ok(()) };
+    let ElectionSettings::Etcd { endpoints, group, local, lease_grace } = settings else { return Ok(()) };
     // A 25 ms refute window (the library default is 10 ms): on a loaded 2-core host an owner's
     // refute (etcd watch + write) was seen to arrive after 10 ms. It adds 15 ms to failover.
-    let cfg = ElectionConfig { refute_window: std::time::Duration::from_millis(25), ..ElectionConfig::default() };
+    let cfg = ElectionConfig {
+        refute_window: std::time::Duration::from_millis(25),
+        lease_grace: *lease_grace,
+        ..ElectionConfig::default()
+    };
     let backend = halyard_l2::lease::EtcdBackend::connect(
         endpoints,
         halyard_l2::lease::DEFAULT_ROOT,

@@ -710,6 +710,71 @@ fn restarted_node_rejoins() {
     assert!(!sim.nodes[1].el.owned_ips().is_empty());
 }
 
+/// Who owns each IP (None: nobody).
+fn ownership(sim: &Sim, ips: &[IpAddr]) -> Vec<Option<usize>> {
+    ips.iter().map(|ip| sim.owners(ip).first().copied()).collect()
+}
+
+#[test]
+fn an_etcd_outage_moves_no_ip() {
+    // etcd restarting (or electing a leader): every node loses its keep-alives for 800 ms,
+    // while the LAN is fine. Everyone stops answering (no provable lease), and afterwards the
+    // same nodes own the same IPs: nothing was taken over or fenced in between.
+    let ips = ips(12);
+    let mut sim = Sim::new(3, &ips, 11);
+    sim.run(200);
+    assert!(sim.all_ips_owned_once(&ips));
+    let before = ownership(&sim, &ips);
+    let log_len = sim.log.len();
+    for n in &mut sim.nodes {
+        n.etcd = false;
+    }
+    sim.run(100);
+    assert!(ownership(&sim, &ips).iter().all(Option::is_none), "no lease, no answers");
+    sim.run(700);
+    // Clients reconnect one after another: the first back must not take the others' IPs.
+    for i in 0..3 {
+        sim.nodes[i].etcd = true;
+        sim.run(60);
+    }
+    sim.run_until(200, |s| s.all_ips_owned_once(&ips)).expect("answering again");
+    assert_eq!(ownership(&sim, &ips), before);
+    // Nobody announced an IP it did not own before.
+    for (_, node, what) in &sim.log[log_len..] {
+        if let Some(ip) = what.strip_prefix("announce ") {
+            let i = ips.iter().position(|x| x.to_string() == ip).unwrap();
+            assert_eq!(before[i], Some(*node), "{what} by node {node}: {:?}", &sim.log[log_len..]);
+        }
+    }
+    assert!(sim.nodes.iter().all(|n| n.el.lease().is_some()));
+}
+
+#[test]
+fn an_owner_that_only_lost_etcd_keeps_its_ips_for_the_grace_then_they_move() {
+    let ips = ips(8);
+    let mut sim = Sim::new(3, &ips, 12);
+    sim.run(200);
+    let ip = ips[0];
+    let old = sim.owners(&ip)[0];
+    sim.nodes[old].etcd = false;
+    // It stops answering within its horizon, and nobody takes its IPs while the grace runs.
+    sim.run(100);
+    assert!(sim.nodes[old].el.owned_ips().is_empty());
+    assert!(sim.owners(&ip).is_empty());
+    let grace = sim.cfg.lease_grace.as_millis() as u64;
+    sim.run(grace - 200);
+    assert!(sim.owners(&ip).is_empty(), "still waiting for {old} within the grace");
+    // After the grace it is fenced like a dead node, and the IP moves.
+    let took = sim.run_until(500, |s| s.owners(&ip).len() == 1).expect("moved after the grace");
+    assert!(took <= 300, "{took} ms after the grace's end - 100 ms");
+    assert_ne!(sim.owners(&ip), vec![old]);
+    // etcd comes back for it: it rejoins (new lease, since it was fenced) and gets its IPs back.
+    sim.nodes[old].etcd = true;
+    sim.run(500);
+    assert!(sim.all_ips_owned_once(&ips));
+    assert_eq!(sim.owners(&ip), vec![old]);
+}
+
 // ===== property: no two nodes ever answer for one IP =====
 
 #[derive(Debug, Clone)]
