@@ -96,6 +96,93 @@ pub trait LeaseBackend: Send + Sync {
     ) -> impl Future<Output = Result<bool, LeaseError>> + Send;
 }
 
+/// The watches behind [`LeaseBackend::watch_node`] for etcd: this node's key (deleted ⇒ lease
+/// lost) and the fence requests against it.
+struct NodeWatch {
+    client: Client,
+    node_key: String,
+    fence_prefix: String,
+    timeout: Duration,
+}
+
+type NodeStreams = (etcd_client::WatchStream, etcd_client::WatchStream);
+
+impl NodeWatch {
+    async fn t<T>(&self, f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, LeaseError> {
+        Ok(tokio::time::timeout(self.timeout, f).await.map_err(|_| LeaseError::Timeout(self.timeout))??)
+    }
+
+    /// Opens both watches. With `after` (the last revision seen), first reads what changed
+    /// meanwhile: a missing node key is reported as deleted and pending fence requests as
+    /// requested, then the watches start right after that read, so nothing falls in between.
+    async fn open(&self, after: Option<i64>) -> Result<(NodeStreams, Vec<NodeKeyEvent>), LeaseError> {
+        let mut c = self.client.clone();
+        let mut events = Vec::new();
+        let mut start = None;
+        if after.is_some() {
+            let node = self.t(c.get(self.node_key.clone(), None)).await?;
+            let rev = node.header().map(|h| h.revision()).unwrap_or(0);
+            if node.kvs().is_empty() {
+                events.push(NodeKeyEvent::KeyDeleted);
+            }
+            let opts = GetOptions::new().with_prefix().with_revision(rev);
+            let fences = self.t(c.get(self.fence_prefix.clone(), Some(opts))).await?;
+            events.extend(fences.kvs().iter().filter_map(|kv| self.fence_event(kv)));
+            start = Some(rev + 1);
+        }
+        let opts = |prefix: bool| {
+            let o = if prefix { WatchOptions::new().with_prefix() } else { WatchOptions::new() };
+            match start {
+                Some(r) => o.with_start_revision(r),
+                None => o,
+            }
+        };
+        let nodes = self.t(c.watch(self.node_key.clone(), Some(opts(false)))).await?;
+        let fences = self.t(c.watch(self.fence_prefix.clone(), Some(opts(true)))).await?;
+        Ok(((nodes, fences), events))
+    }
+
+    fn fence_event(&self, kv: &etcd_client::KeyValue) -> Option<NodeKeyEvent> {
+        let by = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&self.fence_prefix)?;
+        Some(NodeKeyEvent::FenceRequested {
+            by: NodeId::new(by),
+            lease: parse_lease(kv.value())?,
+            revision: kv.mod_revision(),
+        })
+    }
+
+    /// Forwards events until a watch ends; returns the last revision seen, or `None` when the
+    /// receiver is gone.
+    async fn pump(&self, (nodes, fences): &mut NodeStreams, tx: &mpsc::Sender<NodeKeyEvent>) -> Option<i64> {
+        let mut last = 0;
+        loop {
+            let (msg, from_fence) = tokio::select! {
+                m = nodes.message() => (m, false),
+                m = fences.message() => (m, true),
+            };
+            let resp = match msg {
+                Ok(Some(r)) if !r.canceled() => r,
+                _ => return Some(last),
+            };
+            if let Some(h) = resp.header() {
+                last = last.max(h.revision());
+            }
+            for ev in resp.events() {
+                let out = match (from_fence, ev.event_type(), ev.kv()) {
+                    (false, EventType::Delete, _) => Some(NodeKeyEvent::KeyDeleted),
+                    (true, EventType::Put, Some(kv)) => self.fence_event(kv),
+                    _ => None,
+                };
+                if let Some(out) = out
+                    && tx.send(out).await.is_err()
+                {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 fn parse_lease(v: &[u8]) -> Option<LeaseId> {
     let s = std::str::from_utf8(v).ok()?;
     let hex = s.split_whitespace().next()?;
@@ -228,44 +315,46 @@ impl LeaseBackend for EtcdBackend {
     }
 
     async fn watch_node(&self, node: &NodeId) -> Result<mpsc::Receiver<NodeKeyEvent>, LeaseError> {
-        let mut c = self.client.clone();
-        let node_key = self.node_key(node);
-        let fence_prefix = format!("{}/fence/{}/", self.root, node);
-        let mut nodes = self.t(c.watch(node_key, None)).await?;
-        let mut fences = self.t(c.watch(fence_prefix.clone(), Some(WatchOptions::new().with_prefix()))).await?;
+        let watch = NodeWatch {
+            client: self.client.clone(),
+            node_key: self.node_key(node),
+            fence_prefix: format!("{}/fence/{}/", self.root, node),
+            timeout: self.timeout,
+        };
+        // The first watch is opened here, so that a failure reaches the caller.
+        let (first, initial) = watch.open(None).await?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
+            for ev in initial {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            let mut streams = first;
             loop {
-                let (msg, from_fence) = tokio::select! {
-                    m = nodes.message() => (m, false),
-                    m = fences.message() => (m, true),
-                };
-                let Ok(Some(resp)) = msg else { break };
-                for ev in resp.events() {
-                    let out = match (from_fence, ev.event_type(), ev.kv()) {
-                        (false, EventType::Delete, _) => Some(NodeKeyEvent::KeyDeleted),
-                        (true, EventType::Put, Some(kv)) => {
-                            let by = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(&fence_prefix));
-                            match (by, parse_lease(kv.value())) {
-                                (Some(by), Some(lease)) => Some(NodeKeyEvent::FenceRequested {
-                                    by: NodeId::new(by),
-                                    lease,
-                                    revision: kv.mod_revision(),
-                                }),
-                                _ => None,
-                            }
-                        }
-                        _ => None,
-                    };
-                    if let Some(out) = out
-                        && tx.send(out).await.is_err()
-                    {
+                let Some(rev) = watch.pump(&mut streams, &tx).await else { return };
+                // The watch ended (etcd restarted, connection lost): open it again from where it
+                // stopped, for as long as someone listens. Without this, fence requests after an
+                // etcd blip would go unseen and never be refuted.
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if tx.is_closed() {
                         return;
+                    }
+                    match watch.open(Some(rev)).await {
+                        Ok((s, evs)) => {
+                            for ev in evs {
+                                if tx.send(ev).await.is_err() {
+                                    return;
+                                }
+                            }
+                            streams = s;
+                            break;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "re-opening the node key watch"),
                     }
                 }
             }
-            // The watch ended: the receiver sees the channel close and must treat its lease as
-            // unverifiable (the election's validity horizon handles that by itself).
         });
         Ok(rx)
     }

@@ -110,6 +110,15 @@ pub struct Flags {
     /// than this moves no IP. Milliseconds (default 3000).
     #[arg(long, env = "HALYARD_L2_LEASE_GRACE_MS")]
     pub l2_lease_grace_ms: Option<u64>,
+    /// How long an owner keeps answering after its last acknowledged etcd keep-alive, in ms
+    /// (default 25; keep-alives go out every horizon/3). Also what a successor waits after
+    /// fencing. Larger values tolerate more scheduling delay and make failover slower. Must be
+    /// the same on every node.
+    #[arg(long, env = "HALYARD_L2_HORIZON_MS")]
+    pub l2_horizon_ms: Option<u64>,
+    /// How long a fence request stays open for its target to refute it, in ms (default 25).
+    #[arg(long, env = "HALYARD_L2_REFUTE_WINDOW_MS")]
+    pub l2_refute_window_ms: Option<u64>,
     /// This cluster's name (ClusterMesh; Cilium `cluster.name`).
     #[arg(long, env = "HALYARD_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
@@ -162,6 +171,8 @@ struct FileConfig {
     l2_heartbeat_group: Option<std::net::SocketAddr>,
     l2_heartbeat_local: Option<std::net::Ipv4Addr>,
     l2_lease_grace_ms: Option<u64>,
+    l2_horizon_ms: Option<u64>,
+    l2_refute_window_ms: Option<u64>,
     cluster_name: Option<String>,
     cluster_id: Option<u32>,
     clustermesh_config: Option<PathBuf>,
@@ -415,6 +426,25 @@ impl AgentConfig {
         if l2_grace_ms > 600_000 {
             bail!("l2-lease-grace-ms: {l2_grace_ms} is above the 600000 ms (10 min) limit");
         }
+        let l2_horizon_ms = l.pick("l2-horizon-ms", flags.l2_horizon_ms, file.l2_horizon_ms, 25, u64::to_string);
+        if !(10..=1000).contains(&l2_horizon_ms) {
+            bail!("l2-horizon-ms: {l2_horizon_ms} is outside 10-1000 ms");
+        }
+        let l2_refute_ms =
+            l.pick("l2-refute-window-ms", flags.l2_refute_window_ms, file.l2_refute_window_ms, 25, u64::to_string);
+        if !(1..=5000).contains(&l2_refute_ms) {
+            bail!("l2-refute-window-ms: {l2_refute_ms} is outside 1-5000 ms");
+        }
+        let ms = std::time::Duration::from_millis;
+        let l2_timing = halyard_l2::election::ElectionConfig {
+            horizon: ms(l2_horizon_ms),
+            keepalive_interval: ms((l2_horizon_ms / 3).max(1)),
+            clock_margin: ms((l2_horizon_ms / 12).max(2)),
+            refute_window: ms(l2_refute_ms),
+            lease_grace: ms(l2_grace_ms),
+            ..halyard_l2::election::ElectionConfig::default()
+        };
+        l2_timing.validate().map_err(|e| anyhow::anyhow!("l2-horizon-ms {l2_horizon_ms}: {e}"))?;
         let l2_election = match election_kind.as_str() {
             "single" => crate::l2::ElectionSettings::Single,
             "etcd" => {
@@ -425,7 +455,7 @@ impl AgentConfig {
                     endpoints: l2_endpoints,
                     group: l2_group,
                     local: l2_local,
-                    lease_grace: std::time::Duration::from_millis(l2_grace_ms),
+                    timing: Box::new(l2_timing),
                 }
             }
             other => bail!("l2-election: {other:?} is not one of single, etcd"),

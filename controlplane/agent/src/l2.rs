@@ -35,8 +35,8 @@ pub enum ElectionSettings {
         endpoints: Vec<String>,
         group: std::net::SocketAddr,
         local: Option<std::net::Ipv4Addr>,
-        /// `ElectionConfig::lease_grace`.
-        lease_grace: std::time::Duration,
+        /// Horizon, keep-alive interval, refute window, lease grace.
+        timing: Box<ElectionConfig>,
     },
 }
 
@@ -219,14 +219,11 @@ async fn start_election(
     candidates: watch::Receiver<Vec<Candidate>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let ElectionSettings::Etcd { endpoints, group, local, lease_grace } = settings else { return Ok(()) };
-    // A 25 ms refute window (the library default is 10 ms): on a loaded 2-core host an owner's
-    // refute (etcd watch + write) was seen to arrive after 10 ms. It adds 15 ms to failover.
-    let cfg = ElectionConfig {
-        refute_window: std::time::Duration::from_millis(25),
-        lease_grace: *lease_grace,
-        ..ElectionConfig::default()
-    };
+    let ElectionSettings::Etcd { endpoints, group, local, timing } = settings else { return Ok(()) };
+    // The refute window defaults to 25 ms here (the library's is 10 ms): on a loaded 2-core host
+    // an owner's refute (etcd watch + write) was seen to arrive after 10 ms. It adds 15 ms to
+    // failover.
+    let cfg = (**timing).clone();
     let backend = halyard_l2::lease::EtcdBackend::connect(
         endpoints,
         halyard_l2::lease::DEFAULT_ROOT,

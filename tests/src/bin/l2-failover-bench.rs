@@ -1,12 +1,21 @@
-//! `l2-failover-bench [RUNS]`: failover time of an L2-announced IP when its owner node dies,
-//! Halyard's election against keepalived (VRRPv3, 10 ms adverts), side by side in one run.
+//! `l2-failover-bench [RUNS] [kill|peers|peers-etcd]`: what happens to an L2-announced IP when
+//! its owner node dies or is partitioned, Halyard's election against keepalived (VRRPv3, 10 ms
+//! adverts), side by side in one run.
 //!
 //! Three nodes and a client on a bridge LAN (network namespaces; Halyard also gets an etcd). A
-//! client probes the IP over ARP every 5 ms (`arp-probe`). Each run takes the owner's bridge port
-//! down and then SIGKILLs its announcer, at a random phase, and records the longest run of unanswered probes
-//! (the failover time) and the probes answered by two MACs. Then the node comes back and the next
-//! run starts once the IP has an owner again. Needs root, etcd-server, keepalived and the workspace
-//! binaries (`cargo build --release -p halyard-agent -p halyard-cli -p halyard-tests`).
+//! client probes the IP over ARP every 5 ms (`arp-probe`). Each run, at a random phase:
+//! * `kill` (default): takes the owner's bridge port down and SIGKILLs its announcer;
+//! * `peers`: cuts the owner off from its peers only (heartbeats and VRRP adverts run on a second
+//!   bridge, `eth1`, whose port goes down; the client and etcd still reach the owner). The right
+//!   outcome is no failover at all: the owner goes on answering alone;
+//! * `peers-etcd`: the same, and the owner also loses etcd (a blackhole route). keepalived has
+//!   no etcd, so for it this is the same as `peers`.
+//!
+//! It records the longest run of unanswered probes (the failover time), the probes answered by
+//! two MACs, and whether another node answered. Then the partition heals (or the node comes
+//! back) and the next run starts once the IP has one owner again. Needs root, etcd-server,
+//! keepalived and the workspace binaries
+//! (`cargo build --release -p halyard-agent -p halyard-cli -p halyard-tests`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -70,8 +79,35 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn run(kind: &str, runs: u32) -> (Vec<f64>, u64) {
+/// What one run does to the owner.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Kill,
+    Peers,
+    PeersEtcd,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Kill => "kill",
+            Mode::Peers => "peers",
+            Mode::PeersEtcd => "peers-etcd",
+        }
+    }
+}
+
+/// Per run: longest gap (ms), double answers, whether a node other than the owner answered.
+struct Outcome {
+    gaps: Vec<f64>,
+    doubles: u64,
+    moved: u32,
+}
+
+fn run(kind: &str, mode: Mode, runs: u32) -> Outcome {
     let lan = Bridge::new(&format!("fb{kind}"));
+    // Partition modes: heartbeats / VRRP adverts on a LAN of their own.
+    let hb = (mode != Mode::Kill).then(|| Bridge::new(&format!("fh{kind}")));
     let etcd_ns = Netns::new("fbetcd");
     lan.attach(&etcd_ns, "eth0", &["10.80.1.50/24"]);
     let etcd = (kind == "halyard").then(|| Etcd::start_in(Some(etcd_ns.name()), "10.80.1.50"));
@@ -80,10 +116,15 @@ fn run(kind: &str, runs: u32) -> (Vec<f64>, u64) {
     let tmp = tempfile::tempdir().unwrap();
     let mut nodes = Vec::new();
     let mut ports = Vec::new();
+    let mut hb_ports = Vec::new();
     let mut ann = Vec::new();
     for i in 1..=3u32 {
         let ns = Netns::new(&format!("fbn{i}"));
         ports.push(lan.attach(&ns, "eth0", &[&format!("10.80.1.1{i}/24")]));
+        if let Some(b) = &hb {
+            hb_ports.push(b.attach(&ns, "eth1", &[&format!("10.81.1.1{i}/24")]));
+        }
+        let (group, vrrp_if) = if hb.is_some() { ("10.81.1.255:7946", "eth1") } else { ("10.80.1.255:7946", "eth0") };
         let a = if kind == "halyard" {
             let url = etcd.as_ref().unwrap().url();
             Announcer::Halyard(
@@ -98,7 +139,7 @@ fn run(kind: &str, runs: u32) -> (Vec<f64>, u64) {
                         "--l2-etcd-endpoints",
                         &url,
                         "--l2-heartbeat-group",
-                        "10.80.1.255:7946",
+                        group,
                         "--log-level",
                         "warn",
                     ],
@@ -110,8 +151,8 @@ fn run(kind: &str, runs: u32) -> (Vec<f64>, u64) {
             std::fs::write(
                 &conf,
                 format!(
-                    "vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {}\n  \
-                     advert_int 0.01\n  version 3\n  virtual_ipaddress {{\n    {IP}/24\n  }}\n}}\n",
+                    "vrrp_instance VI_1 {{\n  state BACKUP\n  interface {vrrp_if}\n  virtual_router_id 51\n  priority {}\n  \
+                     advert_int 0.01\n  version 3\n  virtual_ipaddress {{\n    {IP}/24 dev eth0\n  }}\n}}\n",
                     100 - i * 10
                 ),
             )
@@ -129,14 +170,13 @@ fn run(kind: &str, runs: u32) -> (Vec<f64>, u64) {
         let m = v["macs"].as_array()?;
         (m.len() == 1).then(|| macs.iter().position(|x| Some(x.as_str()) == m[0].as_str()))?
     };
-    let mut gaps = Vec::new();
-    let mut doubles = 0;
+    let mut out = Outcome { gaps: Vec::new(), doubles: 0, moved: 0 };
     for r in 0..runs {
         let Some(o) = poll_until(Duration::from_secs(15), || owner(&client)) else {
             eprintln!("{kind}: run {r}: no single owner; skipped");
             continue;
         };
-        // 1.5 s of probes; the kill lands at a random phase after 200-300 ms.
+        // 1.5 s of probes; the event lands at a random phase after 200-300 ms.
         let c2 = client.name().to_string();
         let prober = std::thread::spawn(move || {
             let out = Command::new("ip")
@@ -148,29 +188,54 @@ fn run(kind: &str, runs: u32) -> (Vec<f64>, u64) {
             serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
         });
         std::thread::sleep(Duration::from_millis(200 + (fastrand_u64() % 100)));
-        // The node drops off the LAN first (that is the moment it stops answering, for both
-        // announcers: keepalived leaves the address configured, and the kernel would go on
-        // answering ARP for it), then its process dies.
-        lan.ns().ip_ok(&["link", "set", &ports[o], "down"]);
-        ann[o].kill();
+        match mode {
+            // The node drops off the LAN first (that is the moment it stops answering, for both
+            // announcers: keepalived leaves the address configured, and the kernel would go on
+            // answering ARP for it), then its process dies.
+            Mode::Kill => {
+                lan.ns().ip_ok(&["link", "set", &ports[o], "down"]);
+                ann[o].kill();
+            }
+            Mode::Peers | Mode::PeersEtcd => {
+                hb.as_ref().unwrap().ns().ip_ok(&["link", "set", &hb_ports[o], "down"]);
+                if mode == Mode::PeersEtcd {
+                    nodes[o].ip_ok(&["route", "add", "blackhole", "10.80.1.50/32"]);
+                }
+            }
+        }
         let v = prober.join().unwrap();
         let gap = v["longest_gap_ms"].as_f64().unwrap_or(f64::NAN);
         let double = v["double"].as_u64().unwrap_or(0);
+        let others =
+            v["macs"].as_array().map(|m| m.iter().any(|x| x.as_str() != Some(macs[o].as_str()))).unwrap_or(false);
         eprintln!(
-            "{kind}: run {r}: owner node-{} killed; failover {gap} ms; double answers {double}; answered {} of {}; macs {}",
+            "{kind} {}: run {r}: owner node-{}; longest gap {gap} ms; double answers {double}; another node answered: {others}; \
+             answered {} of {}; macs {}",
+            mode.name(),
             o + 1,
             v["answered"],
             v["probes"],
             v["macs"]
         );
-        gaps.push(gap);
-        doubles += double;
-        lan.ns().ip_ok(&["link", "set", &ports[o], "up"]);
-        ann[o].start();
+        out.gaps.push(gap);
+        out.doubles += double;
+        out.moved += u32::from(others);
+        match mode {
+            Mode::Kill => {
+                lan.ns().ip_ok(&["link", "set", &ports[o], "up"]);
+                ann[o].start();
+            }
+            Mode::Peers | Mode::PeersEtcd => {
+                hb.as_ref().unwrap().ns().ip_ok(&["link", "set", &hb_ports[o], "up"]);
+                if mode == Mode::PeersEtcd {
+                    nodes[o].ip_ok(&["route", "del", "blackhole", "10.80.1.50/32"]);
+                }
+            }
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     drop(ann);
-    (gaps, doubles)
+    out
 }
 
 fn fastrand_u64() -> u64 {
@@ -179,26 +244,55 @@ fn fastrand_u64() -> u64 {
 
 fn main() {
     let runs: u32 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
-    println!("L2 failover: owner link down + SIGKILL, client ARP probe every 5 ms, {runs} runs each");
+    let mode = match std::env::args().nth(2).as_deref() {
+        None | Some("kill") => Mode::Kill,
+        Some("peers") => Mode::Peers,
+        Some("peers-etcd") => Mode::PeersEtcd,
+        Some(other) => {
+            eprintln!("l2-failover-bench: unknown mode {other:?} (kill, peers, peers-etcd)");
+            std::process::exit(2);
+        }
+    };
+    match mode {
+        Mode::Kill => {
+            println!("L2 failover: owner link down + SIGKILL, client ARP probe every 5 ms, {runs} runs each");
+            println!(
+                "goal: Halyard p99 <= 100 ms and 0 probes answered by two MACs; anchor: keepalived VRRPv3 with 10 ms adverts, same run"
+            );
+        }
+        Mode::Peers => {
+            println!(
+                "L2 partition: owner cut off from its peers only (client and etcd reach it), ARP probe every 5 ms, {runs} runs each"
+            );
+            println!(
+                "goal: 0 probes answered by two MACs and no takeover; anchor: keepalived VRRPv3 with 10 ms adverts, same run"
+            );
+        }
+        Mode::PeersEtcd => {
+            println!(
+                "L2 partition: owner cut off from its peers and from etcd (client reaches it), ARP probe every 5 ms, {runs} runs each"
+            );
+            println!(
+                "goal: 0 probes answered by two MACs; anchor: keepalived VRRPv3 with 10 ms adverts (no etcd: same as peers), same run"
+            );
+        }
+    }
     println!(
-        "goal: Halyard p99 <= 100 ms and 0 probes answered by two MACs; anchor: keepalived VRRPv3 with 10 ms adverts, same run"
-    );
-    println!(
-        "{:<12} {:>6} {:>9} {:>9} {:>9} {:>14}",
-        "announcer", "runs", "p50 ms", "p99 ms", "max ms", "double answers"
+        "{:<12} {:>6} {:>13} {:>13} {:>13} {:>14} {:>14}",
+        "announcer", "runs", "gap p50 ms", "gap p99 ms", "gap max ms", "double answers", "runs w/ other"
     );
     let only = std::env::var("ONLY").ok();
     for kind in ["halyard", "keepalived"] {
         if only.as_deref().is_some_and(|o| o != kind) {
             continue;
         }
-        let (mut g, d) = run(kind, runs);
-        if g.is_empty() {
+        let mut o = run(kind, mode, runs);
+        if o.gaps.is_empty() {
             println!("{kind:<12} no run completed");
             continue;
         }
-        let n = g.len();
-        let (p50, p99, max) = (pct(&mut g, 0.5), pct(&mut g, 0.99), pct(&mut g, 1.0));
-        println!("{kind:<12} {n:>6} {p50:>9.0} {p99:>9.0} {max:>9.0} {d:>14}");
+        let n = o.gaps.len();
+        let (p50, p99, max) = (pct(&mut o.gaps, 0.5), pct(&mut o.gaps, 0.99), pct(&mut o.gaps, 1.0));
+        println!("{kind:<12} {n:>6} {p50:>13.0} {p99:>13.0} {max:>13.0} {:>14} {:>14}", o.doubles, o.moved);
     }
 }
