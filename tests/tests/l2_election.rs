@@ -303,3 +303,38 @@ fn after_an_etcd_restart_the_same_nodes_own_the_same_ips() {
     }
     let _ = (&c.nodes, &c.ports, &c.lan);
 }
+
+/// The owner's LAN interface goes down while its agent keeps running: it withdraws (it can no
+/// longer renew its lease nor be heard), a peer fences it and takes over, and when the link
+/// comes back there is again exactly one owner per IP.
+#[test]
+fn nic_down_withdraws_and_another_node_takes_over() {
+    if !require_root() || !require_program("arping", "iputils-arping") || !etcd::available("l2 nic down") {
+        return;
+    }
+    let c = cluster("l2n");
+    let ip = "10.80.1.200";
+    let owner = wait_until(Duration::from_secs(20), "one owner", || {
+        let o = owners(&c.agents, ip);
+        (o.len() == 1).then(|| o[0])
+    });
+    c.nodes[owner].ip_ok(&["link", "set", "eth0", "down"]);
+    let new_owner = wait_until(Duration::from_secs(10), "a new owner", || {
+        let o = owners(&c.agents, ip);
+        (o.len() == 1 && o[0] != owner).then(|| o[0])
+    });
+    wait_until(Duration::from_secs(10), "the new owner answering alone", || {
+        let (sent, answered, double, macs) = probe(&c.client, ip, 20);
+        assert_eq!(double, 0, "{macs:?}");
+        (answered == sent && macs == vec![c.macs[new_owner].clone()]).then_some(())
+    });
+    // The old owner's own view: it holds nothing while its link is down.
+    let mine = owners(&c.agents, ip);
+    assert!(!mine.contains(&owner), "node-{} still claims {ip}: {mine:?}", owner + 1);
+    c.nodes[owner].ip_ok(&["link", "set", "eth0", "up"]);
+    wait_until(Duration::from_secs(20), "one owner after the link is back", || {
+        let (sent, answered, double, macs) = probe(&c.client, ip, 20);
+        assert_eq!(double, 0, "two MACs after the link came back: {macs:?}");
+        (answered == sent && macs.len() == 1 && owners(&c.agents, ip).len() == 1).then_some(())
+    });
+}
