@@ -116,7 +116,7 @@ impl halyard_api::Agent for AgentApi {
                     }
                 }
             }
-            (crate::datapath::desired(&s, Some(&m)), remote_of)
+            (crate::datapath::desired(&s, &self.node_name, Some(&m)), remote_of)
         };
         let backends_of = |key: &halyard_ipam::ServiceKey| -> Vec<String> {
             let name = key.to_string();

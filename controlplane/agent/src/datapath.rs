@@ -105,10 +105,14 @@ fn proto_num(p: Protocol) -> Option<u8> {
 
 /// Derives the desired LB state from a snapshot: LoadBalancer IPs assigned by LB-IPAM, plus
 /// `spec.externalIPs`, for every TCP/UDP port; backends are the ready IPv4 endpoints of the
-/// service's EndpointSlices, on the port the slice gives for the service port's name.
-pub fn desired(snap: &Snapshot, mesh: Option<&crate::clustermesh::MeshState>) -> Desired {
+/// service's EndpointSlices, on the port the slice gives for the service port's name. With
+/// `externalTrafficPolicy: Local` only the endpoints on `node` (their `nodeName`) are used, and
+/// no remote-cluster ones: as in Cilium, such a service has no backends (its traffic is dropped)
+/// on a node without a local endpoint, which is why only nodes with one announce it.
+pub fn desired(snap: &Snapshot, node: &str, mesh: Option<&crate::clustermesh::MeshState>) -> Desired {
     desired_from(
         &snap.model,
+        node,
         |key| snap.lb.services.get(key).map(|s| s.ips.iter().map(|a| a.ip).collect()).unwrap_or_default(),
         |ns, name, port, proto| {
             mesh.map(|m| {
@@ -124,6 +128,7 @@ pub fn desired(snap: &Snapshot, mesh: Option<&crate::clustermesh::MeshState>) ->
 
 pub fn desired_from(
     model: &Model,
+    node: &str,
     lb_ips: impl Fn(&halyard_ipam::ServiceKey) -> Vec<IpAddr>,
     remote: impl Fn(&str, &str, &str, &str) -> Vec<(Ipv4Addr, u16)>,
 ) -> Desired {
@@ -145,6 +150,7 @@ pub fn desired_from(
             continue;
         }
         let slices: Vec<_> = model.endpoint_slices_for(&key).collect();
+        let local_only = svc.spec.external_traffic_policy == Some(halyard_model::TrafficPolicy::Local);
         for sp in &svc.spec.ports {
             let Some(proto) = proto_num(sp.protocol) else {
                 out.skipped.push(format!("{key}: port {} is SCTP, which the datapath does not balance", sp.port));
@@ -172,6 +178,9 @@ pub fn desired_from(
                     if ep.conditions.ready == Some(false) {
                         continue;
                     }
+                    if local_only && ep.node_name.as_deref() != Some(node) {
+                        continue;
+                    }
                     for ip in ep.ip_addresses() {
                         if let IpAddr::V4(v4) = ip {
                             backends.insert((v4, port));
@@ -179,7 +188,13 @@ pub fn desired_from(
                     }
                 }
             }
-            if is_global(svc) {
+            if local_only && backends.is_empty() {
+                out.skipped.push(format!(
+                    "{key}: port {}: externalTrafficPolicy Local and no ready endpoint on this node: no backends",
+                    sp.port
+                ));
+            }
+            if is_global(svc) && !local_only {
                 let pname = sp.name.as_deref().unwrap_or("");
                 let pstr = if proto == IPPROTO_UDP { "UDP" } else { "TCP" };
                 let local: Vec<(Ipv4Addr, u16)> = backends.iter().copied().collect();
@@ -546,7 +561,7 @@ pub fn run_blocking(
     loop {
         let want = {
             let mesh = remote.mesh.lock().unwrap();
-            desired(&snap, Some(&mesh))
+            desired(&snap, &node, Some(&mesh))
         };
         let added = ensure_neighbours(want.units.values().flatten().map(|(a, _)| *a), &mut neighbours);
         if !added.is_empty() {
@@ -663,4 +678,64 @@ fn write_names(path: &std::path::Path, names: &Names) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(names).unwrap_or_default())?;
     std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(yaml: &str) -> Model {
+        let parsed = halyard_model::parse_manifest(std::path::Path::new("t.yaml"), yaml).expect("parses");
+        Model::from_objects(parsed.objects)
+    }
+
+    fn web(policy: &str) -> String {
+        format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+  annotations: {{service.cilium.io/global: "true"}}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: {policy}
+  externalIPs: ["10.9.0.1"]
+  ports: [{{port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-1, namespace: default, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{port: 8080}}]
+endpoints:
+  - addresses: ["10.1.0.5"]
+    nodeName: node-a
+  - addresses: ["10.1.0.6"]
+    nodeName: node-b
+  - addresses: ["10.1.0.7"]
+"#
+        )
+    }
+
+    fn backends(m: &Model, node: &str) -> (Vec<(Ipv4Addr, u16)>, Vec<String>) {
+        let remote = |_: &str, _: &str, _: &str, _: &str| vec![(Ipv4Addr::new(10, 2, 0, 1), 8080)];
+        let d = desired_from(m, node, |_| Vec::new(), remote);
+        let b = d.units.values().flatten().copied().collect();
+        (b, d.skipped)
+    }
+
+    #[test]
+    fn external_traffic_policy_local_keeps_only_this_nodes_endpoints() {
+        let cluster = model(&web("Cluster"));
+        let (b, _) = backends(&cluster, "node-a");
+        assert_eq!(b.len(), 4, "all endpoints and the remote cluster's: {b:?}");
+        let local = model(&web("Local"));
+        assert_eq!(backends(&local, "node-a").0, vec![(Ipv4Addr::new(10, 1, 0, 5), 8080)]);
+        assert_eq!(backends(&local, "node-b").0, vec![(Ipv4Addr::new(10, 1, 0, 6), 8080)]);
+        let (b, skipped) = backends(&local, "node-c");
+        assert!(b.is_empty(), "no local endpoint, no remote ones: {b:?}");
+        assert!(skipped.iter().any(|s| s.contains("externalTrafficPolicy Local")), "{skipped:?}");
+    }
 }
