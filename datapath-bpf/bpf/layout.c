@@ -57,8 +57,15 @@ int main(void)
 	STRUCT(hl_stat);
 	FIELD(hl_stat, packets);
 	FIELD(hl_stat, bytes);
+	STRUCT(tunnel4_key);
+	FIELD(tunnel4_key, prefixlen);
+	FIELD(tunnel4_key, addr);
+	STRUCT(tunnel4_value);
+	FIELD(tunnel4_value, remote);
+	FIELD(tunnel4_value, flags);
 	printf("];\n");
 	printf("pub const C_MAGLEV_M: u32 = %d;\n", HL_MAGLEV_M);
 	printf("pub const C_COUNTERS: u32 = %d;\n", HL_CNT_MAX);
+	printf("pub const C_OVL_COUNTERS: u32 = %d;\n", HL_OVL_CNT_MAX);
 	return 0;
 }

@@ -14,3 +14,4 @@ pub mod loader;
 pub mod maglev;
 pub mod maps;
 pub mod murmur3;
+pub mod overlay;

@@ -58,7 +58,7 @@ pub enum DatapathError {
     Uninstall { path: PathBuf, source: std::io::Error },
 }
 
-fn prog_err(program: &'static str, action: impl Into<String>) -> impl FnOnce(ProgramError) -> DatapathError {
+pub(crate) fn prog_err(program: &'static str, action: impl Into<String>) -> impl FnOnce(ProgramError) -> DatapathError {
     let action = action.into();
     move |source| DatapathError::Program { program, action, source: Box::new(source) }
 }
@@ -257,7 +257,7 @@ fn reuse_pinned_link<L>(
     }
 }
 
-fn attach_tc(
+pub(crate) fn attach_tc(
     prog: &mut SchedClassifier,
     name: &'static str,
     ifname: &str,
@@ -350,7 +350,7 @@ fn load_object(cfg: &DatapathConfig, object: &'static str, bytes: &[u8]) -> Resu
         .map_err(|source| DatapathError::Load { object, source: Box::new(source) })
 }
 
-fn program<'a, T>(obj: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
+pub(crate) fn program<'a, T>(obj: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {

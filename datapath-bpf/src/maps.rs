@@ -151,6 +151,34 @@ mirror! {
     HlStat { packets: u64, bytes: u64 }
 }
 
+mirror! {
+    /// `struct tunnel4_key`: an IPv4 pod CIDR in the `hl_tunnel` LPM trie (aya's
+    /// `lpm_trie::Key<[u8; 4]>` has the same bytes).
+    #[repr(align(4))]
+    Tunnel4Key { prefixlen: u32, addr: [u8; 4] }
+}
+
+mirror! {
+    /// `struct tunnel4_value`: the node that owns a pod CIDR.
+    #[repr(align(4))]
+    Tunnel4Value { remote: [u8; 4], flags: u8, pad: [u8; 3] }
+}
+
+pub const TUNNEL4_VALUE_LEN: usize = size_of::<Tunnel4Value>();
+/// `HL_TUN_F_LOCAL`: this node's own pod CIDR (never encapsulated).
+pub const TUN_F_LOCAL: u8 = 0x01;
+/// Number of overlay counters (`HL_OVL_CNT_MAX`).
+pub const OVL_COUNTERS: u32 = C_OVL_COUNTERS;
+
+impl Tunnel4Value {
+    pub fn new(remote: Ipv4Addr, flags: u8) -> Self {
+        Self { remote: remote.octets(), flags, pad: [0; 3] }
+    }
+    pub fn remote(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.remote)
+    }
+}
+
 pub const LB4_KEY_LEN: usize = size_of::<Lb4Key>();
 pub const LB4_SERVICE_LEN: usize = size_of::<Lb4Service>();
 pub const LB4_BACKEND_LEN: usize = size_of::<Lb4Backend>();
@@ -347,6 +375,9 @@ mod tests {
         check("nat4_rev_key", size_of::<Nat4RevKey>(), align_of::<Nat4RevKey>(), Nat4RevKey::fields());
         check("nat4_rev_val", size_of::<Nat4RevVal>(), align_of::<Nat4RevVal>(), Nat4RevVal::fields());
         assert_eq!(C_COUNTERS as usize, Counter::ALL.len());
+        check("tunnel4_key", size_of::<Tunnel4Key>(), align_of::<Tunnel4Key>(), Tunnel4Key::fields());
+        check("tunnel4_value", size_of::<Tunnel4Value>(), align_of::<Tunnel4Value>(), Tunnel4Value::fields());
+        assert_eq!(size_of::<Tunnel4Key>(), size_of::<aya::maps::lpm_trie::Key<[u8; 4]>>());
     }
 
     #[test]

@@ -131,6 +131,24 @@ pub struct Flags {
     /// Drop a remote cluster's services when its etcd stays unreachable this long (seconds).
     #[arg(long, env = "HALYARD_CLUSTERMESH_STALE_TTL_SECONDS")]
     pub clustermesh_stale_ttl_seconds: Option<u64>,
+    /// Pod traffic between nodes: `off` (not Halyard's business), `tunnel` (VXLAN or Geneve
+    /// overlay in BPF), or `native` (kernel routes to each node's pod CIDR via its InternalIP).
+    #[arg(long, env = "HALYARD_ROUTING_MODE")]
+    pub routing_mode: Option<String>,
+    /// Tunnel encapsulation: `vxlan` (collect-metadata device) or `geneve` (written in BPF).
+    #[arg(long, env = "HALYARD_TUNNEL_PROTOCOL")]
+    pub tunnel_protocol: Option<String>,
+    /// Tunnel UDP port (default 8472 for VXLAN, as Cilium; 6081 for Geneve).
+    #[arg(long, env = "HALYARD_TUNNEL_PORT")]
+    pub tunnel_port: Option<u16>,
+    /// Host-side pod interfaces the overlay attaches to (comma-separated names, or prefixes
+    /// ending in `*`; default `lxc*`). New ones are picked up within a second.
+    #[arg(long, env = "HALYARD_OVERLAY_INTERFACES", value_delimiter = ',')]
+    pub overlay_interfaces: Option<Vec<String>>,
+    /// The node's underlay interface (Geneve leaves and arrives there; default: the interface
+    /// holding the node's IPv4).
+    #[arg(long, env = "HALYARD_OVERLAY_UPLINK")]
+    pub overlay_uplink: Option<String>,
     /// Validate the configuration and the manifest directory, print what is wrong, and exit.
     #[arg(long)]
     pub check: bool,
@@ -177,6 +195,11 @@ struct FileConfig {
     cluster_id: Option<u32>,
     clustermesh_config: Option<PathBuf>,
     clustermesh_stale_ttl_seconds: Option<u64>,
+    routing_mode: Option<String>,
+    tunnel_protocol: Option<String>,
+    tunnel_port: Option<u16>,
+    overlay_interfaces: Option<Vec<String>>,
+    overlay_uplink: Option<String>,
 }
 
 /// What the agent was asked to do.
@@ -210,6 +233,7 @@ pub struct AgentConfig {
     pub bgp_router_id: Option<std::net::Ipv4Addr>,
     pub datapath: crate::datapath::DatapathSettings,
     pub mesh: crate::clustermesh::MeshSettings,
+    pub overlay: crate::overlay::OverlaySettings,
     pub l2_election: crate::l2::ElectionSettings,
     /// Each setting's rendered value and where it came from, in key order.
     pub entries: BTreeMap<&'static str, (String, String)>,
@@ -482,6 +506,44 @@ impl AgentConfig {
             60,
             u64::to_string,
         );
+        let routing_mode =
+            l.pick("routing-mode", flags.routing_mode, file.routing_mode, "off".to_string(), String::clone);
+        let routing_mode = crate::overlay::RoutingMode::parse(&routing_mode)
+            .ok_or_else(|| anyhow::anyhow!("routing-mode: {routing_mode:?} is not one of off, tunnel, native"))?;
+        let tunnel_protocol = match l
+            .pick("tunnel-protocol", flags.tunnel_protocol, file.tunnel_protocol, "vxlan".to_string(), String::clone)
+            .as_str()
+        {
+            "vxlan" => halyard_datapath::overlay::TunnelProtocol::Vxlan,
+            "geneve" => halyard_datapath::overlay::TunnelProtocol::Geneve,
+            other => bail!("tunnel-protocol: {other:?} is not one of vxlan, geneve"),
+        };
+        let tunnel_port =
+            l.pick("tunnel-port", flags.tunnel_port, file.tunnel_port, tunnel_protocol.default_port(), u16::to_string);
+        if tunnel_port == 0 {
+            bail!("tunnel-port: must not be 0");
+        }
+        let overlay_interfaces = l.pick(
+            "overlay-interfaces",
+            flags.overlay_interfaces,
+            file.overlay_interfaces,
+            vec!["lxc*".to_string()],
+            |v| list(v),
+        );
+        let overlay_uplink =
+            l.pick("overlay-uplink", flags.overlay_uplink.map(Some), file.overlay_uplink.map(Some), None, |v| {
+                v.clone().unwrap_or_default()
+            });
+        let overlay = crate::overlay::OverlaySettings {
+            mode: routing_mode,
+            protocol: tunnel_protocol,
+            port: tunnel_port,
+            vni: halyard_datapath::overlay::DEFAULT_VNI,
+            interfaces: overlay_interfaces,
+            uplink: overlay_uplink,
+            pin_dir: pin_dir.clone(),
+            node_ipv4,
+        };
         if resync_seconds == 0 {
             bail!("resync-seconds: must be at least 1");
         }
@@ -518,6 +580,7 @@ impl AgentConfig {
                 config_dir: clustermesh_config,
                 stale_ttl: std::time::Duration::from_secs(stale_ttl),
             },
+            overlay,
             entries: l.entries,
         })
     }
@@ -569,5 +632,22 @@ mod tests {
         assert!(e.contains("cluster pool") && e.contains("/4"), "{e}");
         assert!(load(&["--log-format", "xml"]).unwrap_err().to_string().contains("log-format"));
         assert!(load(&["--metrics-addr", "off"]).unwrap().metrics_addr.is_none());
+    }
+
+    #[test]
+    fn overlay_settings_and_port_defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.overlay.mode, crate::overlay::RoutingMode::Off);
+        assert_eq!(c.overlay.port, 8472);
+        assert_eq!(c.overlay.interfaces, vec!["lxc*".to_string()]);
+        let c =
+            load(&["--routing-mode", "tunnel", "--tunnel-protocol", "geneve", "--overlay-interfaces", "veth*,pod0"])
+                .unwrap();
+        assert_eq!(c.overlay.mode, crate::overlay::RoutingMode::Tunnel);
+        assert_eq!(c.overlay.port, 6081);
+        assert_eq!(c.overlay.interfaces, vec!["veth*".to_string(), "pod0".to_string()]);
+        assert_eq!(load(&["--tunnel-protocol", "geneve", "--tunnel-port", "7000"]).unwrap().overlay.port, 7000);
+        assert!(load(&["--routing-mode", "bgp"]).unwrap_err().to_string().contains("routing-mode"));
+        assert!(load(&["--tunnel-protocol", "ipip"]).unwrap_err().to_string().contains("tunnel-protocol"));
     }
 }

@@ -13,6 +13,7 @@ mod config;
 mod datapath;
 mod l2;
 mod metrics;
+mod overlay;
 mod reconcile;
 mod state;
 mod translate;
@@ -151,6 +152,13 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             .spawn(move || datapath::run_blocking(settings, node, rx, st, remote))
             .context("starting the datapath thread")?;
     }
+    if cfg.overlay.enabled() {
+        let (settings, node, rx) = (cfg.overlay.clone(), cfg.node_name.clone(), snap_rx.clone());
+        std::thread::Builder::new()
+            .name("overlay".into())
+            .spawn(move || overlay::run_blocking(settings, node, rx))
+            .context("starting the overlay thread")?;
+    }
     let l2_task = tokio::spawn(l2::run(
         snap_rx.clone(),
         cfg.node_name.clone(),
@@ -237,6 +245,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if mode == Mode::Uninstall {
+        let pod_routing = overlay::uninstall();
+        if !pod_routing.is_empty() {
+            println!("pod routing uninstalled: {}", pod_routing.join(", "));
+        }
         return match halyard_datapath::loader::uninstall(&cfg.datapath.pin_dir) {
             Ok(removed) => {
                 let _ = std::fs::remove_file(&cfg.datapath.names_file);

@@ -133,6 +133,19 @@ enum BpfCmd {
         #[command(flatten)]
         at: PinDirArg,
     },
+    /// Pod overlay sub-commands (`--routing-mode tunnel`).
+    #[command(subcommand)]
+    Tunnel(BpfTunnelCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum BpfTunnelCmd {
+    /// Pod CIDRs and the node each is tunnelled to, with the overlay counters.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        at: PinDirArg,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -203,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                 at.pin_dir.clone()
             }
             BpfCmd::Maglev { at, .. } => at.pin_dir.clone(),
+            BpfCmd::Tunnel(BpfTunnelCmd::List { at }) => at.pin_dir.clone(),
         };
         let loc = bpf_locations(&cli.socket, pin.as_deref()).await?;
         return match cmd {
@@ -210,6 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             BpfCmd::Maglev { service, flow, .. } => bpf::maglev(&loc, &service, flow.as_deref(), json_out),
             BpfCmd::Ct(BpfCtCmd::List { .. }) => bpf::ct_list(&loc, json_out),
             BpfCmd::Counters { .. } => bpf::counters(&loc, json_out),
+            BpfCmd::Tunnel(BpfTunnelCmd::List { .. }) => bpf_tunnel_list(&loc.pin_dir, json_out),
         };
     }
     let mut client = halyard_api::connect(&cli.socket).await?;
@@ -546,6 +561,47 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         }
     };
     Ok(text)
+}
+
+/// `halyard bpf tunnel list`: the pinned `hl_tunnel` map (pod CIDR -> node), and the overlay
+/// counters.
+fn bpf_tunnel_list(pin_dir: &std::path::Path, json_out: bool) -> anyhow::Result<String> {
+    use halyard_datapath::maps::TUN_F_LOCAL;
+    let map = halyard_datapath::overlay::TunnelMap::open(pin_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "the overlay is not loaded ({e}); is the agent running with --routing-mode tunnel (pin dir {})?",
+            pin_dir.display()
+        )
+    })?;
+    let entries = map.entries()?;
+    let counters = map.counters()?;
+    if json_out {
+        let items: Vec<Value> = entries
+            .iter()
+            .map(|(c, v)| {
+                json!({"cidr": c.to_string(), "remote": v.remote().to_string(), "local": v.flags & TUN_F_LOCAL != 0})
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&Value::from(items))? + "\n");
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|(c, v)| {
+            let local = v.flags & TUN_F_LOCAL != 0;
+            vec![c.to_string(), v.remote().to_string(), if local { "local" } else { "tunnel" }.to_string()]
+        })
+        .collect();
+    let mut out = table::render(&["POD CIDR", "NODE", "KIND"], &rows);
+    let nonzero: Vec<Vec<String>> = counters
+        .iter()
+        .filter(|(_, p, _)| *p > 0)
+        .map(|(c, p, b)| vec![c.name().to_string(), p.to_string(), b.to_string()])
+        .collect();
+    if !nonzero.is_empty() {
+        out.push('\n');
+        out.push_str(&table::render(&["COUNTER", "PACKETS", "BYTES"], &nonzero));
+    }
+    Ok(out)
 }
 
 /// The pin directory, names file and seed the agent uses (from its configuration), or defaults

@@ -149,4 +149,45 @@ struct hl_stat {
 	__u64 bytes;
 };
 
+/* ===== Pod overlay (tc_overlay.bpf.c, overlay.h) ===== */
+
+#ifndef HL_MAX_TUNNELS
+#define HL_MAX_TUNNELS 16384
+#endif
+
+/* Overlay encapsulations (CFG_OVL_MODE). */
+#define HL_OVL_MODE_VXLAN  1 /* bpf_skb_set_tunnel_key + redirect to a collect-metadata VXLAN device */
+#define HL_OVL_MODE_GENEVE 2 /* outer IPv4/UDP/Geneve written in BPF (no geneve module needed) */
+
+/* tunnel4_value.flags */
+#define HL_TUN_F_LOCAL 0x01 /* this node's own pod CIDR: delivered by the stack, never encapsulated */
+
+/* hl_tunnel key: an IPv4 pod CIDR (LPM trie: prefix length in bits, then the address). */
+struct tunnel4_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+/* hl_tunnel value: the node that owns the CIDR (its underlay address). */
+struct tunnel4_value {
+	__be32 remote;
+	__u8 flags; /* HL_TUN_F_* */
+	__u8 pad[3];
+};
+
+/* Overlay counters (index into the per-CPU hl_ovl_stats array). Keep in sync with overlay.rs. */
+enum hl_ovl_counter {
+	HL_OVL_PASS_NOT_IPV4 = 0, /* tx: not IPv4 (passed) */
+	HL_OVL_PASS_NO_TUNNEL,    /* tx: destination in no remote pod CIDR (passed to the stack) */
+	HL_OVL_ENCAP_VXLAN,       /* tx: tunnel key set, redirected to the VXLAN device */
+	HL_OVL_ENCAP_GENEVE,      /* tx: Geneve headers pushed, redirected out of the uplink */
+	HL_OVL_ENCAP_NO_NEIGH,    /* tx: Geneve, next hop unresolved: bpf_redirect_neigh resolves it */
+	HL_OVL_DROP_ENCAP,        /* tx: could not make room / set the tunnel key */
+	HL_OVL_DROP_FIB,          /* tx: remote node unreachable by the routing table */
+	HL_OVL_RX_VXLAN,          /* rx: packet from the VXLAN device handed to the stack as ours */
+	HL_OVL_DECAP_GENEVE,      /* rx: Geneve header stripped */
+	HL_OVL_DROP_CRITICAL,     /* rx: Geneve packet with critical options we do not know */
+	HL_OVL_CNT_MAX,
+};
+
 #endif

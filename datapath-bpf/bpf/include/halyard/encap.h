@@ -106,4 +106,39 @@ static __always_inline int hl_write_ipip(void *p, void *data_end, __be32 backend
 	return 0;
 }
 
+/*
+ * Pod overlay over Geneve (RFC 8926), no options: | outer IPv4 | UDP | Geneve base (8) | inner IPv4 |.
+ * The protocol type is 0x0800 (the inner packet is IPv4 without its Ethernet header), the VNI and
+ * the UDP port come from the caller. Separate from the DSR writer above, whose critical option
+ * and fixed port the DSR golden tests pin down.
+ */
+#define HL_GENEVE_OVL_LEN (sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct hl_geneve_hdr))
+
+/* `p` points at the room (HL_GENEVE_OVL_LEN bytes) followed by the unchanged inner IPv4 header. */
+static __always_inline int hl_write_geneve_overlay(void *p, void *data_end, __be32 remote, __u32 vni,
+						   __u16 port, __u32 hash)
+{
+	struct iphdr *outer = p;
+	struct udphdr *udp = (void *)(outer + 1);
+	struct hl_geneve_hdr *gh = (void *)(udp + 1);
+	struct iphdr *inner = (void *)(gh + 1);
+
+	if ((void *)(inner + 1) > data_end)
+		return -1;
+	hl_write_outer_ip(outer, inner, IPPROTO_UDP, HL_GENEVE_OVL_LEN, remote);
+	/* Source port from the flow hash, so the underlay spreads flows (RFC 8926 §3.3). */
+	udp->source = bpf_htons((hash & 0x3fff) | 0xc000);
+	udp->dest = bpf_htons(port);
+	udp->len = bpf_htons(bpf_ntohs(inner->tot_len) + HL_GENEVE_OVL_LEN - sizeof(struct iphdr));
+	udp->check = 0; /* allowed for IPv4 (RFC 768, RFC 8926 §3.3) */
+	gh->ver_optlen = 0; /* version 0, no options */
+	gh->flags = 0;      /* neither O (control) nor C (critical options) */
+	gh->proto = bpf_htons(0x0800);
+	gh->vni[0] = (vni >> 16) & 0xff;
+	gh->vni[1] = (vni >> 8) & 0xff;
+	gh->vni[2] = vni & 0xff;
+	gh->reserved = 0;
+	return 0;
+}
+
 #endif
