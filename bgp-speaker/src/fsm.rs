@@ -12,6 +12,9 @@ use std::net::Ipv4Addr;
 /// Milliseconds on the driver's monotonic clock.
 pub type Millis = u64;
 
+/// The [`Action::Down`] reason when the connection closed or failed without a NOTIFICATION.
+pub const TCP_LOST: &str = "TCP connection lost";
+
 /// RFC 4271 §8.2.2: "a large value" for the HoldTimer while waiting for OPEN; 4 minutes suggested.
 pub const OPEN_HOLD_TIME_MS: Millis = 240_000;
 
@@ -352,7 +355,7 @@ impl Fsm {
 
             // ----- shared by OpenSent, OpenConfirm, Established -----
             (_, Event::Start | Event::AutomaticStart) => {}
-            (_, Event::TcpFailed) => self.enter_idle(&mut out, "TCP connection lost".into()),
+            (_, Event::TcpFailed) => self.enter_idle(&mut out, TCP_LOST.into()),
             (_, Event::Notification { code, subcode }) => {
                 self.enter_idle(&mut out, format!("NOTIFICATION received: code {code} subcode {subcode}"));
             }

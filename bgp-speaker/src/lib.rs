@@ -2,10 +2,12 @@
 //!
 //! Work in progress (issue 3): [`wire`], the sans-IO message codec; [`fsm`], the RFC 4271 state
 //! machine with explicit time; [`session`], the tokio driver for one peer (active side); [`bfd`],
-//! single-hop BFD (RFC 5880/5881) that tears a session down when the path fails. The RIB with
-//! best-path selection, passive peers, MD5/GTSM and graceful restart follow.
+//! single-hop BFD (RFC 5880/5881) that tears a session down when the path fails; [`gr`], the
+//! graceful-restart helper (receiving speaker) logic. The driver does TCP MD5 and GTSM. The RIB
+//! with best-path selection and passive peers follow.
 
 pub mod bfd;
 pub mod fsm;
+pub mod gr;
 pub mod session;
 pub mod wire;

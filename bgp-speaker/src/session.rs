@@ -22,7 +22,20 @@
 //! BFD Down (RFC 9384) and comes back by the usual connect-retry. Establishing the BGP session
 //! does not wait for BFD (RFC 5882 §4.3 leaves that to configuration); it is logged.
 //!
-//! Not yet: GTSM, the graceful-restart helper side (keeping a restarting peer's routes).
+//! TTL ([`TtlPolicy`], [`PeerConfig::ttl_policy`]): eBGP sessions send with TTL 1 unless
+//! [`PeerConfig::multihop_ttl`] says otherwise (RFC 4271 §5.1.3 assumes directly connected
+//! eBGP peers; BIRD and FRR do the same), iBGP ones with the kernel default. With
+//! [`PeerConfig::ttl_security`] (GTSM, RFC 5082 §3) we send with 255 and the kernel drops every
+//! segment from the peer that arrives with a TTL below 255 - hops + 1, on the sockets we dial
+//! (set before `connect`) and on the ones we accept (see [`listen`]).
+//!
+//! Graceful restart, helper side (RFC 4724 §4.2, [`crate::gr`]): when both sides advertised the
+//! capability ([`PeerConfig::graceful_restart`] set) and the session is lost without a
+//! NOTIFICATION (or by hold timer expiry), the peer's routes are kept, stale, for its Restart
+//! Time ([`Learned::Stale`], or kept in [`PeerStatus::received`]); End-of-RIB per family then
+//! removes those it did not send again ([`Learned::StaleEnd`]), and so does the restart time
+//! running out. A restarting peer that reconnects before we noticed the old connection is gone
+//! is refused (collision) until our hold timer expires, which then counts as the restart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -37,6 +50,7 @@ use tokio::time::Instant;
 
 use crate::bfd::{Bfd, BfdConfig, BfdSession, BfdState, BfdStatus};
 use crate::fsm::{Action, Event, Fsm, FsmConfig, Millis, PeerOpen, State};
+use crate::gr::GrHelper;
 use crate::wire::{
     AfiSafi, AsPath, Capability, Community, DecodeCxt, EncodeCxt, EncodeError, GrFamily, GracefulRestart, Ipv4Prefix,
     Ipv6NextHop, Ipv6Prefix, LargeCommunity, Message, MpReach, MpUnreach, Notification, Open, Origin, PathAttribute,
@@ -109,6 +123,45 @@ pub struct PeerConfig {
     pub graceful_restart: Option<u16>,
     /// BFD to the peer address (single-hop, RFC 5881); `None`: no BFD.
     pub bfd: Option<BfdConfig>,
+    /// GTSM (RFC 5082): send with TTL 255 and drop what arrives from the peer with a TTL below
+    /// 255 - hops + 1, hops being [`Self::multihop_ttl`] (1 when unset). The peer must do the
+    /// same, or the session never comes up.
+    pub ttl_security: bool,
+    /// eBGP multihop: the TTL to send with (1 to 255); with [`Self::ttl_security`], the most
+    /// hops the peer may be away. `None`: directly connected (TTL 1 on eBGP).
+    pub multihop_ttl: Option<u8>,
+}
+
+/// The TTL a session sends with and the least it accepts, from [`PeerConfig::ttl_policy`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TtlPolicy {
+    /// Outgoing TTL / Hop Limit; `None`: the kernel default (`net.ipv4.ip_default_ttl`).
+    pub ttl: Option<u8>,
+    /// GTSM: segments with a lower TTL / Hop Limit are dropped by the kernel (RFC 5082 §3).
+    pub min_ttl: Option<u8>,
+    /// With GTSM, `TCP_USER_TIMEOUT` in seconds (the hold time): every segment of a peer that
+    /// sends with too low a TTL is dropped, its ACKs, FIN and RST included, so a connection it
+    /// gave up on (or never really took) looks alive to us, and in OpenSent we would wait out
+    /// the 4-minute hold timer (RFC 4271 §8). Our unacknowledged OPEN or KEEPALIVE fails it
+    /// after this long instead.
+    pub stall_timeout_s: Option<u16>,
+}
+
+impl TtlPolicy {
+    /// Applies the policy to a socket (before `connect`, or right after `accept`). The IPv4
+    /// options are set on IPv6 sockets too: they cover v4-mapped peers.
+    pub fn apply(&self, sock: &impl std::os::fd::AsFd, ipv6: bool) -> std::io::Result<()> {
+        if let Some(ttl) = self.ttl {
+            halyard_tcp_md5::ttl::set_ttl(sock, ipv6, ttl)?;
+        }
+        if let Some(min) = self.min_ttl {
+            halyard_tcp_md5::ttl::set_min_ttl(sock, ipv6, min)?;
+        }
+        if let Some(s) = self.stall_timeout_s {
+            halyard_tcp_md5::set_user_timeout(sock, u32::from(s) * 1000)?;
+        }
+        Ok(())
+    }
 }
 
 impl PeerConfig {
@@ -126,7 +179,40 @@ impl PeerConfig {
             password: None,
             graceful_restart: None,
             bfd: None,
+            ttl_security: false,
+            multihop_ttl: None,
         }
+    }
+
+    /// Whether the session is eBGP as configured: a peer AS other than ours. With no peer AS
+    /// configured we cannot know before OPEN, and the TTL is left as for iBGP.
+    pub fn is_ebgp(&self) -> bool {
+        self.peer_asn.is_some_and(|a| a != self.local_asn)
+    }
+
+    /// The TTL rules for this peer:
+    /// - GTSM ([`Self::ttl_security`], RFC 5082 §3): send with 255, accept at least
+    ///   255 - hops + 1 (hops: [`Self::multihop_ttl`], else 1; so 255 for a neighbour on the
+    ///   link), whatever the session type.
+    /// - eBGP: send with [`Self::multihop_ttl`], else 1: a directly connected peer
+    ///   (RFC 4271 §5.1.3 and common practice, BIRD's and FRR's default), so a session to an
+    ///   eBGP peer that is further away does not come up by accident.
+    /// - iBGP (or an unknown peer AS): [`Self::multihop_ttl`], else the kernel default.
+    pub fn ttl_policy(&self) -> TtlPolicy {
+        let hops = self.multihop_ttl.map(|h| h.max(1));
+        if self.ttl_security {
+            // A hold time of 0 (no keepalives) still gets a bound: the connect-retry time.
+            let stall = if self.hold_time > 0 { self.hold_time } else { self.connect_retry_time.max(3) };
+            return TtlPolicy {
+                ttl: Some(255),
+                min_ttl: Some(255 - hops.unwrap_or(1) + 1),
+                stall_timeout_s: Some(stall),
+            };
+        }
+        if self.is_ebgp() {
+            return TtlPolicy { ttl: Some(hops.unwrap_or(1)), ..TtlPolicy::default() };
+        }
+        TtlPolicy { ttl: hops, ..TtlPolicy::default() }
     }
 }
 
@@ -195,8 +281,14 @@ impl RouteDelta {
 pub enum Learned {
     /// One UPDATE's routes: every announced prefix carries `attrs`.
     Update { from: IpAddr, attrs: Arc<RouteAttrs>, announced: Vec<Prefix>, withdrawn: Vec<Prefix> },
-    /// The session went down: forget everything learned from this peer.
+    /// The session went down: forget everything learned from this peer (stale routes included).
     Down { from: IpAddr },
+    /// The peer is restarting (RFC 4724 §4.2): keep its routes of `families`, marked stale, and
+    /// forget the others. A stale route stops being stale when the peer sends it again.
+    Stale { from: IpAddr, families: Vec<AfiSafi> },
+    /// End-of-RIB from the restarted peer, or its time ran out: forget its routes of `family`
+    /// that are still stale.
+    StaleEnd { from: IpAddr, family: AfiSafi },
     /// The session needs the whole table (it reached Established, or the peer sent a
     /// ROUTE-REFRESH): answer with a [`RouteDelta`] whose `table_done` is `generation`.
     TableWanted { from: IpAddr, generation: u64 },
@@ -239,6 +331,9 @@ pub struct PeerStatus {
     /// The BFD session's status; `None` when BFD is not configured (or could not start: see
     /// `last_error`).
     pub bfd: Option<BfdStatus>,
+    /// Of `received`, the routes kept for a restarting peer and not sent again yet (RFC 4724
+    /// §4.2). Always 0 with a RIB attached: it marks them.
+    pub stale: usize,
 }
 
 /// Encoded UPDATEs are written in chunks of about this size (many messages per `write`).
@@ -252,6 +347,8 @@ struct Conn {
     enc: EncodeCxt,
     dec: DecodeCxt,
     families: Vec<AfiSafi>,
+    /// The graceful restart capability of the peer's OPEN on this connection.
+    peer_gr: Option<GracefulRestart>,
 }
 
 struct Driver {
@@ -269,6 +366,12 @@ struct Driver {
     learned: Option<mpsc::UnboundedSender<Learned>>,
     /// Set with [`RouteFeed::Deltas`].
     deltas: Option<DeltaFeed>,
+    /// Graceful restart helper state (RFC 4724 §4.2).
+    gr: GrHelper,
+    /// Stale prefixes in [`PeerStatus::received`] (no RIB attached).
+    stale: std::collections::BTreeSet<Prefix>,
+    /// The session is Established (between `Action::Established` and `Action::Down`).
+    up: bool,
 }
 
 /// The session's side of [`RouteFeed::Deltas`].
@@ -320,12 +423,15 @@ impl Driver {
     /// Carries out FSM actions in order. `update` is the UPDATE that produced `ProcessUpdate`.
     async fn act(&mut self, actions: Vec<Action>, routes: &Arc<Advertisements>, update: Option<Update>) {
         let mut update = update;
+        // The NOTIFICATION sent in this batch, if any (decides whether a Down is a restart).
+        let mut notified: Option<u8> = None;
         for a in actions {
             let res = match a {
                 Action::Connect => {
                     let target = SocketAddr::new(self.cfg.address, self.cfg.port);
                     let password = self.cfg.password.clone();
-                    self.connecting = Some(tokio::spawn(dial(target, password)));
+                    let ttl = self.cfg.ttl_policy();
+                    self.connecting = Some(tokio::spawn(dial(target, password, ttl)));
                     Ok(())
                 }
                 Action::Disconnect => {
@@ -363,6 +469,7 @@ impl Driver {
                 }
                 Action::SendKeepalive => self.send(&Message::Keepalive).await,
                 Action::SendNotification { code, subcode, data } => {
+                    notified = Some(code);
                     let n = Notification::new(crate::wire::ErrorCode::from_codes(code, subcode), data);
                     tracing::warn!(peer = %self.cfg.name, "sending NOTIFICATION: {n}");
                     self.send(&Message::Notification(n)).await
@@ -376,6 +483,13 @@ impl Driver {
                         tracing::info!(peer = %self.cfg.name, "session established while BFD is {}", b.state);
                     }
                     let families = self.conn.as_ref().map(|c| c.families.clone()).unwrap_or_default();
+                    let peer_gr = self.conn.as_ref().and_then(|c| c.peer_gr.clone());
+                    self.up = true;
+                    for f in self.gr.established(self.now(), peer_gr) {
+                        // RFC 4724 §4.2: the new OPEN does not keep this family's forwarding.
+                        tracing::info!(peer = %self.cfg.name, "graceful restart: dropping the stale {f:?} routes");
+                        self.flush_stale(f);
+                    }
                     self.set_status(|s| {
                         s.state = Some(State::Established);
                         s.peer_asn = Some(neg.peer_asn);
@@ -403,24 +517,73 @@ impl Driver {
                 }
                 Action::Down { reason } => {
                     tracing::warn!(peer = %self.cfg.name, "session down: {reason}");
-                    if let Some(tx) = &self.learned {
-                        let _ = tx.send(Learned::Down { from: self.cfg.address });
+                    // A restart (RFC 4724 §4.2): the connection failed without a NOTIFICATION,
+                    // or our hold timer expired (we sent Hold Timer Expired, code 4).
+                    let restartable = match notified {
+                        Some(code) => code == 4,
+                        None => reason == crate::fsm::TCP_LOST,
+                    };
+                    let was_up = std::mem::replace(&mut self.up, false);
+                    let kept = if was_up {
+                        self.gr.lost(self.now(), self.cfg.graceful_restart.is_some(), restartable)
+                    } else if self.gr.stale().next().is_some() {
+                        // A failed attempt while the peer restarts: its stale routes wait on.
+                        Some(self.gr.stale().collect())
+                    } else {
+                        None
+                    };
+                    let from = self.cfg.address;
+                    match &kept {
+                        Some(families) if was_up => {
+                            tracing::info!(
+                                peer = %self.cfg.name,
+                                "graceful restart: keeping the peer's {families:?} routes as stale for up to {} s",
+                                self.gr.deadline().map_or(0, |d| d.saturating_sub(self.now()) / 1000)
+                            );
+                            if let Some(tx) = &self.learned {
+                                let _ = tx.send(Learned::Stale { from, families: families.clone() });
+                            }
+                        }
+                        Some(_) => {}
+                        None => {
+                            if let Some(tx) = &self.learned {
+                                let _ = tx.send(Learned::Down { from });
+                            }
+                        }
                     }
+                    let mut stale = std::mem::take(&mut self.stale);
                     if let Some(f) = self.deltas.as_mut() {
                         f.eor_after = None;
                     }
                     self.sent = Arc::default();
                     self.set_status(|s| {
                         s.established_since = None;
-                        s.received.clear();
+                        match &kept {
+                            Some(families) => {
+                                s.received.retain(|p, _| families.contains(&family_of(p)));
+                                stale.extend(s.received.keys().copied());
+                            }
+                            None => {
+                                s.received.clear();
+                                stale.clear();
+                            }
+                        }
+                        s.stale = stale.len();
                         s.advertised = Arc::default();
                         s.advertised_count = 0;
                         s.last_error = Some(reason);
                     });
+                    self.stale = stale;
                     Ok(())
                 }
                 Action::ProcessUpdate => {
                     if let Some(u) = update.take() {
+                        if let Some(f) = u.end_of_rib_family()
+                            && self.gr.end_of_rib(f)
+                        {
+                            tracing::info!(peer = %self.cfg.name, "graceful restart: End-of-RIB for {f:?}, dropping what was not sent again");
+                            self.flush_stale(f);
+                        }
                         self.import(u);
                     }
                     Ok(())
@@ -436,6 +599,32 @@ impl Driver {
         }
         let state = self.fsm.state();
         self.set_status(|s| s.state = Some(state));
+    }
+
+    /// Forgets the peer's still stale routes of `family` (RFC 4724 §4.2).
+    fn flush_stale(&mut self, family: AfiSafi) {
+        if let Some(tx) = &self.learned {
+            let _ = tx.send(Learned::StaleEnd { from: self.cfg.address, family });
+        }
+        let gone: Vec<Prefix> = self.stale.iter().filter(|p| family_of(p) == family).copied().collect();
+        for p in &gone {
+            self.stale.remove(p);
+        }
+        let left = self.stale.len();
+        self.set_status(|s| {
+            for p in &gone {
+                s.received.remove(p);
+            }
+            s.stale = left;
+        });
+    }
+
+    /// The restart or stale-path time ran out ([`GrHelper::deadline`]).
+    fn expire_stale(&mut self) {
+        for f in self.gr.expire(self.now()) {
+            tracing::info!(peer = %self.cfg.name, "graceful restart: time is up, dropping the stale {f:?} routes");
+            self.flush_stale(f);
+        }
     }
 
     /// Adj-RIB-In bookkeeping (no import policy yet: everything is recorded, nothing installed).
@@ -466,8 +655,14 @@ impl Driver {
             }
         }
         let rib = self.learned.is_some();
+        // Sent again or withdrawn: no longer stale (RFC 4724 §4.2).
+        for p in announced.iter().chain(&withdrawn) {
+            self.stale.remove(p);
+        }
+        let stale = self.stale.len();
         self.set_status(|s| {
             s.updates_in += 1;
+            s.stale = stale;
             if rib {
                 return; // the RIB keeps the Adj-RIB-In
             }
@@ -595,6 +790,10 @@ impl Driver {
             c.enc = EncodeCxt::new(four);
             c.dec = DecodeCxt::new(four);
             // RFC 4760 §8: a peer without MP capabilities speaks IPv4 unicast only.
+            c.peer_gr = open.capabilities.iter().find_map(|c| match c {
+                Capability::GracefulRestart(g) => Some(g.clone()),
+                _ => None,
+            });
             c.families = if families.is_empty() {
                 vec![AfiSafi::IPV4_UNICAST]
             } else {
@@ -764,13 +963,41 @@ fn pack<P>(
     Ok(n)
 }
 
-/// Opens the TCP connection to a peer, signing it with MD5 when a password is set.
-async fn dial(target: SocketAddr, password: Option<String>) -> std::io::Result<TcpStream> {
+/// Opens the TCP connection to a peer, signing it with MD5 when a password is set, with the
+/// peer's TTL and GTSM minimum set before `connect` so that the SYN and the SYN-ACK are covered
+/// (RFC 5082 §3).
+async fn dial(target: SocketAddr, password: Option<String>, ttl: TtlPolicy) -> std::io::Result<TcpStream> {
     let socket = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     if let Some(pw) = password {
         halyard_tcp_md5::set_md5_key(&socket, target.ip(), pw.as_bytes())?;
     }
+    ttl.apply(&socket, target.is_ipv6()).map_err(|e| std::io::Error::new(e.kind(), format!("setting the TTL: {e}")))?;
     socket.connect(target).await
+}
+
+/// What [`listen`] needs to know about one peer it accepts connections from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenPeer {
+    pub address: IpAddr,
+    /// TCP MD5 key (RFC 2385).
+    pub password: Option<String>,
+    pub ttl: TtlPolicy,
+}
+
+impl From<&PeerConfig> for ListenPeer {
+    fn from(c: &PeerConfig) -> Self {
+        ListenPeer { address: c.address, password: c.password.clone(), ttl: c.ttl_policy() }
+    }
+}
+
+/// The TTL settings of a listening socket shared by `peers` (see [`listen`]): it sends SYN-ACKs
+/// with 255 when any peer uses GTSM (that peer drops anything less), and its GTSM minimum is
+/// the least any peer accepts: the strictest value would drop the SYNs of the peers without
+/// GTSM (or further away), so it only filters when every peer on it uses GTSM.
+pub fn listener_ttl(peers: &[ListenPeer]) -> TtlPolicy {
+    let gtsm = peers.iter().any(|p| p.ttl.min_ttl.is_some());
+    let floor = peers.iter().map(|p| p.ttl.min_ttl.unwrap_or(0)).min().unwrap_or(0);
+    TtlPolicy { ttl: gtsm.then_some(255), min_ttl: (floor > 0).then_some(floor), stall_timeout_s: None }
 }
 
 /// Hands connections accepted by a [`listen`] task to the peer they come from.
@@ -779,28 +1006,61 @@ pub type IncomingRoutes = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
 /// Accepts BGP connections on `addr` and passes each to the peer with that source address
 /// (RFC 4271 §8: a connection from an unconfigured address is closed). Runs until the listener
 /// fails.
-/// `keys` are the MD5 passwords of the peers that have one.
-pub async fn listen(addr: SocketAddr, peers: IncomingRoutes, keys: Vec<(IpAddr, String)>) -> std::io::Result<()> {
+///
+/// `configs` are the peers' MD5 keys and TTL rules. One socket accepts for every peer, and the
+/// kernel completes the handshake before we know which peer it is, so GTSM (RFC 5082 §3) is
+/// applied in two places:
+/// - on the listener, [`listener_ttl`]: SYN-ACKs go out with 255 if any peer uses GTSM, and
+///   the minimum TTL is the *least* strict of the peers' (set only when all of them use GTSM:
+///   then spoofed SYNs from afar never reach the handshake; the strictest value instead would
+///   lock out the peers without GTSM);
+/// - on each accepted socket, that peer's own TTL and minimum, before it is handed over: from
+///   then on the kernel drops the segments that arrive with less.
+///
+/// Left open when peers with and without GTSM share the listener: a far-away sender can still
+/// complete a handshake, and a segment that arrived before the per-socket minimum was set is
+/// already queued. The connection is then closed when that fails the BGP checks (an OPEN from
+/// a spoofed source needs the right AS and sequence numbers), as without GTSM.
+pub async fn listen(addr: SocketAddr, peers: IncomingRoutes, configs: Vec<ListenPeer>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    for (peer, pw) in keys {
+    let v6 = addr.is_ipv6();
+    for p in &configs {
+        let Some(pw) = &p.password else { continue };
         // On a dual-stack (IPv6) socket an IPv4 peer is keyed by its v4-mapped address.
-        let key_addr = match (addr.ip(), peer) {
+        let key_addr = match (addr.ip(), p.address) {
             (IpAddr::V6(_), IpAddr::V4(a)) => IpAddr::V6(a.to_ipv6_mapped()),
-            _ => peer,
+            _ => p.address,
         };
         halyard_tcp_md5::set_md5_key(&listener, key_addr, pw.as_bytes())?;
     }
+    listener_ttl(&configs).apply(&listener, v6)?;
+    let ttls: HashMap<IpAddr, TtlPolicy> = configs.iter().map(|p| (p.address, p.ttl)).collect();
     tracing::info!(%addr, "listening for BGP connections");
     loop {
         let (stream, from) = listener.accept().await?;
         // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
-        let tx = peers.lock().unwrap_or_else(|e| e.into_inner()).get(&from.ip().to_canonical()).cloned();
+        let peer = from.ip().to_canonical();
+        let tx = peers.lock().unwrap_or_else(|e| e.into_inner()).get(&peer).cloned();
         match tx {
             Some(tx) => {
+                if let Some(ttl) = ttls.get(&peer)
+                    && let Err(e) = ttl.apply(&stream, v6)
+                {
+                    tracing::warn!(%from, "closing BGP connection: cannot set its TTL: {e}");
+                    continue;
+                }
                 let _ = tx.send(stream).await;
             }
             None => tracing::info!(%from, "closing BGP connection from an address that is not a configured peer"),
         }
+    }
+}
+
+/// The address family of a prefix (unicast).
+fn family_of(p: &Prefix) -> AfiSafi {
+    match p {
+        Prefix::V4(_) => AfiSafi::IPV4_UNICAST,
+        Prefix::V6(_) => AfiSafi::IPV6_UNICAST,
     }
 }
 
@@ -820,6 +1080,7 @@ fn adopt(d: &mut Driver, stream: TcpStream) {
         enc: EncodeCxt::default(),
         dec: DecodeCxt::default(),
         families: Vec::new(),
+        peer_gr: None,
     });
 }
 
@@ -844,6 +1105,9 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
         was_established: false,
         learned,
         deltas,
+        gr: GrHelper::default(),
+        stale: Default::default(),
+        up: false,
     };
     // With deltas the table is the RIB's: `current` stays empty.
     let mut current = table.as_mut().map(|t| t.borrow_and_update().clone()).unwrap_or_default();
@@ -913,6 +1177,13 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
                             }
                         }
                         tracing::info!(peer = %d.cfg.name, "accepted a connection from the peer");
+                        // `listen` set this already when it knew the peer at start; a peer
+                        // configured later gets its TTL and GTSM minimum here.
+                        let v6 = stream.local_addr().is_ok_and(|a| a.is_ipv6());
+                        if let Err(e) = d.cfg.ttl_policy().apply(&stream, v6) {
+                            tracing::warn!(peer = %d.cfg.name, "closing the accepted connection: cannot set its TTL: {e}");
+                            continue;
+                        }
                         adopt(&mut d, stream);
                         let acts = d.fsm.handle(d.now(), Event::TcpConnected);
                         d.act(acts, &current, None).await;
@@ -939,6 +1210,9 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
                     let acts = d.fsm.handle(d.now(), Event::TcpFailed);
                     d.act(acts, &current, None).await;
                 }
+            }
+            _ = async { match d.gr.deadline() { Some(ms) => tokio::time::sleep_until(d.epoch + Duration::from_millis(ms)).await, None => std::future::pending().await } } => {
+                d.expire_stale();
             }
             st = async { match bfd.as_mut() { Some(b) => b.changed().await, None => std::future::pending().await } } => {
                 let Some(st) = st else {
@@ -1153,6 +1427,54 @@ mod tests {
         assert_eq!(x.withdraw(&hosts_v6(3), &mut out).unwrap(), 0);
         assert!(out.is_empty());
         assert!(!x.carries(&hosts_v6(1)[0]) && x.carries(&hosts_v4(1)[0]));
+    }
+
+    #[test]
+    fn ttl_follows_the_session_type_multihop_and_gtsm() {
+        let mut c = PeerConfig::new("p", 65001, Ipv4Addr::new(10, 0, 0, 1), "10.0.0.2".parse().unwrap());
+        // Unknown peer AS: leave the kernel default.
+        assert_eq!(c.ttl_policy(), TtlPolicy::default());
+        c.peer_asn = Some(65000);
+        assert_eq!(c.ttl_policy(), TtlPolicy { ttl: Some(1), ..TtlPolicy::default() }, "eBGP: directly connected");
+        c.multihop_ttl = Some(3);
+        assert_eq!(c.ttl_policy(), TtlPolicy { ttl: Some(3), ..TtlPolicy::default() });
+        c.ttl_security = true;
+        assert_eq!(
+            c.ttl_policy(),
+            TtlPolicy { ttl: Some(255), min_ttl: Some(253), stall_timeout_s: Some(90) },
+            "RFC 5082: 255 - 3 + 1"
+        );
+        c.multihop_ttl = None;
+        assert_eq!(c.ttl_policy().min_ttl, Some(255));
+        c.multihop_ttl = Some(255);
+        assert_eq!(c.ttl_policy().min_ttl, Some(1));
+        c.ttl_security = false;
+        c.multihop_ttl = None;
+        c.peer_asn = Some(65001);
+        assert_eq!(c.ttl_policy(), TtlPolicy::default(), "iBGP: kernel default");
+        c.multihop_ttl = Some(10);
+        assert_eq!(c.ttl_policy().ttl, Some(10));
+    }
+
+    #[test]
+    fn a_shared_listener_filters_only_as_much_as_its_least_strict_peer() {
+        let peer = |ttl, min_ttl| ListenPeer {
+            address: "10.0.0.2".parse().unwrap(),
+            password: None,
+            ttl: TtlPolicy { ttl, min_ttl, stall_timeout_s: None },
+        };
+        assert_eq!(listener_ttl(&[]), TtlPolicy::default());
+        assert_eq!(listener_ttl(&[peer(Some(1), None)]), TtlPolicy::default());
+        assert_eq!(
+            listener_ttl(&[peer(Some(255), Some(255)), peer(Some(255), Some(254))]),
+            TtlPolicy { ttl: Some(255), min_ttl: Some(254), stall_timeout_s: None }
+        );
+        // A peer without GTSM on the same socket: no minimum on the listener, but SYN-ACKs
+        // still go out with 255 for the GTSM peer.
+        assert_eq!(
+            listener_ttl(&[peer(Some(255), Some(255)), peer(Some(1), None)]),
+            TtlPolicy { ttl: Some(255), min_ttl: None, stall_timeout_s: None }
+        );
     }
 
     #[test]

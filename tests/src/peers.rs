@@ -57,6 +57,9 @@ pub struct BgpNeighbor {
     /// Track the session with BFD (BIRD only: `bfd on;`, which also needs a `protocol bfd`,
     /// see [`BirdConfig::bfd`]). BIRD takes the BGP session down when BFD goes down.
     pub bfd: bool,
+    /// GTSM (RFC 5082): BIRD `ttl security on;` (expecting the neighbor [`Self::multihop`] hops
+    /// away, 1 when unset), FRR `ttl-security hops N` (instead of `ebgp-multihop`).
+    pub ttl_security: bool,
 }
 
 impl BgpNeighbor {
@@ -73,7 +76,14 @@ impl BgpNeighbor {
             multihop: None,
             password: None,
             bfd: false,
+            ttl_security: false,
         }
+    }
+
+    /// GTSM on this session (see [`BgpNeighbor::ttl_security`]).
+    pub fn ttl_security(mut self, on: bool) -> Self {
+        self.ttl_security = on;
+        self
     }
 
     /// BFD on this session (BIRD only).
@@ -232,6 +242,9 @@ impl BirdConfig {
             }
             if n.bfd {
                 let _ = writeln!(c, "  bfd on;");
+            }
+            if n.ttl_security {
+                let _ = writeln!(c, "  ttl security on;");
             }
             let _ = writeln!(c, "  connect delay time 1;");
             let _ = writeln!(c, "  connect retry time 1;");
@@ -573,10 +586,12 @@ impl FrrConfig {
                 let _ = writeln!(c, " neighbor {a} timers {} {hold}", keepalive_for(hold));
             }
             let _ = writeln!(c, " neighbor {a} timers connect 1");
-            match n.multihop {
-                Some(0) => _ = writeln!(c, " neighbor {a} ebgp-multihop"),
-                Some(ttl) => _ = writeln!(c, " neighbor {a} ebgp-multihop {ttl}"),
-                None => {}
+            match (n.ttl_security, n.multihop) {
+                // FRR refuses ttl-security together with ebgp-multihop: the hops say it all.
+                (true, hops) => _ = writeln!(c, " neighbor {a} ttl-security hops {}", hops.unwrap_or(1).max(1)),
+                (false, Some(0)) => _ = writeln!(c, " neighbor {a} ebgp-multihop"),
+                (false, Some(ttl)) => _ = writeln!(c, " neighbor {a} ebgp-multihop {ttl}"),
+                (false, None) => {}
             }
             if let Some(pw) = &n.password {
                 assert!(!pw.contains([' ', '\n']), "FRR passwords cannot contain spaces or newlines");

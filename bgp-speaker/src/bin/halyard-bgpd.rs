@@ -14,6 +14,9 @@
 //! next_hop_v6 = "fd00::1" # for IPv6 prefixes over an IPv4 session
 //! password = "secret"     # optional: TCP MD5 (RFC 2385)
 //! graceful_restart = 120  # optional: RFC 4724 restart time; stopping then keeps routes at the peer
+//! multihop_ttl = 2        # optional: eBGP multihop, the TTL to send with (1–255; eBGP default 1)
+//! ttl_security = true     # optional: GTSM (RFC 5082): send with 255, accept ≥ 255 - hops + 1,
+//!                         # hops = multihop_ttl or 1
 //!
 //! [peer.bfd]             # optional: BFD (RFC 5880/5881) to the peer; BFD down tears BGP down
 //! min_tx_ms = 300        # each optional, defaults 300 / 300 / 3 (intervals 10–60000 ms)
@@ -43,10 +46,10 @@ use clap::Parser;
 use halyard_bgp::bfd::BfdConfig;
 use halyard_bgp::fsm::State;
 use halyard_bgp::session::{
-    Advertisements, IncomingRoutes, Learned, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs, RouteDelta,
-    RouteFeed, listen, run_peer,
+    Advertisements, IncomingRoutes, Learned, ListenPeer, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs,
+    RouteDelta, RouteFeed, listen, run_peer,
 };
-use halyard_bgp::wire::{Community, LargeCommunity};
+use halyard_bgp::wire::{AfiSafi, Community, LargeCommunity};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 #[derive(Debug, Parser)]
@@ -97,6 +100,11 @@ struct PeerToml {
     graceful_restart: Option<u16>,
     /// BFD to the peer (RFC 5880/5881); unset: no BFD.
     bfd: Option<BfdToml>,
+    /// eBGP multihop TTL (1–255); with `ttl_security`, the most hops the peer may be away.
+    multihop_ttl: Option<u32>,
+    /// GTSM (RFC 5082).
+    #[serde(default)]
+    ttl_security: bool,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -191,6 +199,11 @@ fn load(path: &PathBuf) -> anyhow::Result<(Config, Advertisements)> {
         if let Some(Err(e)) = p.bfd.as_ref().map(BfdToml::config) {
             bail!("{}: peer[{i}] ({}): bfd: {e}", path.display(), p.address);
         }
+        if let Some(t) = p.multihop_ttl
+            && !(1..=255).contains(&t)
+        {
+            bail!("{}: peer[{i}] ({}): multihop_ttl {t} is out of range (1–255)", path.display(), p.address);
+        }
     }
     let mut addresses: Vec<IpAddr> = cfg.peers.iter().map(|p| p.address).collect();
     addresses.sort();
@@ -201,6 +214,13 @@ fn load(path: &PathBuf) -> anyhow::Result<(Config, Advertisements)> {
 }
 
 // ===== Relay RIB =====
+
+fn family_of(p: &Prefix) -> AfiSafi {
+    match p {
+        Prefix::V4(_) => AfiSafi::IPV4_UNICAST,
+        Prefix::V6(_) => AfiSafi::IPV6_UNICAST,
+    }
+}
 
 /// Where a path came from: [`LOCAL`] for the configured routes, peers numbered from 1 in
 /// address order (so comparing sources compares addresses).
@@ -242,6 +262,8 @@ struct LocRib {
     attrs: HashSet<Arc<RouteAttrs>>,
     /// Interned sets after the last sweep of unused ones.
     attrs_swept: usize,
+    /// Per source, its paths kept while it restarts and not sent again yet (RFC 4724 §4.2).
+    stale: HashMap<Source, HashSet<Prefix>>,
 }
 
 impl LocRib {
@@ -368,6 +390,11 @@ impl Relay {
         match ev {
             Learned::Update { from, attrs, announced, withdrawn } => {
                 let Some(from) = self.source(from) else { return };
+                if let Some(stale) = rib.stale.get_mut(&from) {
+                    for p in announced.iter().chain(&withdrawn) {
+                        stale.remove(p);
+                    }
+                }
                 for p in withdrawn {
                     if let Some(c) = rib.remove(p, from) {
                         Self::propagate(&mut self.peers, p, c);
@@ -385,27 +412,32 @@ impl Relay {
             }
             Learned::Down { from } => {
                 let Some(from) = self.source(from) else { return };
-                // Prefixes with other paths first (alternatives take over), then the rest in
-                // one pass.
-                let shared: Vec<Prefix> = rib
-                    .multi
-                    .iter()
-                    .filter(|(_, paths)| paths.iter().any(|p| p.from == from))
-                    .map(|(p, _)| *p)
-                    .collect();
-                for p in shared {
+                rib.stale.remove(&from);
+                Self::remove_source(&mut rib, &mut self.peers, from, |_| true);
+            }
+            Learned::Stale { from, families } => {
+                // RFC 4724 §4.2: keep the restarting peer's paths of these families (stale),
+                // drop the others.
+                let Some(from) = self.source(from) else { return };
+                Self::remove_source(&mut rib, &mut self.peers, from, |p| !families.contains(&family_of(p)));
+                let kept: HashSet<Prefix> = rib.received_from(from).copied().collect();
+                rib.stale.entry(from).or_default().extend(kept);
+            }
+            Learned::StaleEnd { from, family } => {
+                let Some(from) = self.source(from) else { return };
+                let Some(stale) = rib.stale.get_mut(&from) else { return };
+                let gone: Vec<Prefix> = stale.iter().filter(|p| family_of(p) == family).copied().collect();
+                for p in &gone {
+                    stale.remove(p);
+                }
+                if stale.is_empty() {
+                    rib.stale.remove(&from);
+                }
+                for p in gone {
                     if let Some(c) = rib.remove(p, from) {
                         Self::propagate(&mut self.peers, p, c);
                     }
                 }
-                let peers = &mut self.peers;
-                rib.best.retain(|p, path| {
-                    if path.from != from {
-                        return true;
-                    }
-                    Self::propagate(peers, *p, BestChange { old: Some(path.clone()), new: None });
-                    false
-                });
             }
             Learned::TableWanted { from, generation } => {
                 let Some(to) = self.source(from) else { return };
@@ -417,6 +449,34 @@ impl Relay {
                 delta.table_done = Some(generation);
             }
         }
+    }
+
+    /// Removes the paths from `from` of the prefixes `which` selects, propagating each change.
+    fn remove_source(
+        rib: &mut LocRib,
+        peers: &mut [(IpAddr, UnboundedSender<RouteDelta>, RouteDelta)],
+        from: Source,
+        which: impl Fn(&Prefix) -> bool,
+    ) {
+        // Prefixes with other paths first (alternatives take over), then the rest in one pass.
+        let shared: Vec<Prefix> = rib
+            .multi
+            .iter()
+            .filter(|(p, paths)| which(p) && paths.iter().any(|x| x.from == from))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in shared {
+            if let Some(c) = rib.remove(p, from) {
+                Self::propagate(peers, p, c);
+            }
+        }
+        rib.best.retain(|p, path| {
+            if path.from != from || !which(p) {
+                return true;
+            }
+            Self::propagate(peers, *p, BestChange { old: Some(path.clone()), new: None });
+            false
+        });
     }
 
     /// Sends the queued changes.
@@ -468,6 +528,7 @@ async fn main() -> anyhow::Result<()> {
     let mut statuses = BTreeMap::new();
     let mut tasks = Vec::new();
     let incoming = IncomingRoutes::default();
+    let mut listen_peers = Vec::new();
     // The table senders live as long as the sessions (a closed feed ends a session).
     let mut watches = Vec::new();
     for p in peers {
@@ -481,6 +542,9 @@ async fn main() -> anyhow::Result<()> {
         pc.graceful_restart = p.graceful_restart;
         // Checked in `load`.
         pc.bfd = p.bfd.as_ref().and_then(|b| b.config().ok());
+        pc.multihop_ttl = p.multihop_ttl.and_then(|t| u8::try_from(t).ok());
+        pc.ttl_security = p.ttl_security;
+        listen_peers.push(ListenPeer::from(&pc));
         let status = Arc::new(Mutex::new(PeerStatus::default()));
         statuses.insert(p.address, status.clone());
         let accept = cfg.listen_port.map(|_| {
@@ -512,10 +576,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(port) = cfg.listen_port {
         let addr = std::net::SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
         let inc = incoming.clone();
-        let keys: Vec<(IpAddr, String)> =
-            cfg.peers.iter().filter_map(|p| p.password.clone().map(|pw| (p.address, pw))).collect();
         tokio::spawn(async move {
-            if let Err(e) = listen(addr, inc, keys).await {
+            if let Err(e) = listen(addr, inc, listen_peers).await {
                 tracing::error!(port, "BGP listener failed: {e}");
             }
         });
@@ -548,6 +610,7 @@ async fn main() -> anyhow::Result<()> {
                             "updatesIn": s.updates_in,
                             "updatesOut": s.updates_out,
                             "lastError": s.last_error,
+                            "stale": s.stale,
                             "bfd": s.bfd.map(|b| serde_json::json!({
                                 "state": b.state.to_string(),
                                 "diag": b.diag.to_string(),
@@ -669,6 +732,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[test]
+    fn ttl_settings_are_checked() {
+        // Not under `tempfile_dir()`: the BFD test removes that one when it ends.
+        let dir = std::env::temp_dir().join(format!("halyard-bgpd-ttl-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = |extra: &str| {
+            let path = dir.join("c.toml");
+            let text =
+                format!("router_id = \"10.0.0.1\"\nlocal_asn = 65001\n[[peer]]\naddress = \"10.0.0.2\"\n{extra}");
+            std::fs::write(&path, text).unwrap();
+            load(&path).map(|(c, _)| c)
+        };
+        let c = conf("multihop_ttl = 2\nttl_security = true\n").unwrap();
+        assert_eq!((c.peers[0].multihop_ttl, c.peers[0].ttl_security), (Some(2), true));
+        let c = conf("").unwrap();
+        assert_eq!((c.peers[0].multihop_ttl, c.peers[0].ttl_security), (None, false));
+        for bad in ["multihop_ttl = 0", "multihop_ttl = 256"] {
+            let e = conf(bad).unwrap_err().to_string();
+            assert!(e.contains("peer[0] (10.0.0.2): multihop_ttl") && e.contains("out of range (1–255)"), "{e}");
+        }
+        assert!(conf("ttl_security = \"yes\"").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn tempfile_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("halyard-bgpd-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -762,6 +849,38 @@ mod tests {
         let rib = r.rib.lock().unwrap();
         assert_eq!(rib.received_from(1).count(), 1);
         assert_eq!(rib.advertised_to(3), 1);
+    }
+
+    #[test]
+    fn a_restarting_peer_keeps_its_routes_until_end_of_rib() {
+        let (mut r, mut rxs) = relay();
+        r.apply(update(A, &[100], &["192.0.2.0/24", "198.51.100.0/24", "fd00::/64"], &[]));
+        sent(&mut r, &mut rxs);
+        // A restarts with graceful restart for IPv4 only: its IPv6 route goes, IPv4 stays.
+        r.apply(Learned::Stale { from: A, families: vec![AfiSafi::IPV4_UNICAST] });
+        assert_eq!(sent(&mut r, &mut rxs), [vec![], vec![wd("fd00::/64")], vec![wd("fd00::/64")]]);
+        // Back: it sends one of the two again (new attributes), then End-of-RIB.
+        r.apply(update(A, &[100, 1], &["192.0.2.0/24"], &[]));
+        assert_eq!(sent(&mut r, &mut rxs)[1], [ann("192.0.2.0/24", &[100, 1])]);
+        r.apply(Learned::StaleEnd { from: A, family: AfiSafi::IPV4_UNICAST });
+        assert_eq!(sent(&mut r, &mut rxs), [vec![], vec![wd("198.51.100.0/24")], vec![wd("198.51.100.0/24")]]);
+        let rib = r.rib.lock().unwrap();
+        assert_eq!(rib.received_from(1).map(|p| p.to_string()).collect::<Vec<_>>(), ["192.0.2.0/24"]);
+        assert!(rib.stale.is_empty());
+    }
+
+    #[test]
+    fn a_peer_that_does_not_come_back_loses_its_stale_routes() {
+        let (mut r, mut rxs) = relay();
+        r.apply(update(B, &[200], &["192.0.2.0/24"], &[]));
+        r.apply(Learned::Stale { from: B, families: vec![AfiSafi::IPV4_UNICAST] });
+        sent(&mut r, &mut rxs);
+        // The restart time runs out (the session sends StaleEnd per family).
+        r.apply(Learned::StaleEnd { from: B, family: AfiSafi::IPV6_UNICAST });
+        assert_eq!(sent(&mut r, &mut rxs), [vec![], vec![], vec![]]);
+        r.apply(Learned::StaleEnd { from: B, family: AfiSafi::IPV4_UNICAST });
+        assert_eq!(sent(&mut r, &mut rxs), [vec![wd("192.0.2.0/24")], vec![], vec![wd("192.0.2.0/24")]]);
+        assert!(r.rib.lock().unwrap().best.is_empty());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! listening socket (accepting): the kernel then signs every segment to and from that address,
 //! and silently drops unsigned or wrongly signed ones.
 //!
-//! [`ttl`]: receiving datagrams with their TTL / Hop Limit and setting the IPv6 Hop Limit.
+//! [`ttl`]: receiving datagrams with their TTL / Hop Limit, setting the outgoing TTL / Hop Limit
+//! and the minimum accepted one (GTSM, RFC 5082).
 
 pub mod ttl;
 
@@ -59,6 +60,19 @@ pub fn set_md5_key(socket: &impl AsRawFd, peer: IpAddr, key: &[u8]) -> io::Resul
         )
     };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// `TCP_USER_TIMEOUT` (RFC 5482 §2, Linux `tcp(7)`): the connection fails when sent data stays
+/// unacknowledged for `ms` milliseconds (0: the kernel default, about 15 minutes of
+/// retransmissions).
+pub fn set_user_timeout(socket: &impl std::os::fd::AsFd, ms: u32) -> io::Result<()> {
+    let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
+    ttl::set_int(socket, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)
+}
+
+/// The `TCP_USER_TIMEOUT` in milliseconds.
+pub fn user_timeout(socket: &impl std::os::fd::AsFd) -> io::Result<u32> {
+    ttl::get_int(socket, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT).map(|v| u32::try_from(v).unwrap_or(0))
 }
 
 fn sockaddr_zeroed() -> libc::sockaddr_storage {
@@ -124,5 +138,12 @@ mod tests {
         set_md5_key(&l, "::1".parse().unwrap(), b"secret").unwrap_err(); // v6 peer on a v4 socket
         let e = set_md5_key(&l, "127.0.0.2".parse().unwrap(), &[b'x'; 81]).unwrap_err();
         assert!(e.to_string().contains("at most 80"));
+    }
+
+    #[test]
+    fn user_timeout_is_set() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_user_timeout(&l, 9000).unwrap();
+        assert_eq!(user_timeout(&l).unwrap(), 9000);
     }
 }

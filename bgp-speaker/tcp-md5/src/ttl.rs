@@ -1,14 +1,15 @@
-//! The socket calls BFD needs that `std` lacks: receiving a datagram with its TTL / Hop Limit
-//! (`IP_RECVTTL`, `IPV6_RECVHOPLIMIT`, `recvmsg` control messages) and setting the IPv6 Hop
-//! Limit, for BFD's TTL check (RFC 5881 §5) and GTSM (RFC 5082). Each `unsafe` block says why
-//! it is sound.
+//! The socket calls BFD and BGP need that `std` lacks: receiving a datagram with its TTL / Hop
+//! Limit (`IP_RECVTTL`, `IPV6_RECVHOPLIMIT`, `recvmsg` control messages), setting the outgoing
+//! TTL / Hop Limit of both families on one socket, and the minimum TTL / Hop Limit the kernel
+//! accepts (`IP_MINTTL`, `IPV6_MINHOPCOUNT`), for BFD's TTL check (RFC 5881 §5) and GTSM
+//! (RFC 5082 §3). Each `unsafe` block says why it is sound.
 
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 
-fn set_int(sock: &impl AsFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_int(sock: &impl AsFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     #[allow(unsafe_code)]
     // SAFETY: `value` is a live c_int for the duration of the call and its exact size is passed;
     // the kernel only reads from the pointer. The fd is borrowed, so it is open.
@@ -22,6 +23,62 @@ fn set_int(sock: &impl AsFd, level: libc::c_int, name: libc::c_int, value: libc:
         )
     };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+pub(crate) fn get_int(sock: &impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    #[allow(unsafe_code)]
+    // SAFETY: `value` and `len` are live locals for the duration of the call; `len` holds the
+    // size of `value`, so the kernel writes at most that many bytes into it (and updates `len`).
+    // The fd is borrowed, so it is open.
+    let rc = unsafe { libc::getsockopt(sock.as_fd().as_raw_fd(), level, name, (&raw mut value).cast(), &raw mut len) };
+    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Sets the TTL of the packets a TCP or UDP socket sends (`IP_TTL`; on an IPv6 socket also
+/// `IPV6_UNICAST_HOPS`). An IPv6 socket carries IPv4 traffic for v4-mapped peers, and that
+/// uses the IPv4 option, so both are set there (Linux accepts `IPPROTO_IP` options on IPv6 TCP
+/// sockets). Set it before `connect` to cover the SYN; a listening socket passes it to the
+/// sockets it accepts and uses it for its SYN-ACKs.
+pub fn set_ttl(sock: &impl AsFd, ipv6: bool, ttl: u8) -> io::Result<()> {
+    set_int(sock, libc::IPPROTO_IP, libc::IP_TTL, libc::c_int::from(ttl))?;
+    if ipv6 {
+        set_unicast_hops_v6(sock, ttl)?;
+    }
+    Ok(())
+}
+
+/// GTSM (RFC 5082 §3): the kernel drops every received packet whose TTL (`IP_MINTTL`) or, on an
+/// IPv6 socket, Hop Limit (`IPV6_MINHOPCOUNT`, and `IP_MINTTL` for v4-mapped peers) is below
+/// `min`, before TCP sees it. 0 turns the check off. On a listening socket it applies to the
+/// SYNs it receives and is inherited by the sockets it accepts.
+pub fn set_min_ttl(sock: &impl AsFd, ipv6: bool, min: u8) -> io::Result<()> {
+    set_int(sock, libc::IPPROTO_IP, libc::IP_MINTTL, libc::c_int::from(min))?;
+    if ipv6 {
+        set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, libc::c_int::from(min))?;
+    }
+    Ok(())
+}
+
+/// The minimum TTL set with [`set_min_ttl`] (`IP_MINTTL`; on an IPv6 socket the smaller of it
+/// and `IPV6_MINHOPCOUNT`).
+pub fn min_ttl(sock: &impl AsFd, ipv6: bool) -> io::Result<u8> {
+    let mut v = get_int(sock, libc::IPPROTO_IP, libc::IP_MINTTL)?;
+    if ipv6 {
+        v = v.min(get_int(sock, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT)?);
+    }
+    Ok(u8::try_from(v).unwrap_or(0))
+}
+
+/// The TTL the socket sends with (`IP_TTL`; on an IPv6 socket `IPV6_UNICAST_HOPS`).
+pub fn ttl(sock: &impl AsFd, ipv6: bool) -> io::Result<u8> {
+    let v = if ipv6 {
+        get_int(sock, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS)?
+    } else {
+        get_int(sock, libc::IPPROTO_IP, libc::IP_TTL)?
+    };
+    Ok(u8::try_from(v).unwrap_or(0))
 }
 
 /// Asks for the TTL (IPv4) and Hop Limit (IPv6) of every received datagram as a control message.
@@ -108,5 +165,46 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
             Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_and_min_ttl_on_real_sockets() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_ttl(&v4, false, 1).unwrap();
+        assert_eq!(ttl(&v4, false).unwrap(), 1);
+        assert_eq!(min_ttl(&v4, false).unwrap(), 0);
+        set_min_ttl(&v4, false, 254).unwrap();
+        assert_eq!(min_ttl(&v4, false).unwrap(), 254);
+        set_min_ttl(&v4, false, 0).unwrap();
+        assert_eq!(min_ttl(&v4, false).unwrap(), 0);
+        // IPv6 options on an IPv4 socket are refused.
+        set_min_ttl(&v4, true, 255).unwrap_err();
+
+        let Ok(v6) = std::net::TcpListener::bind("[::1]:0") else { return }; // no IPv6 here
+        set_ttl(&v6, true, 255).unwrap();
+        assert_eq!(ttl(&v6, true).unwrap(), 255);
+        assert_eq!(ttl(&v6, false).unwrap(), 255, "IP_TTL too, for v4-mapped peers");
+        set_min_ttl(&v6, true, 255).unwrap();
+        assert_eq!(min_ttl(&v6, true).unwrap(), 255);
+    }
+
+    #[test]
+    fn gtsm_drops_segments_below_the_minimum_on_loopback() {
+        // Loopback delivers with the sender's TTL: 64 by default. A listener wanting 255 never
+        // sees the SYN, so the connection times out; one wanting 64 accepts it.
+        let strict = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_min_ttl(&strict, false, 255).unwrap();
+        let addr = strict.local_addr().unwrap();
+        let c = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300));
+        assert!(c.is_err(), "a SYN with TTL 64 passed a minimum of 255");
+
+        let ok = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_min_ttl(&ok, false, 64).unwrap();
+        std::net::TcpStream::connect_timeout(&ok.local_addr().unwrap(), std::time::Duration::from_secs(2)).unwrap();
     }
 }

@@ -245,6 +245,8 @@ impl halyard_api::Agent for AgentApi {
                     last_error: st.last_error.clone().unwrap_or_default(),
                     hold_time: st.hold_time.map(u32::from).unwrap_or(0),
                     router_id: cfg.router_id.to_string(),
+                    bfd: st.bfd.map(|b| b.state.to_string().to_lowercase()).unwrap_or_default(),
+                    bfd_diag: st.bfd.map(|b| b.diag.to_string()).unwrap_or_default(),
                 }
             })
             .collect();

@@ -9,6 +9,8 @@
 //! `CiliumBGPAdvertisement` (type `Service` with `LoadBalancerIP`/`ExternalIP`, a service
 //! selector, communities and local preference).
 //! MetalLB's `BGPPeer`/`BGPAdvertisement`/`Community` are read too (see [`metallb`]).
+//! MetalLB's `ebgpMultiHop` and Cilium's `ebgpMultihop` set the session's TTL, MetalLB's
+//! `bfdProfile` its BFD. GTSM (RFC 5082) has no field in either API: only `halyard-bgpd` sets it.
 //! Not yet: the v1 `CiliumBGPPeeringPolicy`, PodCIDR and ClusterIP advertisements, node
 //! overrides, MD5 passwords.
 
@@ -16,8 +18,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
+use halyard_bgp::bfd::BfdConfig;
 use halyard_bgp::session::{
-    Advertisements, IncomingRoutes, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen, run_peer,
+    Advertisements, IncomingRoutes, ListenPeer, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs, listen,
+    run_peer,
 };
 use halyard_bgp::wire::{Community, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
 use halyard_model::validate::{parse_large_community, parse_standard_community, well_known_community};
@@ -132,6 +136,12 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                     if let Some(gr) = pc.spec.graceful_restart.as_ref().filter(|g| g.enabled) {
                         // Cilium's default restart time is 120 s.
                         cfg.graceful_restart = Some(gr.restart_time_seconds.unwrap_or(120).min(4095) as u16);
+                    }
+                    // Cilium's `ebgpMultihop` (default 1: directly connected) is the TTL of
+                    // eBGP sessions; 1 is already our eBGP default.
+                    let hops = pc.ebgp_multihop();
+                    if hops > 1 {
+                        cfg.multihop_ttl = Some(u8::try_from(hops).unwrap_or(u8::MAX));
                     }
                     cfg.hold_time = u16::try_from(pc.hold_time_seconds()).unwrap_or(u16::MAX);
                     cfg.connect_retry_time = u16::try_from(pc.connect_retry_time_seconds()).unwrap_or(u16::MAX);
@@ -252,6 +262,13 @@ fn metallb(
         if spec.enable_graceful_restart {
             cfg.graceful_restart = Some(120);
         }
+        if spec.ebgp_multi_hop {
+            // MetalLB renders `neighbor X ebgp-multihop` for FRR, whose TTL is then 255.
+            cfg.multihop_ttl = Some(255);
+        }
+        if let Some(profile) = &spec.bfd_profile {
+            cfg.bfd = metallb_bfd(model, key, profile, spec.ebgp_multi_hop, problems);
+        }
         if spec.password_secret.is_some() {
             problems.push(format!(
                 "BGPPeer {key}: passwordSecret needs Kubernetes Secrets, which the manifest source does not read yet; \
@@ -290,6 +307,58 @@ fn metallb(
             }
         }
         out.insert(format!("metallb/{}", key.name), DesiredPeer { cfg, routes, listen_port: None });
+    }
+}
+
+/// A MetalLB `BFDProfile` (same namespace as the `BGPPeer`) as our BFD settings, with MetalLB's
+/// defaults (`api/v1beta1/bfdprofile_types.go`: 300 ms / 300 ms / 3). What we cannot do is
+/// reported: a missing profile (the session then runs without BFD, like the other missing
+/// references here), passive and echo mode (RFC 5880 §6.1, §6.4), a multihop peer (our BFD is
+/// single-hop, RFC 5881).
+fn metallb_bfd(
+    model: &Model,
+    peer: &halyard_model::NamespacedName,
+    profile: &str,
+    multihop: bool,
+    problems: &mut Vec<String>,
+) -> Option<BfdConfig> {
+    let pkey = halyard_model::NamespacedName::new(peer.namespace.clone(), profile);
+    let Some(p) = model.metallb_bfd_profiles.get(&pkey) else {
+        problems.push(format!(
+            "BGPPeer {peer}: bfdProfile {profile:?} refers to BFDProfile {pkey} which does not exist: the session runs \
+             without BFD"
+        ));
+        return None;
+    };
+    let s = &p.spec;
+    if s.passive_mode == Some(true) {
+        problems.push(format!(
+            "BGPPeer {peer}: BFDProfile {pkey}: passiveMode is not supported: BFD sends control packets from the start \
+             (active role)"
+        ));
+    }
+    if s.echo_mode == Some(true) {
+        problems.push(format!(
+            "BGPPeer {peer}: BFDProfile {pkey}: echoMode is not supported (no BFD Echo function): only control packets \
+             are used"
+        ));
+    }
+    if multihop {
+        problems.push(format!(
+            "BGPPeer {peer}: BFDProfile {pkey}: BFD is single-hop only (RFC 5881) and this peer is ebgpMultiHop: BFD \
+             comes up only if the peer is directly connected"
+        ));
+    }
+    match BfdConfig::new(
+        s.transmit_interval.unwrap_or(300),
+        s.receive_interval.unwrap_or(300),
+        s.detect_multiplier.unwrap_or(3),
+    ) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.push(format!("BGPPeer {peer}: BFDProfile {pkey}: {e}: the session runs without BFD"));
+            None
+        }
     }
 }
 
@@ -353,14 +422,11 @@ pub async fn run(
         for port in ports {
             listeners.entry(port).or_insert_with(|| {
                 let inc = incoming.clone();
-                let keys: Vec<(IpAddr, String)> = want
-                    .values()
-                    .filter(|d| d.listen_port == Some(port))
-                    .filter_map(|d| d.cfg.password.clone().map(|pw| (d.cfg.address, pw)))
-                    .collect();
+                let configs: Vec<ListenPeer> =
+                    want.values().filter(|d| d.listen_port == Some(port)).map(|d| ListenPeer::from(&d.cfg)).collect();
                 tokio::spawn(async move {
                     let addr = std::net::SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port);
-                    if let Err(e) = listen(addr, inc, keys).await {
+                    if let Err(e) = listen(addr, inc, configs).await {
                         tracing::error!(port, "BGP listener failed: {e}");
                     }
                 })
@@ -413,5 +479,117 @@ pub async fn run(
     for (_, r) in running {
         let _ = r.stop.send(true);
         let _ = r.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let parsed = halyard_model::parse_manifest(std::path::Path::new("t.yaml"), yaml).expect("parses");
+        Snapshot { model: halyard_model::Model::from_objects(parsed.objects), ..Default::default() }
+    }
+
+    const METALLB_PEER: &str = r#"
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: tor, namespace: metallb-system}
+spec: {myASN: 64512, peerASN: 65000, peerAddress: 10.0.0.1, routerID: 10.0.0.2}
+"#;
+
+    const PROFILE: &str = r#"
+---
+apiVersion: metallb.io/v1beta1
+kind: BFDProfile
+metadata: {name: fast, namespace: metallb-system}
+spec: {transmitInterval: 100, receiveInterval: 200, detectMultiplier: 5}
+"#;
+
+    fn metallb_peer(yaml: &str) -> (PeerConfig, Vec<String>) {
+        let (peers, problems) = desired(&snapshot(yaml), "n1", None);
+        (peers["metallb/tor"].cfg.clone(), problems)
+    }
+
+    #[test]
+    fn metallb_ebgp_multihop_is_ttl_255() {
+        let (cfg, problems) = metallb_peer(METALLB_PEER);
+        assert_eq!((cfg.multihop_ttl, cfg.ttl_security, cfg.bfd), (None, false, None));
+        assert!(problems.is_empty(), "{problems:?}");
+        let (cfg, _) =
+            metallb_peer(&METALLB_PEER.replace("routerID: 10.0.0.2", "routerID: 10.0.0.2, ebgpMultiHop: true"));
+        assert_eq!(cfg.multihop_ttl, Some(255));
+        assert_eq!(cfg.ttl_policy().ttl, Some(255));
+    }
+
+    #[test]
+    fn metallb_bfd_profile_becomes_the_bfd_config() {
+        let with_ref = METALLB_PEER.replace("routerID: 10.0.0.2", "routerID: 10.0.0.2, bfdProfile: fast");
+        let (cfg, problems) = metallb_peer(&format!("{with_ref}{PROFILE}"));
+        assert_eq!(cfg.bfd, Some(BfdConfig::new(100, 200, 5).unwrap()));
+        assert!(problems.is_empty(), "{problems:?}");
+
+        // MetalLB's defaults for what the profile leaves out.
+        let empty =
+            PROFILE.replace("spec: {transmitInterval: 100, receiveInterval: 200, detectMultiplier: 5}", "spec: {}");
+        let (cfg, _) = metallb_peer(&format!("{with_ref}{empty}"));
+        assert_eq!(cfg.bfd, Some(BfdConfig::new(300, 300, 3).unwrap()));
+
+        // Passive and echo mode are reported, BFD still runs.
+        let modes = PROFILE.replace("detectMultiplier: 5}", "detectMultiplier: 5, passiveMode: true, echoMode: true}");
+        let (cfg, problems) = metallb_peer(&format!("{with_ref}{modes}"));
+        assert!(cfg.bfd.is_some());
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0]
+                .contains("BGPPeer metallb-system/tor: BFDProfile metallb-system/fast: passiveMode is not supported")
+        );
+        assert!(problems[1].contains("echoMode is not supported"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_missing_bfd_profile_is_reported_and_the_peer_runs_without_bfd() {
+        let with_ref = METALLB_PEER.replace("routerID: 10.0.0.2", "routerID: 10.0.0.2, bfdProfile: nope");
+        let (cfg, problems) = metallb_peer(&format!("{with_ref}{PROFILE}"));
+        assert_eq!(cfg.bfd, None);
+        assert_eq!(
+            problems,
+            [
+                "BGPPeer metallb-system/tor: bfdProfile \"nope\" refers to BFDProfile metallb-system/nope which does not \
+              exist: the session runs without BFD"
+            ]
+        );
+        // A profile of the same name in another namespace does not count.
+        let other = PROFILE.replace("name: fast, namespace: metallb-system", "name: nope, namespace: other");
+        let (cfg, problems) = metallb_peer(&format!("{with_ref}{other}"));
+        assert_eq!((cfg.bfd, problems.len()), (None, 1));
+    }
+
+    const CILIUM: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumBGPClusterConfig
+metadata: {name: lab}
+spec:
+  bgpInstances:
+    - name: main
+      localASN: 65001
+      peers:
+        - {name: router, peerASN: 65000, peerAddress: 10.0.0.1, peerConfigRef: {name: router}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPPeerConfig
+metadata: {name: router}
+spec: {}
+"#;
+
+    #[test]
+    fn cilium_ebgp_multihop_sets_the_ttl_above_one() {
+        let cfg =
+            |yaml: &str| desired(&snapshot(yaml), "n1", Some(Ipv4Addr::new(10, 0, 0, 2))).0["main/router"].cfg.clone();
+        let c = cfg(CILIUM);
+        assert_eq!(c.multihop_ttl, None);
+        assert_eq!(c.ttl_policy().ttl, Some(1), "eBGP default");
+        assert_eq!(cfg(&CILIUM.replace("spec: {}", "spec: {ebgpMultihop: 1}")).multihop_ttl, None);
+        assert_eq!(cfg(&CILIUM.replace("spec: {}", "spec: {ebgpMultihop: 4}")).multihop_ttl, Some(4));
     }
 }

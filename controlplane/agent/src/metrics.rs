@@ -72,6 +72,7 @@ pub struct Metrics {
     pub bgp_prefixes_received: Family<PeerLabels, Gauge>,
     pub bgp_updates_in: Family<PeerLabels, Gauge>,
     pub bgp_updates_out: Family<PeerLabels, Gauge>,
+    pub bgp_bfd_up: Family<PeerLabels, Gauge>,
     pub l2_owned: Family<InterfaceLabels, Gauge>,
     pub l2_replies: Family<InterfaceLabels, Gauge>,
     pub l2_announcements: Family<InterfaceLabels, Gauge>,
@@ -106,6 +107,7 @@ impl Metrics {
             bgp_prefixes_received: Family::default(),
             bgp_updates_in: Family::default(),
             bgp_updates_out: Family::default(),
+            bgp_bfd_up: Family::default(),
             l2_owned: Family::default(),
             l2_replies: Family::default(),
             l2_announcements: Family::default(),
@@ -161,6 +163,11 @@ impl Metrics {
             "bgp_updates_received",
             "UPDATE messages received in the current session (resets with the session)",
             m.bgp_updates_in.clone(),
+        );
+        registry.register(
+            "bgp_bfd_up",
+            "1 if the BFD session to the BGP peer is Up, 0 if not (only peers with BFD)",
+            m.bgp_bfd_up.clone(),
         );
         registry.register(
             "bgp_updates_sent",
@@ -256,6 +263,7 @@ impl Metrics {
             &self.bgp_prefixes_received,
             &self.bgp_updates_in,
             &self.bgp_updates_out,
+            &self.bgp_bfd_up,
         ];
         for f in fams {
             f.clear();
@@ -269,6 +277,9 @@ impl Metrics {
             self.bgp_prefixes_received.get_or_create(&l).set(st.received.len() as i64);
             self.bgp_updates_in.get_or_create(&l).set(st.updates_in as i64);
             self.bgp_updates_out.get_or_create(&l).set(st.updates_out as i64);
+            if let Some(b) = st.bfd {
+                self.bgp_bfd_up.get_or_create(&l).set(i64::from(b.state == halyard_bgp::bfd::BfdState::Up));
+            }
         }
     }
 

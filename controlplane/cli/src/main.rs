@@ -90,7 +90,8 @@ enum NodeCmd {
 
 #[derive(Debug, Subcommand)]
 enum BgpCmd {
-    /// BGP peers: local AS, peer AS, address, state, uptime, families, received, advertised.
+    /// BGP peers: local AS, peer AS, address, state, BFD state, uptime, families, received,
+    /// advertised.
     Peers,
     /// Prefixes advertised to (default) or received from each peer.
     Routes {
@@ -382,7 +383,9 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                         json!({"name": p.name, "localASN": p.local_asn, "peerASN": p.peer_asn, "address": p.address,
                                "state": p.state, "uptimeSeconds": p.uptime_seconds, "families": p.families,
                                "received": p.received, "advertised": p.advertised, "holdTime": p.hold_time,
-                               "routerID": p.router_id, "lastError": p.last_error})
+                               "routerID": p.router_id, "lastError": p.last_error,
+                               "bfd": (!p.bfd.is_empty()).then_some(&p.bfd),
+                               "bfdDiag": (!p.bfd_diag.is_empty()).then_some(&p.bfd_diag)})
                     })
                     .collect();
                 serde_json::to_string_pretty(&v)? + "\n"
@@ -404,6 +407,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                             peer_as,
                             p.address.clone(),
                             state,
+                            if p.bfd.is_empty() { "-".into() } else { p.bfd.clone() },
                             if p.state == "established" { human_duration(p.uptime_seconds) } else { "-".into() },
                             joined(&p.families),
                             p.received.to_string(),
@@ -417,6 +421,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                         "PEER AS",
                         "PEER ADDRESS",
                         "SESSION STATE",
+                        "BFD",
                         "UPTIME",
                         "FAMILIES",
                         "RECEIVED",
