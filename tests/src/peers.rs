@@ -1381,3 +1381,68 @@ impl Peer for Exabgp {
         self.dir.path()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// halyard-bgpd (the standalone speaker) in a namespace
+// ---------------------------------------------------------------------------------------------
+
+/// `halyard-bgpd` in a namespace, run from a TOML config and read back through its status file
+/// (JSON keyed by peer address). Killed by PID on drop.
+pub struct Bgpd {
+    pub child: ChildGuard,
+    status: PathBuf,
+    peer: String,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Bgpd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bgpd").field("peer", &self.peer).field("status", &self.status).finish()
+    }
+}
+
+impl Bgpd {
+    /// `config` gets the status file's path and returns the whole TOML; `peer` is the address
+    /// whose status [`Bgpd::status`] returns.
+    pub fn start(ns: &Netns, peer: &str, config: impl FnOnce(&Path) -> String) -> Bgpd {
+        let dir = tempfile::Builder::new().prefix("halyard-bgpd-").tempdir().expect("tempdir");
+        let status = dir.path().join("status.json");
+        let conf = dir.path().join("halyard-bgpd.toml");
+        std::fs::write(&conf, config(&status)).expect("write halyard-bgpd.toml");
+        let bin = crate::bin("halyard-bgpd");
+        let child = ns.spawn([bin.as_os_str(), "-c".as_ref(), conf.as_os_str()], dir.path().join("bgpd.log"));
+        Bgpd { child, status, peer: peer.to_string(), _dir: dir }
+    }
+
+    /// The peer's entry in the status file (`Null` until it is written). Panics, with the log,
+    /// if the daemon exited.
+    pub fn status(&mut self) -> Value {
+        if let Some(st) = self.child.try_wait() {
+            panic!("halyard-bgpd exited ({st}); log:\n{}", self.child.log());
+        }
+        let v: Option<Value> = std::fs::read_to_string(&self.status).ok().and_then(|t| serde_json::from_str(&t).ok());
+        v.map(|v| v[&self.peer].clone()).unwrap_or(Value::Null)
+    }
+
+    pub fn established(&mut self) -> bool {
+        self.status()["state"] == "Established"
+    }
+
+    /// The prefixes received from the peer, sorted.
+    pub fn received(&mut self) -> Vec<String> {
+        let s = self.status();
+        let mut v: Vec<String> =
+            s["received"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(String::from)).collect();
+        v.sort();
+        v
+    }
+
+    /// Polls until `f` holds on the status; panics with the status and log otherwise.
+    pub fn wait(&mut self, timeout: Duration, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let got = poll_until(timeout, || {
+            let s = self.status();
+            f(&s).then_some(s)
+        });
+        got.unwrap_or_else(|| panic!("timed out waiting for {what}: {:#}\nlog:\n{}", self.status(), self.child.log()))
+    }
+}

@@ -8,13 +8,11 @@
 //! stopped one keeps its TCP connection open and goes silent, like a hung router or a dead
 //! forwarding path. Everything started is killed by PID when the test ends.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use halyard_tests::netns::{ChildGuard, Netns, poll_until, require_program, require_root, veth_pair, wait_until};
-use halyard_tests::peers::{BgpNeighbor, Bird, BirdConfig, Peer};
-use serde_json::Value;
+use halyard_tests::netns::{Netns, poll_until, require_program, require_root, veth_pair, wait_until};
+use halyard_tests::peers::{BgpNeighbor, Bgpd, Bird, BirdConfig, Peer};
 
 const ROUTER: &str = "10.79.0.1";
 const NODE: &str = "10.79.0.2";
@@ -23,18 +21,9 @@ const NODE: &str = "10.79.0.2";
 const BFD_DEADLINE: Duration = Duration::from_millis(1500);
 
 /// `halyard-bgpd` in the node namespace with BFD 100 ms × 3 to the router.
-struct Speaker {
-    child: ChildGuard,
-    status: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Speaker {
-    fn start(ns: &Netns) -> Speaker {
-        let dir = tempfile::Builder::new().prefix("halyard-bgpd-bfd-").tempdir().expect("tempdir");
-        let status = dir.path().join("status.json");
-        let conf = dir.path().join("halyard-bgpd.toml");
-        let text = format!(
+fn start_speaker(ns: &Netns) -> Bgpd {
+    Bgpd::start(ns, ROUTER, |status| {
+        format!(
             r#"router_id = "{NODE}"
 local_asn = 65001
 status_file = "{status}"
@@ -54,17 +43,8 @@ multiplier = 3
 prefix = "192.0.2.0/24"
 "#,
             status = status.display()
-        );
-        std::fs::write(&conf, text).expect("write halyard-bgpd.toml");
-        let bin = halyard_tests::bin("halyard-bgpd");
-        let child = ns.spawn([bin.as_os_str(), "-c".as_ref(), conf.as_os_str()], dir.path().join("bgpd.log"));
-        Speaker { child, status, _dir: dir }
-    }
-
-    fn status(&self) -> Value {
-        let v: Option<Value> = std::fs::read_to_string(&self.status).ok().and_then(|t| serde_json::from_str(&t).ok());
-        v.map(|v| v[ROUTER].clone()).unwrap_or(Value::Null)
-    }
+        )
+    })
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -74,7 +54,7 @@ fn signal(pid: u32, sig: &str) {
 
 /// Router and node joined by a veth; BIRD (BGP with `bfd on`, hold time 90 s) and our speaker
 /// up, with BGP Established and BFD Up on both ends.
-fn bring_up() -> (Netns, Netns, Bird, Speaker) {
+fn bring_up() -> (Netns, Netns, Bird, Bgpd) {
     let router = Netns::new("bfdrtr");
     let node = Netns::new("bfdnode");
     veth_pair(&router, "eth0", &[&format!("{ROUTER}/24")], &node, "eth0", &[&format!("{NODE}/24")]);
@@ -84,7 +64,7 @@ fn bring_up() -> (Netns, Netns, Bird, Speaker) {
             .neighbor(BgpNeighbor::new(NODE, 65000, 65001).hold_time(90).bfd(true))
             .bfd(100, 100, 3),
     );
-    let mut speaker = Speaker::start(&node);
+    let mut speaker = start_speaker(&node);
     let up = poll_until(Duration::from_secs(30), || {
         if let Some(st) = speaker.child.try_wait() {
             panic!("halyard-bgpd exited ({st}); log:\n{}", speaker.child.log());
@@ -117,7 +97,7 @@ fn router_failure_tears_our_session_down_within_a_second() {
     if !require_root() || !require_program("bird", "bird2") {
         return;
     }
-    let (_router, _node, bird, speaker) = bring_up();
+    let (_router, _node, bird, mut speaker) = bring_up();
     let t0 = Instant::now();
     signal(bird.pid(), "-STOP");
     let down = poll_until(Duration::from_secs(10), || {

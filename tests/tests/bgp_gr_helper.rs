@@ -7,11 +7,10 @@
 //! what removes the route it did not send again. Needs root, bird2 and frr (skips with a
 //! message otherwise).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use halyard_tests::netns::{ChildGuard, Netns, poll_until, require_program, require_root, veth_pair};
-use halyard_tests::peers::{BgpNeighbor, Bird, Frr, FrrConfig, Peer};
+use halyard_tests::netns::{Netns, require_program, require_root, veth_pair};
+use halyard_tests::peers::{BgpNeighbor, Bgpd, Bird, Frr, FrrConfig, Peer};
 use serde_json::Value;
 
 const ROUTER: &str = "10.87.0.1";
@@ -44,19 +43,10 @@ protocol bgp peer1 {{
     )
 }
 
-struct Speaker {
-    child: ChildGuard,
-    status: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Speaker {
-    /// `halyard-bgpd` with graceful restart on (so that it advertises the capability).
-    fn start(ns: &Netns) -> Speaker {
-        let dir = tempfile::Builder::new().prefix("halyard-bgpd-gr-").tempdir().expect("tempdir");
-        let status = dir.path().join("status.json");
-        let conf = dir.path().join("halyard-bgpd.toml");
-        let text = format!(
+/// `halyard-bgpd` with graceful restart on (so that it advertises the capability).
+fn start_speaker(ns: &Netns) -> Bgpd {
+    Bgpd::start(ns, ROUTER, |status| {
+        format!(
             r#"router_id = "{NODE}"
 local_asn = 65001
 status_file = "{status}"
@@ -69,37 +59,8 @@ connect_retry_time = 1
 graceful_restart = 120
 "#,
             status = status.display()
-        );
-        std::fs::write(&conf, text).expect("write halyard-bgpd.toml");
-        let bin = halyard_tests::bin("halyard-bgpd");
-        let child = ns.spawn([bin.as_os_str(), "-c".as_ref(), conf.as_os_str()], dir.path().join("bgpd.log"));
-        Speaker { child, status, _dir: dir }
-    }
-
-    fn status(&mut self) -> Value {
-        if let Some(st) = self.child.try_wait() {
-            panic!("halyard-bgpd exited ({st}); log:\n{}", self.child.log());
-        }
-        let v: Option<Value> = std::fs::read_to_string(&self.status).ok().and_then(|t| serde_json::from_str(&t).ok());
-        v.map(|v| v[ROUTER].clone()).unwrap_or(Value::Null)
-    }
-
-    fn received(&mut self) -> Vec<String> {
-        let s = self.status();
-        let mut v: Vec<String> =
-            s["received"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(String::from)).collect();
-        v.sort();
-        v
-    }
-
-    /// Polls until `f` holds on the status; panics with the status and log otherwise.
-    fn wait(&mut self, timeout: Duration, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let got = poll_until(timeout, || {
-            let s = self.status();
-            f(&s).then_some(s)
-        });
-        got.unwrap_or_else(|| panic!("timed out waiting for {what}: {:#}\nlog:\n{}", self.status(), self.child.log()))
-    }
+        )
+    })
 }
 
 fn has(s: &Value, prefixes: &[&str]) -> bool {
@@ -107,12 +68,12 @@ fn has(s: &Value, prefixes: &[&str]) -> bool {
     got.len() == prefixes.len() && prefixes.iter().all(|p| got.contains(p))
 }
 
-fn bring_up(restart_time: u16) -> (Netns, Netns, Bird, Speaker) {
+fn bring_up(restart_time: u16) -> (Netns, Netns, Bird, Bgpd) {
     let router = Netns::new("grrtr");
     let node = Netns::new("grnode");
     veth_pair(&router, "eth0", &[&format!("{ROUTER}/24")], &node, "eth0", &[&format!("{NODE}/24")]);
     let bird = Bird::start_raw(&router, &bird_config(&[KEEP, GONE], restart_time));
-    let mut speaker = Speaker::start(&node);
+    let mut speaker = start_speaker(&node);
     speaker.wait(Duration::from_secs(30), "the session with both routes", |s| {
         s["state"] == "Established" && has(s, &[KEEP, GONE])
     });
@@ -193,7 +154,7 @@ fn end_of_rib_from_a_restarted_frr_removes_what_it_did_not_send_again() {
     let node = Netns::new("grfnode");
     veth_pair(&router, "eth0", &[&format!("{ROUTER}/24")], &node, "eth0", &[&format!("{NODE}/24")]);
     let frr = Frr::start(&router, &frr_config(&[KEEP, GONE]));
-    let mut speaker = Speaker::start(&node);
+    let mut speaker = start_speaker(&node);
     speaker.wait(Duration::from_secs(30), "the session with both FRR routes", |s| {
         s["state"] == "Established" && has(s, &[KEEP, GONE])
     });

@@ -12,32 +12,20 @@
 //! dying there). A positive control on the same topology follows each negative, so a broken
 //! setup cannot pass as a refused session.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use halyard_tests::netns::{ChildGuard, Netns, poll_until, require_program, require_root, veth_pair};
-use halyard_tests::peers::{BgpNeighbor, Bird, BirdConfig, Peer};
-use serde_json::Value;
+use halyard_tests::netns::{Netns, poll_until, require_program, require_root, veth_pair};
+use halyard_tests::peers::{BgpNeighbor, Bgpd, Bird, BirdConfig, Peer};
 
 /// How long a session that must not come up is watched.
 const NEGATIVE_WINDOW: Duration = Duration::from_secs(6);
 
-/// `halyard-bgpd` in a namespace with one peer.
-struct Speaker {
-    child: ChildGuard,
-    status: PathBuf,
-    peer: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Speaker {
-    /// `peer_extra`: TOML lines added to the `[[peer]]` table; `listen`: accept on port 179 too.
-    fn start(ns: &Netns, router_id: &str, peer: &str, peer_extra: &str, listen: bool) -> Speaker {
-        let dir = tempfile::Builder::new().prefix("halyard-bgpd-ttl-").tempdir().expect("tempdir");
-        let status = dir.path().join("status.json");
-        let conf = dir.path().join("halyard-bgpd.toml");
-        let listen = if listen { "listen_port = 179\n" } else { "" };
-        let text = format!(
+/// `halyard-bgpd` in a namespace with one peer. `peer_extra`: TOML lines added to the
+/// `[[peer]]` table; `listen`: accept on port 179 too.
+fn start_speaker(ns: &Netns, router_id: &str, peer: &str, peer_extra: &str, listen: bool) -> Bgpd {
+    let listen = if listen { "listen_port = 179\n" } else { "" };
+    Bgpd::start(ns, peer, |status| {
+        format!(
             r#"router_id = "{router_id}"
 local_asn = 65001
 status_file = "{status}"
@@ -53,28 +41,12 @@ connect_retry_time = 1
 prefix = "192.0.2.0/24"
 "#,
             status = status.display()
-        );
-        std::fs::write(&conf, text).expect("write halyard-bgpd.toml");
-        let bin = halyard_tests::bin("halyard-bgpd");
-        let child = ns.spawn([bin.as_os_str(), "-c".as_ref(), conf.as_os_str()], dir.path().join("bgpd.log"));
-        Speaker { child, status, peer: peer.to_string(), _dir: dir }
-    }
-
-    fn status(&mut self) -> Value {
-        if let Some(st) = self.child.try_wait() {
-            panic!("halyard-bgpd exited ({st}); log:\n{}", self.child.log());
-        }
-        let v: Option<Value> = std::fs::read_to_string(&self.status).ok().and_then(|t| serde_json::from_str(&t).ok());
-        v.map(|v| v[&self.peer].clone()).unwrap_or(Value::Null)
-    }
-
-    fn established(&mut self) -> bool {
-        self.status()["state"] == "Established"
-    }
+        )
+    })
 }
 
 /// Waits until both ends are Established; panics with both sides' view otherwise.
-fn wait_established(speaker: &mut Speaker, bird: &Bird, what: &str) {
+fn wait_established(speaker: &mut Bgpd, bird: &Bird, what: &str) {
     let up = poll_until(Duration::from_secs(30), || {
         (speaker.established() && bird.bgp_state("peer1").as_deref() == Some("Established")).then_some(())
     });
@@ -90,7 +62,7 @@ fn wait_established(speaker: &mut Speaker, bird: &Bird, what: &str) {
 }
 
 /// Watches for [`NEGATIVE_WINDOW`] that neither end reaches Established.
-fn assert_never_established(speaker: &mut Speaker, bird: &Bird, what: &str) {
+fn assert_never_established(speaker: &mut Bgpd, bird: &Bird, what: &str) {
     let up = poll_until(NEGATIVE_WINDOW, || {
         (speaker.established() || bird.bgp_state("peer1").as_deref() == Some("Established")).then_some(())
     });
@@ -164,7 +136,7 @@ fn gtsm_on_both_sides_establishes() {
         &router,
         &BirdConfig::new(ROUTER_D).neighbor(BgpNeighbor::new(NODE_D, 65000, 65001).ttl_security(true)),
     );
-    let mut speaker = Speaker::start(&node, NODE_D, ROUTER_D, "ttl_security = true", true);
+    let mut speaker = start_speaker(&node, NODE_D, ROUTER_D, "ttl_security = true", true);
     wait_established(&mut speaker, &bird, "GTSM on both sides");
     let routes = bird.routes(None);
     assert!(routes.contains("192.0.2.0/24"), "{routes}");
@@ -188,7 +160,7 @@ fn gtsm_drops_a_peer_two_hops_away_that_does_not_use_it() {
     let neighbor = BgpNeighbor::new(NODE, 65000, 65001).multihop(2);
     let bird = Bird::start(&far, &BirdConfig::new(FAR).neighbor(neighbor.clone()));
     let drops_before = min_ttl_drops(&node);
-    let mut speaker = Speaker::start(&node, NODE, FAR, "ttl_security = true\nmultihop_ttl = 2", true);
+    let mut speaker = start_speaker(&node, NODE, FAR, "ttl_security = true\nmultihop_ttl = 2", true);
     assert_never_established(&mut speaker, &bird, "GTSM against a peer without it");
     let drops = min_ttl_drops(&node) - drops_before;
     assert!(drops > 0, "no segment was dropped by the GTSM minimum (TCPMinTTLDrop unchanged)");
@@ -210,13 +182,13 @@ fn ebgp_multihop_needs_the_ttl() {
     let (node, mid, far) = routed();
     let bird = Bird::start(&far, &BirdConfig::new(FAR).neighbor(BgpNeighbor::new(NODE, 65000, 65001).multihop(2)));
     let exceeded_before = time_exceeded_sent(&mid);
-    let mut speaker = Speaker::start(&node, NODE, FAR, "", false);
+    let mut speaker = start_speaker(&node, NODE, FAR, "", false);
     assert_never_established(&mut speaker, &bird, "eBGP with TTL 1 to a peer two hops away");
     let exceeded = time_exceeded_sent(&mid) - exceeded_before;
     assert!(exceeded > 0, "mid sent no ICMP Time Exceeded: our SYNs did not die there");
     drop(speaker);
 
-    let mut speaker = Speaker::start(&node, NODE, FAR, "multihop_ttl = 2", false);
+    let mut speaker = start_speaker(&node, NODE, FAR, "multihop_ttl = 2", false);
     wait_established(&mut speaker, &bird, "eBGP multihop 2");
     let routes = bird.routes(None);
     assert!(routes.contains("192.0.2.0/24"), "{routes}");
