@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The same north-south load balancer at tc ingress, for devices without native XDP and for the
- * XDP-vs-tc comparison in the benchmark. The decision (parse, service, conntrack, Maglev) is the
- * shared lb.h; only making room and sending differ.
+ * XDP-vs-tc comparison in the benchmark. The decision (parse, service, conntrack, Maglev, SNAT
+ * ports and reverse entries) is the shared lb.h and snat.h, on the same pinned maps as XDP; only
+ * packet access (making room, rewriting through the skb helpers) and sending differ.
+ *
+ * Modes as in XDP: DSR (IPIP or Geneve), SNAT (DNAT to the backend and SNAT to this node; the
+ * backend's replies are translated back here), and hybrid (the agent gives each service its mode).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -13,10 +17,17 @@
 #include "halyard/maps.h"
 #include "halyard/lb.h"
 #include "halyard/encap.h"
+#include "halyard/snat.h"
 
 #define AF_INET 2
 
-static __always_inline int hl_tc_forward(struct __sk_buff *skb, const struct lb4_backend *be)
+/* Ethernet + IPv4 without options + a TCP header without options: all the parser reads. */
+#define HL_TC_PARSE_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + 20)
+
+/* Sends the frame towards `dst`: by the backend's static next hop when it has one, else by the
+ * FIB. `be` may be NULL (SNAT replies go to clients). */
+static __always_inline int hl_tc_forward_to(struct __sk_buff *skb, const struct lb4_backend *be,
+					    __be32 dst)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -24,7 +35,7 @@ static __always_inline int hl_tc_forward(struct __sk_buff *skb, const struct lb4
 
 	if ((void *)(eth + 1) > data_end)
 		return TC_ACT_SHOT;
-	if (be->flags & HL_BE_F_STATIC_NH) {
+	if (be && (be->flags & HL_BE_F_STATIC_NH)) {
 		__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
 		__builtin_memcpy(eth->h_dest, be->nh_mac, ETH_ALEN);
 		hl_count(HL_CNT_REDIRECT, skb->len);
@@ -33,7 +44,7 @@ static __always_inline int hl_tc_forward(struct __sk_buff *skb, const struct lb4
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
 	fib.ipv4_src = CFG_NODE_IPV4;
-	fib.ipv4_dst = be->addr;
+	fib.ipv4_dst = dst;
 	fib.ifindex = skb->ifindex;
 	/* Needs forwarding enabled on the ingress device (the agent turns it on), else FWD_DISABLED. */
 	int rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
@@ -51,23 +62,60 @@ static __always_inline int hl_tc_forward(struct __sk_buff *skb, const struct lb4
 	return TC_ACT_SHOT;
 }
 
+static __always_inline int hl_tc_forward(struct __sk_buff *skb, const struct lb4_backend *be)
+{
+	return hl_tc_forward_to(skb, be, be->addr);
+}
+
 static __always_inline int hl_tc_lb_run(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct hl_lb_decision d = {};
 	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
+	__u32 len = skb->len;
 	int room;
 
-	switch (hl_lb4_decide(data, data_end, skb->len, &d)) {
+	/* Unlike XDP's, an skb's headers may sit partly outside its linear part (paged receive,
+	 * GRO): pull what the parser reads (no more than the packet has) when it is not there. */
+	if (data + HL_TC_PARSE_LEN > data_end && len > (__u32)(data_end - data)) {
+		if (bpf_skb_pull_data(skb, len < HL_TC_PARSE_LEN ? len : HL_TC_PARSE_LEN))
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+
+	switch (hl_lb4_decide(data, data_end, len, &d)) {
 	case HL_VERDICT_FORWARD:
 		break;
 	case HL_VERDICT_DROP:
 		return TC_ACT_SHOT;
+	case HL_VERDICT_SNAT_REPLY:
+		/* backend:port -> node:nat_port becomes vip:vport -> client:cport. */
+		if (hl_rewrite4_skb(skb, &d.tuple, d.rev.vip, d.rev.vport, d.rev.client, d.rev.cport))
+			return TC_ACT_OK;
+		hl_count(HL_CNT_SNAT_REPLY, len);
+		return hl_tc_forward_to(skb, NULL, d.rev.client);
 	default:
 		return TC_ACT_OK;
 	}
 	__be32 backend = d.be->addr;
+	if (d.mode == HL_MODE_SNAT) {
+		__be16 nport = 0;
+
+		switch (hl_snat_port(&d.tuple, d.be, d.hash, &nport)) {
+		case HL_SNAT_PORT_OK:
+			break;
+		case HL_SNAT_PORT_NO_FREE:
+			hl_count(HL_CNT_DROP_SNAT_PORTS, len);
+			return TC_ACT_SHOT;
+		default:
+			goto encap_fail;
+		}
+		if (hl_rewrite4_skb(skb, &d.tuple, CFG_NODE_IPV4, nport, backend, d.be->port))
+			goto encap_fail;
+		return hl_tc_forward(skb, d.be);
+	}
 	if (d.mode == HL_MODE_DSR_GENEVE) {
 		room = HL_GENEVE_LEN;
 		flags |= BPF_F_ADJ_ROOM_ENCAP_L4_UDP;
@@ -90,7 +138,7 @@ static __always_inline int hl_tc_lb_run(struct __sk_buff *skb)
 	return hl_tc_forward(skb, d.be);
 
 encap_fail:
-	hl_count(HL_CNT_DROP_ENCAP, skb->len);
+	hl_count(HL_CNT_DROP_ENCAP, len);
 	return TC_ACT_SHOT;
 }
 
@@ -101,16 +149,18 @@ int hl_tc_lb(struct __sk_buff *skb)
 }
 
 /* Benchmark entry (BPF_PROG_TEST_RUN only): the LB, then the encapsulation removed again, so
- * `repeat` measures the hit path each time (as hl_xdp_lb_bench). */
+ * `repeat` measures the hit path each time (as hl_xdp_lb_bench). An SNAT rewrite adds nothing and
+ * is left as it is. */
 SEC("classifier")
 int hl_tc_lb_bench(struct __sk_buff *skb)
 {
+	__u32 before = skb->len;
 	int rc = hl_tc_lb_run(skb);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *outer = data + sizeof(struct ethhdr);
 
-	if (rc != TC_ACT_REDIRECT || (void *)(outer + 1) > data_end)
+	if (rc != TC_ACT_REDIRECT || skb->len == before || (void *)(outer + 1) > data_end)
 		return rc;
 	int len = outer->protocol == IPPROTO_IPIP ? HL_IPIP_LEN : HL_GENEVE_LEN;
 	if (bpf_skb_adjust_room(skb, -len, BPF_ADJ_ROOM_MAC, 0))

@@ -387,3 +387,496 @@ fn snat_translates_both_ways_with_valid_checksums() {
 fn chosen_snat(out: &[u8]) -> u32 {
     out[33] as u32
 }
+
+// ===== SNAT and hybrid in the tc variant: the same bytes as XDP, on the same shared maps =====
+
+const XDP_REDIRECT: u32 = 4;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+fn run_tc(l: &mut Lab, pkt: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; pkt.len() + 256];
+    let prog = l.dp.tc_lb().unwrap();
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(pkt);
+    opts.data_out = Some(&mut out);
+    let r = prog.test_run(opts).expect("tc BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+/// The tc verdict that corresponds to an XDP one.
+fn tc_verdict(xdp: u32) -> u32 {
+    match xdp {
+        XDP_TX | XDP_REDIRECT => TC_ACT_REDIRECT,
+        XDP_PASS => TC_ACT_OK,
+        XDP_DROP => TC_ACT_SHOT,
+        other => panic!("unexpected XDP verdict {other}"),
+    }
+}
+
+/// Runs `pkt` through XDP in `x` and through tc in `t`; both must give the same bytes and matching
+/// verdicts. Returns the XDP result.
+fn same_on_both(x: &mut Lab, t: &mut Lab, pkt: &[u8], what: &str) -> (u32, Vec<u8>) {
+    let (xrc, xout) = run(x, pkt);
+    let (trc, tout) = run_tc(t, pkt);
+    assert_eq!(trc, tc_verdict(xrc), "{what}: verdicts (XDP {xrc}, tc {trc})");
+    assert_eq!(tout, xout, "{what}: tc and XDP must produce the same frame");
+    (xrc, xout)
+}
+
+/// Ethernet + IPv4 + UDP with a real checksum (0xffff if it computes to zero) + `payload`.
+fn udp_packet_csum(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = udp_packet(src, sport, dst, dport, payload);
+    let c = match l4_sum(&f, 17) {
+        0 => 0xffff,
+        c => c,
+    };
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// The RFC 1071 sum over the pseudo-header and L4 segment of an IPv4 frame (0 when it verifies).
+fn l4_sum(frame: &[u8], proto: u8) -> u16 {
+    let ip = &frame[14..34];
+    let l4 = &frame[34..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&ip[12..20]);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(l4);
+    csum(&pseudo)
+}
+
+fn udp_csum_ok(frame: &[u8]) -> bool {
+    csum(&frame[14..34]) == 0 && frame[40..42] != [0, 0] && l4_sum(frame, 17) == 0
+}
+
+fn ports(frame: &[u8]) -> (u16, u16) {
+    (u16::from_be_bytes([frame[34], frame[35]]), u16::from_be_bytes([frame[36], frame[37]]))
+}
+
+/// The UDP/53 service (id 2) of the hybrid tests: same backends, SNAT.
+fn add_udp_snat_service(l: &mut Lab, ids: &[u32]) {
+    l.maps.set_maglev(2, &table_for(ids)).unwrap();
+    l.maps
+        .upsert_service(
+            &Lb4Key::new(VIP, 53, halyard_datapath::maps::IPPROTO_UDP),
+            &Lb4Service { svc_id: 2, backends: ids.len() as u16, mode: ForwardingMode::Snat as u8, flags: 0 },
+        )
+        .unwrap();
+}
+
+#[test]
+fn tc_snat_translates_both_ways_like_xdp() {
+    let Some(()) = require_root("tc_snat_translates_both_ways_like_xdp") else { return };
+    // Two independent datapaths with empty maps: XDP in one, tc in the other. The same flows must
+    // get the same backend, the same claimed port and the same bytes, both ways.
+    let mut x = lab("snat-x");
+    let mut t = lab("snat-t");
+    add_service(&mut x, ForwardingMode::Snat, &[1, 2, 3]);
+    add_service(&mut t, ForwardingMode::Snat, &[1, 2, 3]);
+    let flows: Vec<u16> = (40100..40116).collect();
+    let mut seen = [0u32; 4];
+    for &sport in &flows {
+        let pkt = tcp_packet(CLIENT, sport, VIP, 80, b"GET /");
+        let (rc, out) = same_on_both(&mut x, &mut t, &pkt, &format!("request from port {sport}"));
+        assert_eq!(rc, XDP_TX);
+        let be = chosen_snat(&out);
+        seen[be as usize] += 1;
+        assert_eq!(&out[..6], &NH_MAC, "to the backend's next hop");
+        assert_eq!(&out[26..30], &NODE.octets(), "source is this node");
+        assert_eq!(&out[30..34], &backend_ip(be).octets());
+        let (nport, bport) = ports(&out);
+        assert_eq!(bport, 8080, "DNAT to the backend's port");
+        assert!((32768..61000).contains(&nport), "SNAT port {nport}");
+        assert!(tcp_csum_ok(&out), "checksums after SNAT");
+        assert_eq!(&out[54..], b"GET /");
+
+        // The reply: backend:8080 -> node:nport becomes VIP:80 -> client:sport.
+        let reply = tcp_packet_flags(backend_ip(be), 8080, NODE, nport, 0x12, b"200 OK");
+        let (_, back) = same_on_both(&mut x, &mut t, &reply, &format!("reply to port {sport}"));
+        assert_eq!(&back[26..30], &VIP.octets());
+        assert_eq!(&back[30..34], &CLIENT.octets());
+        assert_eq!(ports(&back), (80, sport));
+        assert!(tcp_csum_ok(&back), "checksums after reverse SNAT");
+        assert_eq!(&back[54..], b"200 OK");
+    }
+    assert!(seen.iter().skip(1).filter(|&&n| n > 0).count() >= 2, "flows spread: {seen:?}");
+    // Both hooks left the same state behind.
+    let (mut xn, mut tn) = (x.maps.nat_entries().unwrap(), t.maps.nat_entries().unwrap());
+    xn.sort_by_key(|(k, _)| format!("{k:?}"));
+    tn.sort_by_key(|(k, _)| format!("{k:?}"));
+    assert_eq!(format!("{xn:?}"), format!("{tn:?}"), "reverse entries");
+    assert_eq!(tn.len(), flows.len());
+    assert_eq!(counter(&t, Counter::SnatReply), flows.len() as u64);
+    assert_eq!(counter(&t, Counter::CtNew), flows.len() as u64);
+    // An established flow keeps its port and backend (conntrack hit, no new claim).
+    let (_, first) = run_tc(&mut t, &tcp_packet(CLIENT, flows[0], VIP, 80, b""));
+    let (_, again) = same_on_both(&mut x, &mut t, &tcp_packet_flags(CLIENT, flows[0], VIP, 80, 0x10, b"more"), "ack");
+    assert_eq!(ports(&again).0, ports(&first).0);
+    assert_eq!(chosen_snat(&again), chosen_snat(&first));
+    assert_eq!(t.maps.nat_entries().unwrap().len(), flows.len());
+    // A packet to the node's address that is no SNAT reply passes untouched.
+    let other = tcp_packet(backend_ip(1), 8080, NODE, 22, b"");
+    assert_eq!(run_tc(&mut t, &other), (TC_ACT_OK, other.clone()));
+    // Neither is a reply to a port nobody claimed, nor one from the wrong backend port.
+    let stray = tcp_packet(backend_ip(1), 8080, NODE, 32767, b"");
+    assert_eq!(run_tc(&mut t, &stray), (TC_ACT_OK, stray.clone()));
+}
+
+#[test]
+fn tc_and_xdp_share_snat_state() {
+    let Some(()) = require_root("tc_and_xdp_share_snat_state") else { return };
+    // One datapath: a flow translated by XDP is answered through tc and the reverse, as when an
+    // interface moves from one hook to the other under open connections.
+    let mut l = lab("snat-share");
+    add_service(&mut l, ForwardingMode::Snat, &[1, 2, 3]);
+    let (rc, out) = run(&mut l, &tcp_packet(CLIENT, 41000, VIP, 80, b"x"));
+    assert_eq!(rc, XDP_TX);
+    let (be, nport) = (chosen_snat(&out), ports(&out).0);
+    let (_, back) = run_tc(&mut l, &tcp_packet_flags(backend_ip(be), 8080, NODE, nport, 0x12, b""));
+    assert_eq!((&back[26..30], &back[30..34], ports(&back)), (&VIP.octets()[..], &CLIENT.octets()[..], (80, 41000)));
+    assert!(tcp_csum_ok(&back));
+    // tc continues the flow XDP started: same backend, same port, no second claim.
+    let (trc, tout) = run_tc(&mut l, &tcp_packet_flags(CLIENT, 41000, VIP, 80, 0x10, b"y"));
+    assert_eq!(trc, TC_ACT_REDIRECT);
+    assert_eq!((chosen_snat(&tout), ports(&tout).0), (be, nport));
+    // And the other way round: a flow tc started, answered through XDP.
+    let (trc, tout) = run_tc(&mut l, &tcp_packet(CLIENT, 41001, VIP, 80, b"x"));
+    assert_eq!(trc, TC_ACT_REDIRECT);
+    let (be2, nport2) = (chosen_snat(&tout), ports(&tout).0);
+    assert_ne!((be2, nport2), (be, nport));
+    let (_, back) = run(&mut l, &tcp_packet_flags(backend_ip(be2), 8080, NODE, nport2, 0x12, b""));
+    assert_eq!(ports(&back), (80, 41001));
+    assert!(tcp_csum_ok(&back));
+    assert_eq!(l.maps.nat_entries().unwrap().len(), 2);
+    assert_eq!(counter(&l, Counter::SnatReply), 2);
+}
+
+#[test]
+fn tc_hybrid_udp_snat_and_tcp_dsr_like_xdp() {
+    let Some(()) = require_root("tc_hybrid_udp_snat_and_tcp_dsr_like_xdp") else { return };
+    // Hybrid mode as the agent programs it: TCP/80 is DSR (Geneve), UDP/53 on the same VIP SNAT.
+    let mut x = lab("hyb-x");
+    let mut t = lab("hyb-t");
+    for l in [&mut x, &mut t] {
+        add_service(l, ForwardingMode::DsrGeneve, &[1, 2, 3]);
+        add_udp_snat_service(l, &[1, 2, 3]);
+    }
+    // TCP: the Geneve frame, identical.
+    let (rc, out) = same_on_both(&mut x, &mut t, &tcp_packet(CLIENT, 42000, VIP, 80, b"hello"), "tcp dsr");
+    assert_eq!(rc, XDP_TX);
+    assert_eq!(out[14 + 9], 17, "outer UDP (Geneve)");
+    // UDP with a checksum: translated, the checksum still verifies.
+    for sport in 42000..42008u16 {
+        let q = udp_packet_csum(CLIENT, sport, VIP, 53, b"query");
+        let (rc, out) = same_on_both(&mut x, &mut t, &q, &format!("udp from {sport}"));
+        assert_eq!(rc, XDP_TX);
+        assert_eq!(out.len(), q.len());
+        assert_eq!(&out[26..30], &NODE.octets());
+        let be = chosen_snat(&out);
+        let (nport, bport) = ports(&out);
+        assert_eq!(bport, 8080);
+        assert!(udp_csum_ok(&out), "UDP checksum after SNAT (from {sport})");
+        let r = udp_packet_csum(backend_ip(be), 8080, NODE, nport, b"answer");
+        let (_, back) = same_on_both(&mut x, &mut t, &r, &format!("udp reply to {sport}"));
+        assert_eq!((&back[26..30], &back[30..34]), (&VIP.octets()[..], &CLIENT.octets()[..]));
+        assert_eq!(ports(&back), (53, sport));
+        assert!(udp_csum_ok(&back), "UDP checksum after reverse SNAT (to {sport})");
+    }
+    // UDP without a checksum (0, allowed over IPv4) keeps none, both ways.
+    let q = udp_packet(CLIENT, 42100, VIP, 53, b"q");
+    let (_, out) = same_on_both(&mut x, &mut t, &q, "udp without checksum");
+    assert_eq!(&out[40..42], &[0, 0], "no checksum stays no checksum");
+    assert_eq!(csum(&out[14..34]), 0);
+    let r = udp_packet(backend_ip(chosen_snat(&out)), 8080, NODE, ports(&out).0, b"a");
+    let (_, back) = same_on_both(&mut x, &mut t, &r, "udp reply without checksum");
+    assert_eq!(&back[40..42], &[0, 0]);
+    assert_eq!(ports(&back), (53, 42100));
+    // Only the UDP flows took SNAT ports.
+    assert_eq!(t.maps.nat_entries().unwrap().len(), 9);
+    assert_eq!(counter(&t, Counter::SnatReply), 9);
+}
+
+#[test]
+fn tc_snat_truncated_packet_is_not_rewritten() {
+    let Some(()) = require_root("tc_snat_truncated_packet_is_not_rewritten") else { return };
+    // A TCP header cut before its checksum field: the parser has its ports and flags, but the
+    // checksum cannot be updated, so neither hook sends it on (XDP and tc drop it alike).
+    let mut x = lab("trunc-x");
+    let mut t = lab("trunc-t");
+    add_service(&mut x, ForwardingMode::Snat, &[1]);
+    add_service(&mut t, ForwardingMode::Snat, &[1]);
+    let mut short = tcp_packet(CLIENT, 43000, VIP, 80, b"");
+    short.truncate(14 + 20 + 16);
+    let (rc, _) = same_on_both(&mut x, &mut t, &short, "truncated");
+    assert_eq!(rc, XDP_DROP);
+    assert_eq!(counter(&t, Counter::DropEncap), 1);
+}
+
+/// This thread inside a fresh network namespace until dropped (so the FIB the programs consult
+/// is the test's own; nothing touches the host's namespace).
+struct ThreadNetns {
+    name: String,
+    home: std::fs::File,
+}
+
+impl ThreadNetns {
+    fn enter(tag: &str) -> Self {
+        use std::os::fd::AsFd;
+        let name = format!("hl-lb-{tag}-{}", std::process::id());
+        let st = std::process::Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        let home = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+        let ns = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+        rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .expect("setns");
+        Self { name, home }
+    }
+
+    /// Runs a command in this namespace (children inherit the calling thread's).
+    fn sh(&self, cmd: &str, args: &[&str]) {
+        let o = std::process::Command::new(cmd).args(args).output().unwrap();
+        assert!(o.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for ThreadNetns {
+    fn drop(&mut self) {
+        use std::os::fd::AsFd;
+        let _ = rustix::thread::move_into_link_name_space(
+            self.home.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        );
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[test]
+fn tc_snat_next_hops_by_fib_like_xdp() {
+    let Some(()) = require_root("tc_snat_next_hops_by_fib_like_xdp") else { return };
+    // Backends without a static next hop, and replies to clients: both hooks ask the FIB. A
+    // private namespace holds an uplink (NODE/24) with the backends on-link, the clients behind a
+    // gateway, and permanent neighbours; one client subnet's gateway has no neighbour entry.
+    let ns = ThreadNetns::enter("snat-fib");
+    let gw = Ipv4Addr::new(192, 168, 50, 1);
+    let gw_mac = [0x02, 0, 0, 0, 0, 0x0a];
+    let be_mac = |i: u32| [0x02, 0, 0, 0, 1, i as u8];
+    let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    ns.sh("ip", &["link", "add", "ul0", "type", "veth", "peer", "name", "ul1"]);
+    ns.sh("ip", &["link", "set", "ul0", "address", &mac(LB_MAC)]);
+    ns.sh("ip", &["addr", "add", &format!("{NODE}/24"), "dev", "ul0"]);
+    ns.sh("ip", &["link", "set", "ul0", "up"]);
+    ns.sh("ip", &["link", "set", "ul1", "up"]);
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    // The programs run on lo here (BPF_PROG_TEST_RUN's device): the FIB answers only for a
+    // forwarding ingress device, as the agent arranges on LB interfaces.
+    ns.sh("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    ns.sh("ip", &["route", "add", "10.0.1.0/24", "dev", "ul0"]);
+    ns.sh("ip", &["route", "add", "192.168.60.0/24", "via", &gw.to_string()]);
+    ns.sh("ip", &["route", "add", "192.168.61.0/24", "via", "192.168.50.9"]);
+    ns.sh("ip", &["neigh", "replace", &gw.to_string(), "lladdr", &mac(gw_mac), "dev", "ul0", "nud", "permanent"]);
+    for i in 1..=3 {
+        let a = backend_ip(i).to_string();
+        ns.sh("ip", &["neigh", "replace", &a, "lladdr", &mac(be_mac(i)), "dev", "ul0", "nud", "permanent"]);
+    }
+
+    let mut x = lab("fib-x");
+    let mut t = lab("fib-t");
+    for l in [&mut x, &mut t] {
+        for i in 1..=3 {
+            l.maps.upsert_backend(i, &Lb4Backend::new(backend_ip(i), 8080)).unwrap();
+        }
+        l.maps.set_maglev(1, &table_for(&[1, 2, 3])).unwrap();
+        l.maps
+            .upsert_service(
+                &Lb4Key::new(VIP, 80, IPPROTO_TCP),
+                &Lb4Service { svc_id: 1, backends: 3, mode: ForwardingMode::Snat as u8, flags: 0 },
+            )
+            .unwrap();
+    }
+    for sport in 44000..44006u16 {
+        let (rc, out) =
+            same_on_both(&mut x, &mut t, &tcp_packet(CLIENT, sport, VIP, 80, b"req"), &format!("request {sport}"));
+        assert_eq!(rc, XDP_REDIRECT, "to ul0, not back out of the ingress device");
+        let be = chosen_snat(&out);
+        assert_eq!((&out[..6], &out[6..12]), (&be_mac(be)[..], &LB_MAC[..]), "MACs from the FIB");
+        assert!(tcp_csum_ok(&out));
+        let reply = tcp_packet_flags(backend_ip(be), 8080, NODE, ports(&out).0, 0x12, b"resp");
+        let (rc, back) = same_on_both(&mut x, &mut t, &reply, &format!("reply {sport}"));
+        assert_eq!(rc, XDP_REDIRECT);
+        assert_eq!((&back[..6], &back[6..12]), (&gw_mac[..], &LB_MAC[..]), "to the client's gateway");
+        assert_eq!(
+            (&back[26..30], &back[30..34], ports(&back)),
+            (&VIP.octets()[..], &CLIENT.octets()[..], (80, sport))
+        );
+        assert!(tcp_csum_ok(&back));
+    }
+    // A client whose gateway is unresolved: the translated reply goes to the stack, which resolves
+    // the neighbour and forwards it (counted as such), identically in both hooks.
+    let far = Ipv4Addr::new(192, 168, 61, 7);
+    let (_, out) = same_on_both(&mut x, &mut t, &tcp_packet(far, 44100, VIP, 80, b""), "far request");
+    let reply = tcp_packet_flags(backend_ip(chosen_snat(&out)), 8080, NODE, ports(&out).0, 0x12, b"");
+    let (rc, back) = same_on_both(&mut x, &mut t, &reply, "far reply");
+    assert_eq!(rc, XDP_PASS);
+    assert_eq!((&back[30..34], ports(&back)), (&far.octets()[..], (80, 44100)));
+    assert!(tcp_csum_ok(&back));
+    assert_eq!(counter(&t, Counter::PassNoNeigh), 1);
+    assert_eq!(counter(&t, Counter::SnatReply), 7);
+    drop(ns);
+}
+
+/// A named network namespace (not entered), deleted on drop.
+struct NamedNetns(String);
+
+impl NamedNetns {
+    fn new(tag: &str) -> Self {
+        let name = format!("hl-lb-{tag}-{}", std::process::id());
+        let st = std::process::Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        Self(name)
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let o = std::process::Command::new("ip").arg("-n").arg(&self.0).args(args).output().unwrap();
+        assert!(o.status.success(), "ip -n {} {args:?}: {}", self.0, String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn mac(&self, dev: &str) -> String {
+        let out = self.ip(&["-br", "link", "show", dev]);
+        out.split_whitespace().nth(2).unwrap().to_string()
+    }
+
+    /// Runs `f` on a thread inside this namespace.
+    fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            let ns = std::fs::File::open(path).unwrap();
+            rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                .expect("setns");
+            f()
+        })
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn tc_snat_carries_real_tcp_over_veth_with_checksum_offload() {
+    let Some(()) = require_root("tc_snat_carries_real_tcp_over_veth_with_checksum_offload") else { return };
+    // veth keeps its checksum offload on, so the client's and the backend's segments arrive as
+    // CHECKSUM_PARTIAL (only the pseudo-header sum in the field) and as large GSO packets.
+    tc_snat_real_tcp_over_veth("ofl", true);
+}
+
+#[test]
+fn tc_snat_carries_real_tcp_over_veth_with_software_checksums() {
+    let Some(()) = require_root("tc_snat_carries_real_tcp_over_veth_with_software_checksums") else { return };
+    // Offload off: full checksums in every segment, which the receivers verify in software.
+    tc_snat_real_tcp_over_veth("sw", false);
+}
+
+/// client ns ─veth─ [lb0  LB ns (this thread), tc_lb on both ingresses  lb1] ─veth─ backend ns,
+/// one SNAT service, one backend echoing 1 MiB back over a real TCP connection.
+fn tc_snat_real_tcp_over_veth(tag: &str, offload: bool) {
+    use std::io::{Read, Write};
+    let node = Ipv4Addr::new(10, 0, 1, 254);
+    let lbns = ThreadNetns::enter(&format!("{tag}-lb"));
+    let cli = NamedNetns::new(&format!("{tag}-cli"));
+    let be = NamedNetns::new(&format!("{tag}-be"));
+    lbns.sh("ip", &["link", "add", "lb0", "type", "veth", "peer", "name", "cl0", "netns", &cli.0]);
+    lbns.sh("ip", &["link", "add", "lb1", "type", "veth", "peer", "name", "be0", "netns", &be.0]);
+    lbns.sh("ip", &["addr", "add", "192.168.60.1/24", "dev", "lb0"]);
+    lbns.sh("ip", &["addr", "add", &format!("{node}/24"), "dev", "lb1"]);
+    for d in ["lo", "lb0", "lb1"] {
+        lbns.sh("ip", &["link", "set", d, "up"]);
+    }
+    lbns.sh("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    cli.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "cl0"]);
+    cli.ip(&["link", "set", "cl0", "up"]);
+    cli.ip(&["route", "add", &format!("{VIP}/32"), "via", "192.168.60.1"]);
+    be.ip(&["addr", "add", &format!("{}/24", backend_ip(1)), "dev", "be0"]);
+    be.ip(&["link", "set", "be0", "up"]);
+    if !offload {
+        for (ns, dev) in [(&cli, "cl0"), (&be, "be0")] {
+            let st = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.0, "ethtool", "-K", dev, "tx", "off"])
+                .output()
+                .unwrap();
+            assert!(st.status.success(), "ethtool: {}", String::from_utf8_lossy(&st.stderr));
+        }
+    }
+    // Resolved neighbours, as the agent keeps for backend next hops.
+    lbns.sh(
+        "ip",
+        &["neigh", "replace", &CLIENT.to_string(), "lladdr", &cli.mac("cl0"), "dev", "lb0", "nud", "permanent"],
+    );
+    lbns.sh(
+        "ip",
+        &["neigh", "replace", &backend_ip(1).to_string(), "lladdr", &be.mac("be0"), "dev", "lb1", "nud", "permanent"],
+    );
+
+    let fs = Bpffs::new(&format!("veth-{tag}"));
+    let cfg = DatapathConfig { pin_dir: fs.pin_dir(), node_ipv4: node, hash_seed: SEED, geneve_vni: 2 };
+    let mut dp = Datapath::load(cfg).expect("load datapath");
+    let mut maps = dp.maps().unwrap();
+    maps.upsert_backend(1, &Lb4Backend::new(backend_ip(1), 8080)).unwrap();
+    maps.set_maglev(1, &table_for(&[1])).unwrap();
+    maps.upsert_service(
+        &Lb4Key::new(VIP, 80, IPPROTO_TCP),
+        &Lb4Service { svc_id: 1, backends: 1, mode: ForwardingMode::Snat as u8, flags: 0 },
+    )
+    .unwrap();
+    dp.attach_tc_lb("lb0").expect("attach lb0");
+    dp.attach_tc_lb("lb1").expect("attach lb1");
+
+    // The backend echoes everything back; the client sends 1 MiB and checks it comes back whole.
+    let server = be.spawn(|| {
+        let l = std::net::TcpListener::bind("0.0.0.0:8080").unwrap();
+        let (mut s, peer) = l.accept().unwrap();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+        peer
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let client = cli.spawn(|| {
+        let addr = std::net::SocketAddr::from((VIP, 80));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 + i / 251) as u8).collect();
+        let mut w = s.try_clone().unwrap();
+        let to_send = data.clone();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&to_send).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read the echo");
+        writer.join().unwrap();
+        got == data
+    });
+    assert!(client.join().unwrap(), "the echo came back whole");
+    let peer = server.join().unwrap();
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(node), "the backend saw this node as the client");
+    assert!(peer.port() >= 32768, "from an SNAT port: {peer}");
+    assert_eq!(maps.nat_entries().unwrap().len(), 1);
+    let c = |k| maps.counters().unwrap().into_iter().find(|(c, ..)| *c == k).unwrap().1;
+    assert!(c(Counter::SnatReply) > 0 && c(Counter::Redirect) > c(Counter::SnatReply));
+    assert_eq!(c(Counter::PassNoNeigh) + c(Counter::DropEncap) + c(Counter::DropFib), 0);
+    drop(dp);
+    drop(lbns);
+}

@@ -67,6 +67,11 @@ fn lab(dispatch: &str) -> Lab {
 
 /// `lb_mode` "snat": the backends are plain servers (no VIP, no decapsulation).
 fn lab_mode(dispatch: &str, lb_mode: &str) -> Lab {
+    lab_full(dispatch, lb_mode, "native")
+}
+
+/// `acceleration`: `native` (the LB in XDP) or `disabled` (the LB at tc ingress).
+fn lab_full(dispatch: &str, lb_mode: &str, acceleration: &str) -> Lab {
     let dsr = lb_mode != "snat";
     let lan = Bridge::new("dsrlan");
     let fs = Bpffs::new("dsr");
@@ -139,6 +144,8 @@ fn lab_mode(dispatch: &str, lb_mode: &str) -> Lab {
             dispatch,
             "--lb-mode",
             lb_mode,
+            "--bpf-lb-acceleration",
+            acceleration,
             "--bpf-pin-dir",
             pin.to_str().unwrap(),
             "--node-ipv4",
@@ -169,9 +176,14 @@ fn run_dsr(dispatch: &str) {
 }
 
 fn run_mode(dispatch: &str, lb_mode: &str) {
-    let l = lab_mode(dispatch, lb_mode);
+    run_full(dispatch, lb_mode, "native");
+}
+
+fn run_full(dispatch: &str, lb_mode: &str, acceleration: &str) {
+    let l = lab_full(dispatch, lb_mode, acceleration);
     // Capture on the client: who do the replies come from, at L2?
-    let cap = std::env::temp_dir().join(format!("dsr-cap-{}-{dispatch}.txt", std::process::id()));
+    let cap =
+        std::env::temp_dir().join(format!("dsr-cap-{}-{dispatch}-{lb_mode}-{acceleration}.txt", std::process::id()));
     let mut tcpdump = l
         .client
         .spawn(["tcpdump", "-i", "eth0", "-l", "-n", "-e", "-c", "400", &format!("tcp and src host {VIP}")], &cap);
@@ -204,7 +216,7 @@ fn run_mode(dispatch: &str, lb_mode: &str) {
         );
         assert_eq!(from.len(), 3, "replies from all three backends: {from:?}");
     }
-    // The LB node's XDP program did the forwarding.
+    // The LB node's program (XDP, or tc) did the forwarding.
     let counters = l.lb_agent.json(&["bpf", "counters"]);
     let fwd: u64 = counters
         .as_array()
@@ -232,6 +244,22 @@ fn snat_spreads_connections_to_plain_backends_and_replies_return_through_the_lb(
         return;
     }
     run_mode("geneve", "snat");
+}
+
+#[test]
+fn snat_at_tc_spreads_connections_and_replies_return_through_the_lb() {
+    if !require_root() || !require_program("tcpdump", "tcpdump") || !require_program("ethtool", "ethtool") {
+        return;
+    }
+    run_full("geneve", "snat", "disabled");
+}
+
+#[test]
+fn dsr_at_tc_spreads_connections_and_replies_bypass_the_lb() {
+    if !require_root() || !require_program("tcpdump", "tcpdump") || !require_program("ethtool", "ethtool") {
+        return;
+    }
+    run_full("geneve", "dsr", "disabled");
 }
 
 #[test]

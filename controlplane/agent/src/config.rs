@@ -83,6 +83,11 @@ pub struct Flags {
     /// come back through this node; backends need nothing), or `hybrid` (DSR for TCP, SNAT for UDP).
     #[arg(long, env = "HALYARD_LB_MODE")]
     pub lb_mode: Option<String>,
+    /// Where the load balancer runs (Cilium's `bpf-lb-acceleration`): `native` (XDP, the
+    /// default) or `disabled` (tc ingress, for drivers without native XDP; same maps, modes and
+    /// decisions).
+    #[arg(long, env = "HALYARD_BPF_LB_ACCELERATION")]
+    pub bpf_lb_acceleration: Option<String>,
     /// bpffs directory for pinned maps and links (they outlive the agent).
     #[arg(long, env = "HALYARD_BPF_PIN_DIR", value_name = "DIR")]
     pub bpf_pin_dir: Option<PathBuf>,
@@ -181,6 +186,7 @@ struct FileConfig {
     datapath_decap_interfaces: Option<Vec<String>>,
     dsr_dispatch: Option<String>,
     lb_mode: Option<String>,
+    bpf_lb_acceleration: Option<String>,
     bpf_pin_dir: Option<PathBuf>,
     node_ipv4: Option<std::net::Ipv4Addr>,
     maglev_seed: Option<String>,
@@ -407,6 +413,18 @@ impl AgentConfig {
             "hybrid" => crate::datapath::LbMode::Hybrid,
             other => bail!("lb-mode: {other:?} is not one of dsr, snat, hybrid"),
         };
+        let acceleration = l.pick(
+            "bpf-lb-acceleration",
+            flags.bpf_lb_acceleration,
+            file.bpf_lb_acceleration,
+            "native".to_string(),
+            String::clone,
+        );
+        let lb_at_tc = match acceleration.as_str() {
+            "native" => false,
+            "disabled" => true,
+            other => bail!("bpf-lb-acceleration: {other:?} is not one of native, disabled"),
+        };
         let pin_dir = l.pick(
             "bpf-pin-dir",
             flags.bpf_pin_dir,
@@ -568,6 +586,7 @@ impl AgentConfig {
                 decap_interfaces,
                 dispatch,
                 lb_mode,
+                lb_at_tc,
                 pin_dir,
                 node_ipv4,
                 seed,

@@ -34,6 +34,8 @@ pub struct DatapathSettings {
     pub decap_interfaces: Vec<String>,
     pub dispatch: ForwardingMode,
     pub lb_mode: LbMode,
+    /// Run the load balancer at tc ingress instead of XDP (`--bpf-lb-acceleration disabled`).
+    pub lb_at_tc: bool,
     pub pin_dir: PathBuf,
     pub node_ipv4: Option<Ipv4Addr>,
     pub seed: MaglevSeed,
@@ -517,12 +519,14 @@ pub fn run_blocking(
                 Err(e) => return set_error(format!("enabling IPv4 forwarding on {ifname} ({sysctl}): {e}")),
             },
         }
-        match dp.attach_xdp_lb(ifname) {
+        let (hook, result) =
+            if settings.lb_at_tc { ("tc", dp.attach_tc_lb(ifname)) } else { ("XDP", dp.attach_xdp_lb(ifname)) };
+        match result {
             Ok(mode) => {
-                tracing::info!(interface = %ifname, mode, "XDP load balancer attached");
-                attached.push(format!("xdp-lb:{ifname} ({mode})"));
+                tracing::info!(interface = %ifname, mode, "{hook} load balancer attached");
+                attached.push(format!("{}-lb:{ifname} ({mode})", hook.to_lowercase()));
             }
-            Err(e) => return set_error(format!("attaching the XDP load balancer to {ifname}: {e}")),
+            Err(e) => return set_error(format!("attaching the {hook} load balancer to {ifname}: {e}")),
         }
     }
     for ifname in &settings.decap_interfaces {

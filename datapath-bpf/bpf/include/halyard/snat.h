@@ -5,10 +5,18 @@
  * backend needs nothing special and answers this node; the reply is translated back (from the VIP
  * to the client) here. Addresses and ports change in place: IPv4 header checksum and TCP/UDP
  * checksum are updated incrementally (RFC 1624), the pseudo-header included.
+ *
+ * Both hooks share the decisions (hl_snat_port: the flow's port, claimed once from the flow hash
+ * and kept in its conntrack entry; the reverse entry in hl_nat4_rev) and differ only in packet
+ * access: XDP writes through pointers into linear data (hl_rewrite4), tc goes through the skb
+ * helpers (hl_rewrite4_skb), which also keep skb->csum (CHECKSUM_COMPLETE) and offloaded
+ * checksums (CHECKSUM_PARTIAL: only the pseudo-header part is in the field) right.
  */
 #ifndef HALYARD_SNAT_H
 #define HALYARD_SNAT_H
 
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/in.h>
 #include <bpf/bpf_endian.h>
@@ -83,6 +91,75 @@ static __always_inline __be16 hl_snat_claim(const struct ct4_key *t, const struc
 		if (bpf_map_update_elem(&hl_nat4_rev, &rk, &rv, BPF_NOEXIST) == 0)
 			return rk.nport;
 	}
+	return 0;
+}
+
+enum hl_snat_port_rc {
+	HL_SNAT_PORT_OK = 0,
+	HL_SNAT_PORT_NO_CT,   /* the flow has no conntrack entry (evicted between decide and here) */
+	HL_SNAT_PORT_NO_FREE, /* every probed port is taken */
+};
+
+/* The flow's SNAT port: the one its conntrack entry holds, else a fresh claim (hl_snat_claim),
+ * recorded in the entry so the flow keeps it. */
+static __always_inline enum hl_snat_port_rc hl_snat_port(const struct ct4_key *t,
+							 const struct lb4_backend *be, __u32 hash,
+							 __be16 *nport)
+{
+	struct ct4_entry *ct = bpf_map_lookup_elem(&hl_ct4, t);
+
+	if (!ct)
+		return HL_SNAT_PORT_NO_CT;
+	__be16 p = ct->nat_port;
+	if (!p) {
+		p = hl_snat_claim(t, be, hash);
+		if (!p)
+			return HL_SNAT_PORT_NO_FREE;
+		ct->nat_port = p;
+	}
+	*nport = p;
+	return HL_SNAT_PORT_OK;
+}
+
+/*
+ * tc: rewrites (saddr, sport, daddr, dport) of the IPv4 packet after the Ethernet header (no IP
+ * options: the parser passed those), whose current values are `old` (the parsed tuple). The
+ * headers need not be in the linear part. Invalidates direct packet pointers. Same result as
+ * hl_rewrite4: a UDP checksum of zero stays zero, a computed zero becomes 0xffff.
+ */
+static __always_inline int hl_rewrite4_skb(struct __sk_buff *skb, const struct ct4_key *old,
+					   __be32 saddr, __be16 sport, __be32 daddr, __be16 dport)
+{
+	const __u32 ip_off = sizeof(struct ethhdr);
+	const __u32 l4_off = ip_off + sizeof(struct iphdr);
+	__u32 csum_off;
+	__u64 f = 0;
+
+	if (old->proto == IPPROTO_TCP) {
+		csum_off = l4_off + 16;
+	} else if (old->proto == IPPROTO_UDP) {
+		csum_off = l4_off + 6;
+		f = BPF_F_MARK_MANGLED_0;
+	} else {
+		return -1;
+	}
+	/* The L4 checksum first: if its field lies past the packet, nothing has changed yet. The
+	 * addresses are in the pseudo-header, the ports are not. */
+	if (bpf_l4_csum_replace(skb, csum_off, old->saddr, saddr, f | BPF_F_PSEUDO_HDR | 4) ||
+	    bpf_l4_csum_replace(skb, csum_off, old->daddr, daddr, f | BPF_F_PSEUDO_HDR | 4) ||
+	    bpf_l4_csum_replace(skb, csum_off, old->sport, sport, f | 2) ||
+	    bpf_l4_csum_replace(skb, csum_off, old->dport, dport, f | 2))
+		return -1;
+	if (bpf_l3_csum_replace(skb, ip_off + offsetof(struct iphdr, check), old->saddr, saddr, 4) ||
+	    bpf_l3_csum_replace(skb, ip_off + offsetof(struct iphdr, check), old->daddr, daddr, 4))
+		return -1;
+	/* saddr and daddr are adjacent, and so are the ports: two stores. */
+	__be32 addrs[2] = { saddr, daddr };
+	__be16 ports[2] = { sport, dport };
+
+	if (bpf_skb_store_bytes(skb, ip_off + offsetof(struct iphdr, saddr), addrs, sizeof(addrs), 0) ||
+	    bpf_skb_store_bytes(skb, l4_off, ports, sizeof(ports), 0))
+		return -1;
 	return 0;
 }
 
