@@ -322,3 +322,36 @@ fn graceful_restart_keeps_routes_across_an_agent_restart() {
     });
     assert!(bird.routes(None).contains(&format!("{web}/32")));
 }
+
+/// Cilium v2 `advertisementType: PodCIDR`: BIRD learns the pod CIDR the agent allocated to
+/// this node, with the advertisement's communities, next to the LB IPs.
+#[test]
+fn pod_cidr_advertisement_reaches_bird() {
+    if !require_root() || !require_program("bird", "bird2") {
+        return;
+    }
+    let (router, node) = router_and_node();
+    let bird =
+        Bird::start(&router, &BirdConfig::new("10.77.0.1").neighbor(BgpNeighbor::new("10.77.0.2", 65000, 65001)));
+    let pods = "\n---\napiVersion: cilium.io/v2\nkind: CiliumBGPAdvertisement\nmetadata: {name: pods, labels: \
+                {advertise: bgp}}\nspec:\n  advertisements:\n    - advertisementType: PodCIDR\n      attributes: \
+                {communities: {standard: [\"65001:300\"]}}\n";
+    let bgp = format!("{BGP}{pods}");
+    let agent = Agent::start_in(
+        node.name(),
+        &[("svc.yaml", POOL_AND_SERVICES), ("bgp.yaml", &bgp)],
+        &["--cluster-pool-ipv4-cidr", "10.244.0.0/16", "--cluster-pool-ipv4-mask-size", "24"],
+    )
+    .unwrap();
+    let nodes = agent.json(&["node", "list"]);
+    let pod_cidr = nodes[0]["podCIDRs"][0].as_str().expect("a pod CIDR").to_string();
+    assert!(pod_cidr.starts_with("10.244.") && pod_cidr.ends_with("/24"), "{nodes}");
+    let web = agent.service_ips()["default/web"][0].clone();
+    let routes = wait_until(Duration::from_secs(15), "BIRD to learn the pod CIDR", || {
+        let r = bird.routes(None);
+        (r.contains(&pod_cidr) && r.contains(&format!("{web}/32"))).then_some(r)
+    });
+    assert!(routes.contains("(65001,300)"), "PodCIDR communities:\n{routes}");
+    let advertised = agent.json(&["bgp", "routes", "advertised"]);
+    assert_eq!(advertised.as_array().unwrap().len(), 3, "{advertised}");
+}

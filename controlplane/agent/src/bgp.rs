@@ -7,12 +7,23 @@
 //! `CiliumBGPClusterConfig` (node selector, instances with local ASN and peers) →
 //! `CiliumBGPPeerConfig` (timers, port, families with an advertisement selector) →
 //! `CiliumBGPAdvertisement` (type `Service` with `LoadBalancerIP`/`ExternalIP`, a service
-//! selector, communities and local preference).
+//! selector, communities and local preference; type `PodCIDR`: this node's pod CIDRs).
+//! Overlapping advertisements of one prefix union their communities and keep the highest local
+//! preference (Cilium 1.18+).
+//! The v1 `CiliumBGPPeeringPolicy` is used as Cilium does: only for a node no v2
+//! `CiliumBGPClusterConfig` selects, and only when exactly one policy selects it (see
+//! [`cilium_v1`]).
 //! MetalLB's `BGPPeer`/`BGPAdvertisement`/`Community` are read too (see [`metallb`]).
 //! MetalLB's `ebgpMultiHop` and Cilium's `ebgpMultihop` set the session's TTL, MetalLB's
 //! `bfdProfile` its BFD. GTSM (RFC 5082) has no field in either API: only `halyard-bgpd` sets it.
-//! Not yet: the v1 `CiliumBGPPeeringPolicy`, PodCIDR and ClusterIP advertisements, node
-//! overrides, MD5 passwords.
+//! TCP MD5 passwords: MetalLB `password`, or a Secret: Cilium `authSecretRef` (v2 PeerConfig, v1
+//! neighbor) names one in the BGP secrets namespace (`--bgp-secrets-namespace`, default
+//! `kube-system`), MetalLB `passwordSecret` a `kubernetes.io/basic-auth` one; key `password`.
+//! When the Secret or its key is missing the session is not started and the problem names the
+//! peer and the Secret (Cilium would dial without a password and report
+//! `cilium.io/MissingAuthSecret`; a peer that requires MD5 drops those SYNs anyway).
+//! Timers: the keepalive is a third of the hold time (`keepAliveTimeSeconds` is not used).
+//! Not yet: ClusterIP and CiliumPodIPPool advertisements, node overrides, auto-discovery.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,7 +36,11 @@ use halyard_bgp::session::{
 };
 use halyard_bgp::wire::{Community, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
 use halyard_model::validate::{parse_large_community, parse_standard_community, well_known_community};
-use halyard_model::{AdvertisementType, BgpAttributes, LabelSelector, Model, ServiceAddressType};
+use halyard_model::{
+    AdvertisementType, BgpAttributes, CiliumBgpPathAttributes, CiliumBgpPeeringPolicy, LabelSelector, Model,
+    NamespacedName, ServiceAddressType,
+};
+use ipnet::IpNet;
 use tokio::sync::watch;
 
 use crate::reconcile::Snapshot;
@@ -76,17 +91,121 @@ fn router_id(model: &Model, node: &str, fallback: Option<Ipv4Addr>) -> Option<Ip
     translate::node_internal_ipv4(model, node).or(fallback)
 }
 
-/// Computes the sessions and routes for this node. Problems (e.g. no router ID) are returned
-/// for the log and status, never panics.
-pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>) -> (DesiredPeers, Vec<String>) {
+/// Cilium's default `--bgp-secrets-namespace`.
+pub const DEFAULT_SECRETS_NAMESPACE: &str = "kube-system";
+
+/// What the BGP task takes from the agent's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpSettings {
+    /// Router ID when the Node has no IPv4 InternalIP (`--bgp-router-id`).
+    pub router_id_fallback: Option<Ipv4Addr>,
+    /// Where the Secrets named by Cilium `authSecretRef`s live (`--bgp-secrets-namespace`).
+    pub secrets_namespace: String,
+}
+
+impl Default for BgpSettings {
+    fn default() -> Self {
+        BgpSettings { router_id_fallback: None, secrets_namespace: DEFAULT_SECRETS_NAMESPACE.to_string() }
+    }
+}
+
+/// Linux's `TCP_MD5SIG_MAXKEYLEN`.
+const MD5_MAX_KEY_LEN: usize = 80;
+
+/// The TCP MD5 password: key `password` of Secret `namespace/name` (of type `required_type`
+/// when given). Errors name the Secret and what is wrong, never the value.
+fn secret_password(model: &Model, namespace: &str, name: &str, required_type: Option<&str>) -> Result<String, String> {
+    let key = NamespacedName::new(namespace, name);
+    let Some(secret) = model.secrets.get(&key) else {
+        return Err(format!("Secret {key} does not exist"));
+    };
+    if let Some(t) = required_type
+        && secret.secret_type() != t
+    {
+        return Err(format!("Secret {key} has type {}, not {t}", secret.secret_type()));
+    }
+    let Some(value) = secret.get("password") else {
+        return Err(format!("Secret {key} has no key \"password\""));
+    };
+    if value.is_empty() {
+        return Err(format!("key \"password\" of Secret {key} is empty"));
+    }
+    if value.len() > MD5_MAX_KEY_LEN {
+        return Err(format!(
+            "key \"password\" of Secret {key} is {} bytes long; TCP MD5 keys are at most {MD5_MAX_KEY_LEN}",
+            value.len()
+        ));
+    }
+    String::from_utf8(value.expose().to_vec())
+        .map_err(|_| format!("key \"password\" of Secret {key} is not UTF-8 text"))
+}
+
+/// Adds `attrs` to the route for `prefix`. When several advertisements cover one prefix, their
+/// communities are unioned and the highest local preference wins (Cilium 1.18+).
+fn add_route(routes: &mut Advertisements, prefix: Prefix, attrs: &Arc<RouteAttrs>) {
+    use std::collections::btree_map::Entry;
+    match routes.entry(prefix) {
+        Entry::Vacant(e) => {
+            e.insert(attrs.clone());
+        }
+        Entry::Occupied(mut e) => {
+            if **e.get() != **attrs {
+                let mut merged = (**e.get()).clone();
+                merge_attrs(&mut merged, attrs);
+                e.insert(Arc::new(merged));
+            }
+        }
+    }
+}
+
+fn merge_attrs(into: &mut RouteAttrs, from: &RouteAttrs) {
+    into.communities.extend(from.communities.iter().copied());
+    into.communities.sort();
+    into.communities.dedup();
+    into.large_communities.extend(from.large_communities.iter().copied());
+    into.large_communities.sort();
+    into.large_communities.dedup();
+    into.local_pref = into.local_pref.max(from.local_pref);
+}
+
+fn net_prefix(net: IpNet) -> Option<Prefix> {
+    match net {
+        IpNet::V4(n) => Ipv4Prefix::new(n.network(), n.prefix_len()).ok().map(Prefix::V4),
+        IpNet::V6(n) => Ipv6Prefix::new(n.network(), n.prefix_len()).ok().map(Prefix::V6),
+    }
+}
+
+/// This node's pod CIDRs: what the allocator gave it (which honours `spec.podCIDRs`), else the
+/// Node's own `spec.podCIDR(s)`.
+fn node_pod_cidrs(snap: &Snapshot, node: &str) -> Vec<IpNet> {
+    match snap.pods.assignments.get(node) {
+        Some(c) if !c.is_empty() => c.clone(),
+        _ => snap.model.nodes.get(node).map(|n| n.pod_cidrs()).unwrap_or_default(),
+    }
+}
+
+fn push_once(problems: &mut Vec<String>, p: String) {
+    if !problems.contains(&p) {
+        problems.push(p);
+    }
+}
+
+/// Computes the sessions and routes for this node. Problems (e.g. no router ID, a missing
+/// Secret) are returned for the log and status, never panics.
+pub fn desired(snap: &Snapshot, node: &str, settings: &BgpSettings) -> (DesiredPeers, Vec<String>) {
     let model = &snap.model;
     let mut out = DesiredPeers::new();
     let mut problems = Vec::new();
     let node_labels = model.nodes.get(node).map(|n| n.metadata.labels.clone()).unwrap_or_default();
+    let router_id_fallback = settings.router_id_fallback;
+    let pod_cidrs = node_pod_cidrs(snap, node);
+    // The first v2 ClusterConfig selecting this node: v1 policies are then ignored.
+    let mut v2_config: Option<&str> = None;
     for (cc_name, cc) in &model.bgp_cluster_configs {
         if !cc.spec.node_selector.as_ref().is_none_or(|s| s.matches(&node_labels)) {
             continue;
         }
+        v2_config.get_or_insert(cc_name.as_str());
         let Some(rid) = router_id(model, node, router_id_fallback) else {
             problems.push(format!(
                 "CiliumBGPClusterConfig {cc_name}: no router ID for node {node} (give the Node an IPv4 InternalIP or \
@@ -99,7 +218,7 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                 problems.push(format!("CiliumBGPClusterConfig {cc_name}: instance {} has no localASN", inst.name));
                 continue;
             };
-            for peer in &inst.peers {
+            'peers: for peer in &inst.peers {
                 let Some(addr) = &peer.peer_address else {
                     problems.push(format!(
                         "CiliumBGPClusterConfig {cc_name}: peer {} has no peerAddress (auto-discovery is not supported \
@@ -124,13 +243,18 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                 // Cilium's defaults when no PeerConfig is referenced: IPv4 and IPv6 unicast, nothing advertised.
                 let mut selectors: Vec<(bool, &LabelSelector)> = Vec::new();
                 if let Some(pc) = pc {
-                    if pc.spec.auth_secret_ref.is_some() {
-                        problems.push(format!(
-                            "CiliumBGPPeerConfig {}: authSecretRef needs Kubernetes Secrets, which the manifest source \
-                             does not read yet: the session runs without TCP MD5 and the peer will refuse it if it \
-                             requires a password",
-                            pc.metadata.name
-                        ));
+                    if let Some(secret) = pc.spec.auth_secret_ref.as_deref().filter(|s| !s.is_empty()) {
+                        match secret_password(model, &settings.secrets_namespace, secret, None) {
+                            Ok(pw) => cfg.password = Some(pw),
+                            Err(e) => {
+                                problems.push(format!(
+                                    "CiliumBGPClusterConfig {cc_name}: peer {}: CiliumBGPPeerConfig {} authSecretRef: \
+                                     {e}: the session is not started (its TCP MD5 password is unknown)",
+                                    peer.name, pc.metadata.name
+                                ));
+                                continue 'peers;
+                            }
+                        }
                     }
                     cfg.port = pc.peer_port();
                     if let Some(gr) = pc.spec.graceful_restart.as_ref().filter(|g| g.enabled) {
@@ -156,15 +280,45 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                 }
                 let mut routes = Advertisements::new();
                 for (is_v4, sel) in selectors {
-                    for adv in model.bgp_advertisements.values().filter(|a| sel.matches(&a.metadata.labels)) {
+                    for (adv_name, adv) in
+                        model.bgp_advertisements.iter().filter(|(_, a)| sel.matches(&a.metadata.labels))
+                    {
                         for entry in &adv.spec.advertisements {
-                            if entry.advertisement_type != AdvertisementType::Service {
-                                continue;
+                            let attrs = Arc::new(attrs_of(entry.attributes.as_ref()));
+                            match entry.advertisement_type {
+                                AdvertisementType::Service => {}
+                                // This node's pod CIDRs; the selector does not apply (Cilium).
+                                AdvertisementType::PodCIDR => {
+                                    if pod_cidrs.is_empty() {
+                                        push_once(
+                                            &mut problems,
+                                            format!(
+                                                "CiliumBGPAdvertisement {adv_name}: PodCIDR: node {node} has no pod \
+                                                 CIDR (no Node object, or its family has no cluster pool)"
+                                            ),
+                                        );
+                                    }
+                                    for net in pod_cidrs.iter().filter(|n| n.addr().is_ipv4() == is_v4) {
+                                        if let Some(p) = net_prefix(*net) {
+                                            add_route(&mut routes, p, &attrs);
+                                        }
+                                    }
+                                    continue;
+                                }
+                                other => {
+                                    push_once(
+                                        &mut problems,
+                                        format!(
+                                            "CiliumBGPAdvertisement {adv_name}: advertisementType {other:?} is not \
+                                             supported yet: nothing advertised for it"
+                                        ),
+                                    );
+                                    continue;
+                                }
                             }
                             let Some(svc_opts) = &entry.service else { continue };
                             // A missing selector selects no service (Cilium semantics).
                             let Some(svc_sel) = &entry.selector else { continue };
-                            let attrs = Arc::new(attrs_of(entry.attributes.as_ref()));
                             for svc in model.services.values() {
                                 if !svc_sel.matches(&translate::selector_labels(svc)) {
                                     continue;
@@ -181,7 +335,7 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
                                     ips.extend(svc.spec.external_ips.iter().copied());
                                 }
                                 for ip in ips.into_iter().filter(|ip| ip.is_ipv4() == is_v4) {
-                                    routes.entry(host_prefix(ip)).or_insert_with(|| attrs.clone());
+                                    add_route(&mut routes, host_prefix(ip), &attrs);
                                 }
                             }
                         }
@@ -192,8 +346,220 @@ pub fn desired(snap: &Snapshot, node: &str, router_id_fallback: Option<Ipv4Addr>
             }
         }
     }
+    cilium_v1(snap, node, &node_labels, settings, v2_config, &pod_cidrs, &mut out, &mut problems);
     metallb(snap, node, &node_labels, router_id_fallback, &mut out, &mut problems);
     (out, problems)
+}
+
+/// The v1 node annotation `cilium.io/bgp-virtual-router.<asn>: "router-id=A.B.C.D,local-port=N"`:
+/// the router ID and listening port of that virtual router on this node.
+fn v1_node_annotation(
+    model: &Model,
+    node: &str,
+    asn: u32,
+    problems: &mut Vec<String>,
+) -> (Option<Ipv4Addr>, Option<u16>) {
+    let key = format!("cilium.io/bgp-virtual-router.{asn}");
+    let Some(value) = model.nodes.get(node).and_then(|n| n.metadata.annotations.get(&key)) else {
+        return (None, None);
+    };
+    let (mut rid, mut port) = (None, None);
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some(("router-id", v)) => match v.parse() {
+                Ok(a) => rid = Some(a),
+                Err(_) => {
+                    problems.push(format!("Node {node}: annotation {key}: router-id {v:?} is not an IPv4 address"))
+                }
+            },
+            Some(("local-port", v)) => match v.parse::<u16>() {
+                Ok(p) if p != 0 => port = Some(p),
+                _ => problems.push(format!("Node {node}: annotation {key}: local-port {v:?} is not a port")),
+            },
+            _ => problems.push(format!("Node {node}: annotation {key}: {part:?} is not router-id=… or local-port=…")),
+        }
+    }
+    (rid, port)
+}
+
+/// Attributes from the `advertisedPathAttributes` entries of `selector_type` that apply, given
+/// whether an entry's selector matches (`None` selects everything).
+fn v1_path_attrs(
+    list: &[CiliumBgpPathAttributes],
+    selector_type: &str,
+    matches: impl Fn(&LabelSelector) -> bool,
+) -> Arc<RouteAttrs> {
+    let mut attrs = RouteAttrs::default();
+    for a in list.iter().filter(|a| a.selector_type == selector_type) {
+        if a.selector.as_ref().is_none_or(&matches) {
+            let b = BgpAttributes { communities: a.communities.clone(), local_preference: a.local_preference };
+            merge_attrs(&mut attrs, &attrs_of(Some(&b)));
+        }
+    }
+    Arc::new(attrs)
+}
+
+/// The v1 API, `CiliumBGPPeeringPolicy` (`bgp-control-plane-v1.rst`), used as Cilium does:
+/// only when no v2 `CiliumBGPClusterConfig` selects the node, and only when exactly one policy
+/// selects it (more than one: none applies). Each virtual router peers with its neighbors and
+/// advertises this node's pod CIDRs (`exportPodCIDR`) and the LoadBalancer/External IPs of the
+/// Services its `serviceSelector` selects (none without one), with the `advertisedPathAttributes`
+/// of type `PodCIDR` (selector on the Node's labels) and `CiliumLoadBalancerIPPool` (selector
+/// on the labels of the pool the IP came from).
+#[allow(clippy::too_many_arguments)]
+fn cilium_v1(
+    snap: &Snapshot,
+    node: &str,
+    node_labels: &BTreeMap<String, String>,
+    settings: &BgpSettings,
+    v2_config: Option<&str>,
+    pod_cidrs: &[IpNet],
+    out: &mut DesiredPeers,
+    problems: &mut Vec<String>,
+) {
+    let model = &snap.model;
+    // An empty or missing nodeSelector selects every node.
+    let matching: Vec<(&String, &CiliumBgpPeeringPolicy)> = model
+        .bgp_peering_policies
+        .iter()
+        .filter(|(_, p)| p.spec.node_selector.as_ref().is_none_or(|s| s.matches(node_labels)))
+        .collect();
+    let names = || matching.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    match (matching.len(), v2_config) {
+        (0, _) => return,
+        (_, Some(cc)) => {
+            problems.push(format!(
+                "CiliumBGPPeeringPolicy {}: ignored on node {node}, which CiliumBGPClusterConfig {cc} selects: the v2 \
+                 API takes precedence over v1 policies (as in Cilium)",
+                names()
+            ));
+            return;
+        }
+        (1, None) => {}
+        (_, None) => {
+            problems.push(format!(
+                "CiliumBGPPeeringPolicy {}: more than one policy selects node {node}, so none applies and no v1 \
+                 session runs (as in Cilium)",
+                names()
+            ));
+            return;
+        }
+    }
+    let (pname, policy) = matching[0];
+    let no_labels = BTreeMap::new();
+    for vr in &policy.spec.virtual_routers {
+        let asn = vr.local_asn;
+        let (ann_rid, listen_port) = v1_node_annotation(model, node, asn, problems);
+        let Some(rid) = ann_rid.or_else(|| router_id(model, node, settings.router_id_fallback)) else {
+            problems.push(format!(
+                "CiliumBGPPeeringPolicy {pname}: virtual router {asn}: no router ID for node {node} (give the Node an \
+                 IPv4 InternalIP, the annotation cilium.io/bgp-virtual-router.{asn}=\"router-id=…\", or set \
+                 --bgp-router-id)"
+            ));
+            continue;
+        };
+        if vr.pod_ip_pool_selector.is_some() {
+            push_once(
+                problems,
+                format!(
+                    "CiliumBGPPeeringPolicy {pname}: virtual router {asn}: podIPPoolSelector (multi-pool IPAM) is not \
+                     supported: nothing advertised for it"
+                ),
+            );
+        }
+        let addr_types = vr.service_advertisements();
+        if vr.service_selector.is_some() && addr_types.contains(&ServiceAddressType::ClusterIP) {
+            push_once(
+                problems,
+                format!(
+                    "CiliumBGPPeeringPolicy {pname}: virtual router {asn}: ClusterIP advertisements are not supported \
+                     yet"
+                ),
+            );
+        }
+        'neighbors: for n in &vr.neighbors {
+            let addr = n.peer_ip();
+            let key = format!("{pname}/{asn}/{addr}");
+            let mut cfg = PeerConfig::new(key.clone(), asn, rid, addr);
+            cfg.peer_asn = Some(n.peer_asn).filter(|a| *a != 0);
+            cfg.port = n.peer_port.filter(|p| *p != 0).unwrap_or(179);
+            // Cilium's defaults (bgpp_types.go): hold 90 s, connect retry 120 s, TTL 1.
+            cfg.hold_time = u16::try_from(n.hold_time_seconds.unwrap_or(90)).unwrap_or(u16::MAX);
+            cfg.connect_retry_time = u16::try_from(n.connect_retry_time_seconds.unwrap_or(120)).unwrap_or(u16::MAX);
+            if let Some(ttl) = n.ebgp_multihop_ttl.filter(|t| *t > 1) {
+                cfg.multihop_ttl = Some(u8::try_from(ttl).unwrap_or(u8::MAX));
+            }
+            if let Some(gr) = n.graceful_restart.as_ref().filter(|g| g.enabled) {
+                cfg.graceful_restart = Some(gr.restart_time_seconds.unwrap_or(120).min(4095) as u16);
+            }
+            if let Some(secret) = n.auth_secret_ref.as_deref().filter(|s| !s.is_empty()) {
+                match secret_password(model, &settings.secrets_namespace, secret, None) {
+                    Ok(pw) => cfg.password = Some(pw),
+                    Err(e) => {
+                        problems.push(format!(
+                            "CiliumBGPPeeringPolicy {pname}: neighbor {}: authSecretRef: {e}: the session is not \
+                             started (its TCP MD5 password is unknown)",
+                            n.peer_address
+                        ));
+                        continue 'neighbors;
+                    }
+                }
+            }
+            // Families: IPv4 and IPv6 unicast unless listed.
+            let (mut v4, mut v6) = (n.families.is_empty(), n.families.is_empty());
+            for f in n.families.iter().filter(|f| f.safi == "unicast") {
+                v4 |= f.afi == "ipv4";
+                v6 |= f.afi == "ipv6";
+            }
+            let family_ok = |ip: IpAddr| if ip.is_ipv4() { v4 } else { v6 };
+            let attrs_list = &n.advertised_path_attributes;
+            let mut routes = Advertisements::new();
+            if vr.export_pod_cidr == Some(true) {
+                if pod_cidrs.is_empty() {
+                    push_once(
+                        problems,
+                        format!("CiliumBGPPeeringPolicy {pname}: exportPodCIDR: node {node} has no pod CIDR"),
+                    );
+                }
+                let attrs = v1_path_attrs(attrs_list, "PodCIDR", |s| s.matches(node_labels));
+                for net in pod_cidrs.iter().filter(|c| family_ok(c.addr())) {
+                    if let Some(p) = net_prefix(*net) {
+                        add_route(&mut routes, p, &attrs);
+                    }
+                }
+            }
+            // Services: Cilium's "match nothing" default without a serviceSelector.
+            if let Some(sel) = &vr.service_selector {
+                let plain = Arc::new(RouteAttrs::default());
+                for svc in model.services.values().filter(|s| sel.matches(&translate::selector_labels(s))) {
+                    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+                    if addr_types.contains(&ServiceAddressType::LoadBalancerIP) {
+                        let skey = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
+                        for asg in snap.lb.services.get(&skey).map(|st| st.ips.as_slice()).unwrap_or_default() {
+                            if !family_ok(asg.ip) {
+                                continue;
+                            }
+                            let pool = model.cilium_pools.get(&asg.pool).filter(|p| !p.spec.disabled);
+                            let pool_labels = pool.map_or(&no_labels, |p| &p.metadata.labels);
+                            let attrs = match pool {
+                                Some(_) => {
+                                    v1_path_attrs(attrs_list, "CiliumLoadBalancerIPPool", |s| s.matches(pool_labels))
+                                }
+                                None => plain.clone(),
+                            };
+                            add_route(&mut routes, host_prefix(asg.ip), &attrs);
+                        }
+                    }
+                    if addr_types.contains(&ServiceAddressType::ExternalIP) {
+                        for ip in svc.spec.external_ips.iter().copied().filter(|ip| family_ok(*ip)) {
+                            add_route(&mut routes, host_prefix(ip), &plain);
+                        }
+                    }
+                }
+            }
+            out.insert(key, DesiredPeer { cfg, routes, listen_port });
+        }
+    }
 }
 
 /// Adds to `attrs` the MetalLB community strings: `ASN:VALUE`, `large:A:B:C`, or an alias
@@ -269,11 +635,20 @@ fn metallb(
         if let Some(profile) = &spec.bfd_profile {
             cfg.bfd = metallb_bfd(model, key, profile, spec.ebgp_multi_hop, problems);
         }
-        if spec.password_secret.is_some() {
-            problems.push(format!(
-                "BGPPeer {key}: passwordSecret needs Kubernetes Secrets, which the manifest source does not read yet; \
-                 use password"
-            ));
+        // `passwordSecret`: a kubernetes.io/basic-auth Secret, key `password`, in the peer's
+        // namespace unless the reference names one.
+        if let Some(name) = spec.password_secret.as_ref().and_then(|r| r.name.as_deref()) {
+            let ns = spec.password_secret.as_ref().and_then(|r| r.namespace.as_deref()).unwrap_or(&key.namespace);
+            match secret_password(model, ns, name, Some(halyard_model::SECRET_TYPE_BASIC_AUTH)) {
+                Ok(pw) => cfg.password = Some(pw),
+                Err(e) => {
+                    problems.push(format!(
+                        "BGPPeer {key}: passwordSecret: {e}: the session is not started (its TCP MD5 password is \
+                         unknown)"
+                    ));
+                    continue;
+                }
+            }
         }
         let mut routes = Advertisements::new();
         let no_labels = BTreeMap::new();
@@ -377,17 +752,18 @@ pub type PeerStatuses = Arc<Mutex<BTreeMap<String, (PeerConfig, Arc<Mutex<PeerSt
 pub async fn run(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     node: String,
-    router_id_fallback: Option<Ipv4Addr>,
+    settings: BgpSettings,
     statuses: PeerStatuses,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     let mut last_problems = Vec::new();
     let incoming = IncomingRoutes::default();
-    let mut listeners: BTreeMap<u16, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    // Port → the peers (MD5 keys, TTL rules) its listener was set up for, and its task.
+    let mut listeners: BTreeMap<u16, (Vec<ListenPeer>, tokio::task::JoinHandle<()>)> = BTreeMap::new();
     loop {
         let snap = snapshots.borrow_and_update().clone();
-        let (want, problems) = desired(&snap, &node, router_id_fallback);
+        let (want, problems) = desired(&snap, &node, &settings);
         if problems != last_problems {
             for p in &problems {
                 tracing::warn!("BGP: {p}");
@@ -410,26 +786,37 @@ pub async fn run(
                 incoming.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.cfg.address);
             }
         }
-        // One listener per port some instance asks for; stopped when no peer needs it.
-        let ports: std::collections::BTreeSet<u16> = want.values().filter_map(|d| d.listen_port).collect();
-        listeners.retain(|port, task| {
-            let keep = ports.contains(port) && !task.is_finished();
-            if !keep {
-                task.abort();
+        // One listener per port some instance asks for; stopped when no peer needs it, and
+        // set up again when its peers change (their MD5 keys are set on the listening socket).
+        let mut ports: BTreeMap<u16, Vec<ListenPeer>> = BTreeMap::new();
+        for d in want.values() {
+            if let Some(port) = d.listen_port {
+                ports.entry(port).or_default().push(ListenPeer::from(&d.cfg));
             }
-            keep
-        });
-        for port in ports {
+        }
+        let outdated: Vec<u16> = listeners
+            .iter()
+            .filter(|(port, (peers, task))| ports.get(*port) != Some(peers) || task.is_finished())
+            .map(|(port, _)| *port)
+            .collect();
+        for port in outdated {
+            if let Some((_, task)) = listeners.remove(&port) {
+                task.abort();
+                // Wait until the socket is closed, so that the port can be bound again.
+                let _ = task.await;
+            }
+        }
+        for (port, configs) in ports {
             listeners.entry(port).or_insert_with(|| {
                 let inc = incoming.clone();
-                let configs: Vec<ListenPeer> =
-                    want.values().filter(|d| d.listen_port == Some(port)).map(|d| ListenPeer::from(&d.cfg)).collect();
-                tokio::spawn(async move {
+                let peers = configs.clone();
+                let task = tokio::spawn(async move {
                     let addr = std::net::SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port);
-                    if let Err(e) = listen(addr, inc, configs).await {
+                    if let Err(e) = listen(addr, inc, peers).await {
                         tracing::error!(port, "BGP listener failed: {e}");
                     }
-                })
+                });
+                (configs, task)
             });
         }
         for (k, d) in want {
@@ -472,7 +859,7 @@ pub async fn run(
             _ = shutdown.changed() => break,
         }
     }
-    for (_, t) in listeners {
+    for (_, (_, t)) in listeners {
         t.abort();
     }
     // The agent is shutting down: send Cease on every session.
@@ -486,9 +873,21 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    /// The model, with LB-IPAM run over it as the agent does.
     fn snapshot(yaml: &str) -> Snapshot {
         let parsed = halyard_model::parse_manifest(std::path::Path::new("t.yaml"), yaml).expect("parses");
-        Snapshot { model: halyard_model::Model::from_objects(parsed.objects), ..Default::default() }
+        let model = halyard_model::Model::from_objects(parsed.objects);
+        let lb = halyard_ipam::reconcile(
+            &halyard_ipam::LbIpamConfig::default(),
+            &translate::pools(&model),
+            &translate::services(&model),
+            &Default::default(),
+        );
+        Snapshot { model, lb, ..Default::default() }
+    }
+
+    fn settings() -> BgpSettings {
+        BgpSettings { router_id_fallback: Some(Ipv4Addr::new(10, 0, 0, 2)), ..BgpSettings::default() }
     }
 
     const METALLB_PEER: &str = r#"
@@ -507,7 +906,7 @@ spec: {transmitInterval: 100, receiveInterval: 200, detectMultiplier: 5}
 "#;
 
     fn metallb_peer(yaml: &str) -> (PeerConfig, Vec<String>) {
-        let (peers, problems) = desired(&snapshot(yaml), "n1", None);
+        let (peers, problems) = desired(&snapshot(yaml), "n1", &BgpSettings::default());
         (peers["metallb/tor"].cfg.clone(), problems)
     }
 
@@ -584,12 +983,383 @@ spec: {}
 
     #[test]
     fn cilium_ebgp_multihop_sets_the_ttl_above_one() {
-        let cfg =
-            |yaml: &str| desired(&snapshot(yaml), "n1", Some(Ipv4Addr::new(10, 0, 0, 2))).0["main/router"].cfg.clone();
+        let cfg = |yaml: &str| desired(&snapshot(yaml), "n1", &settings()).0["main/router"].cfg.clone();
         let c = cfg(CILIUM);
         assert_eq!(c.multihop_ttl, None);
         assert_eq!(c.ttl_policy().ttl, Some(1), "eBGP default");
         assert_eq!(cfg(&CILIUM.replace("spec: {}", "spec: {ebgpMultihop: 1}")).multihop_ttl, None);
         assert_eq!(cfg(&CILIUM.replace("spec: {}", "spec: {ebgpMultihop: 4}")).multihop_ttl, Some(4));
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // TCP MD5 passwords from Secrets
+    // ------------------------------------------------------------------------------------------
+
+    const AUTH_SECRET: &str = r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bgp-auth, namespace: kube-system}
+type: Opaque
+stringData: {password: t0p-s3cret}
+"#;
+
+    fn with_auth(yaml: &str) -> String {
+        yaml.replace(
+            "kind: CiliumBGPPeerConfig\nmetadata: {name: router}\nspec: {}",
+            "kind: CiliumBGPPeerConfig\nmetadata: {name: router}\nspec: {authSecretRef: bgp-auth}",
+        )
+    }
+
+    #[test]
+    fn cilium_auth_secret_ref_sets_the_md5_password() {
+        let yaml = format!("{}{AUTH_SECRET}", with_auth(CILIUM));
+        let (peers, problems) = desired(&snapshot(&yaml), "n1", &settings());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(peers["main/router"].cfg.password.as_deref(), Some("t0p-s3cret"));
+        // base64 `data` works the same.
+        let data = AUTH_SECRET.replace("stringData: {password: t0p-s3cret}", "data: {password: dDBwLXMzY3JldA==}");
+        let (peers, _) = desired(&snapshot(&format!("{}{data}", with_auth(CILIUM))), "n1", &settings());
+        assert_eq!(peers["main/router"].cfg.password.as_deref(), Some("t0p-s3cret"));
+    }
+
+    #[test]
+    fn cilium_auth_secret_in_another_namespace_needs_the_flag() {
+        let secret = AUTH_SECRET.replace("namespace: kube-system", "namespace: cilium-bgp");
+        let yaml = format!("{}{secret}", with_auth(CILIUM));
+        let (peers, problems) = desired(&snapshot(&yaml), "n1", &settings());
+        assert!(!peers.contains_key("main/router"), "not started without its password");
+        assert_eq!(
+            problems,
+            ["CiliumBGPClusterConfig lab: peer router: CiliumBGPPeerConfig router authSecretRef: Secret \
+              kube-system/bgp-auth does not exist: the session is not started (its TCP MD5 password is unknown)"]
+        );
+        let ns = BgpSettings { secrets_namespace: "cilium-bgp".into(), ..settings() };
+        let (peers, problems) = desired(&snapshot(&yaml), "n1", &ns);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(peers["main/router"].cfg.password.as_deref(), Some("t0p-s3cret"));
+    }
+
+    #[test]
+    fn a_secret_without_password_key_is_reported_without_its_values() {
+        let secret = AUTH_SECRET.replace("{password: t0p-s3cret}", "{passwd: t0p-s3cret}");
+        let (peers, problems) = desired(&snapshot(&format!("{}{secret}", with_auth(CILIUM))), "n1", &settings());
+        assert!(peers.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("CiliumBGPPeerConfig router"), "{problems:?}");
+        assert!(problems[0].contains("Secret kube-system/bgp-auth has no key \"password\""), "{problems:?}");
+        assert!(!problems[0].contains("t0p-s3cret"));
+        // Too long for the kernel, or empty: reported, value not shown.
+        let long = AUTH_SECRET.replace("t0p-s3cret", &"x".repeat(81));
+        let (_, problems) = desired(&snapshot(&format!("{}{long}", with_auth(CILIUM))), "n1", &settings());
+        assert!(problems[0].contains("81 bytes long") && !problems[0].contains("xxxx"), "{problems:?}");
+        let empty = AUTH_SECRET.replace("t0p-s3cret", "\"\"");
+        let (_, problems) = desired(&snapshot(&format!("{}{empty}", with_auth(CILIUM))), "n1", &settings());
+        assert!(problems[0].contains("is empty"), "{problems:?}");
+    }
+
+    #[test]
+    fn metallb_password_secret_is_a_basic_auth_secret() {
+        let secret = r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tor-pw, namespace: metallb-system}
+type: kubernetes.io/basic-auth
+data: {password: cGFzc3dvcmQx}
+"#;
+        let peer = METALLB_PEER.replace("routerID: 10.0.0.2", "routerID: 10.0.0.2, passwordSecret: {name: tor-pw}");
+        let (cfg, problems) = metallb_peer(&format!("{peer}{secret}"));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(cfg.password.as_deref(), Some("password1"));
+        // Explicit namespace in the reference.
+        let other = secret.replace("namespace: metallb-system", "namespace: secrets");
+        let peer2 = peer.replace("{name: tor-pw}", "{name: tor-pw, namespace: secrets}");
+        assert_eq!(metallb_peer(&format!("{peer2}{other}")).0.password.as_deref(), Some("password1"));
+        // Wrong type, or missing: not started.
+        let opaque = secret.replace("kubernetes.io/basic-auth", "Opaque");
+        let (peers, problems) = desired(&snapshot(&format!("{peer}{opaque}")), "n1", &settings());
+        assert!(peers.is_empty());
+        assert_eq!(
+            problems,
+            ["BGPPeer metallb-system/tor: passwordSecret: Secret metallb-system/tor-pw has type Opaque, not \
+              kubernetes.io/basic-auth: the session is not started (its TCP MD5 password is unknown)"]
+        );
+        let (peers, problems) = desired(&snapshot(&peer), "n1", &settings());
+        assert!(
+            peers.is_empty() && problems[0].contains("Secret metallb-system/tor-pw does not exist"),
+            "{problems:?}"
+        );
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // PodCIDR advertisements
+    // ------------------------------------------------------------------------------------------
+
+    const POD_CIDR: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1, labels: {rack: r1}}
+spec: {podCIDRs: [10.244.1.0/24, "fd00:244:1::/64"]}
+status: {addresses: [{type: InternalIP, address: 10.0.0.2}]}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPClusterConfig
+metadata: {name: lab}
+spec:
+  bgpInstances:
+    - name: main
+      localASN: 65001
+      peers:
+        - {name: router, peerASN: 65001, peerAddress: 10.0.0.1, peerConfigRef: {name: router}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPPeerConfig
+metadata: {name: router}
+spec:
+  families:
+    - {afi: ipv4, safi: unicast, advertisements: {matchLabels: {advertise: bgp}}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPAdvertisement
+metadata: {name: pods, labels: {advertise: bgp}}
+spec:
+  advertisements:
+    - advertisementType: PodCIDR
+      attributes:
+        communities: {standard: ["65001:200"]}
+        localPreference: 150
+"#;
+
+    fn prefix(s: &str) -> Prefix {
+        net_prefix(s.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn pod_cidr_advertisement_announces_this_nodes_cidrs_per_family() {
+        let (peers, problems) = desired(&snapshot(POD_CIDR), "n1", &settings());
+        assert!(problems.is_empty(), "{problems:?}");
+        let routes = &peers["main/router"].routes;
+        assert_eq!(routes.keys().copied().collect::<Vec<_>>(), [prefix("10.244.1.0/24")], "ipv4 family only");
+        let attrs = &routes[&prefix("10.244.1.0/24")];
+        assert_eq!(attrs.communities, [Community(65001 << 16 | 200)]);
+        assert_eq!(attrs.local_pref, Some(150));
+        // Both families.
+        let both = POD_CIDR.replace(
+            "    - {afi: ipv4, safi: unicast, advertisements: {matchLabels: {advertise: bgp}}}",
+            "    - {afi: ipv4, safi: unicast, advertisements: {matchLabels: {advertise: bgp}}}\n    - {afi: ipv6, \
+             safi: unicast, advertisements: {matchLabels: {advertise: bgp}}}",
+        );
+        let (peers, _) = desired(&snapshot(&both), "n1", &settings());
+        assert_eq!(peers["main/router"].routes.len(), 2);
+        assert!(peers["main/router"].routes.contains_key(&prefix("fd00:244:1::/64")));
+    }
+
+    #[test]
+    fn pod_cidr_comes_from_the_allocator_first() {
+        let yaml = POD_CIDR.replace("spec: {podCIDRs: [10.244.1.0/24, \"fd00:244:1::/64\"]}\n", "");
+        let mut snap = snapshot(&yaml);
+        let (peers, problems) = desired(&snap, "n1", &settings());
+        assert!(peers["main/router"].routes.is_empty());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("PodCIDR: node n1 has no pod CIDR"), "{problems:?}");
+        snap.pods.assignments.insert("n1".into(), vec!["10.0.7.0/24".parse().unwrap()]);
+        let (peers, problems) = desired(&snap, "n1", &settings());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(peers["main/router"].routes.contains_key(&prefix("10.0.7.0/24")));
+    }
+
+    #[test]
+    fn overlapping_advertisements_merge_communities_and_keep_the_highest_local_pref() {
+        let second = r#"
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPAdvertisement
+metadata: {name: pods-2, labels: {advertise: bgp}}
+spec:
+  advertisements:
+    - advertisementType: PodCIDR
+      attributes:
+        communities: {standard: ["65001:300"], large: ["65001:1:1"]}
+        localPreference: 120
+"#;
+        let (peers, _) = desired(&snapshot(&format!("{POD_CIDR}{second}")), "n1", &settings());
+        let attrs = &peers["main/router"].routes[&prefix("10.244.1.0/24")];
+        assert_eq!(attrs.communities, [Community(65001 << 16 | 200), Community(65001 << 16 | 300)]);
+        assert_eq!(attrs.large_communities.len(), 1);
+        assert_eq!(attrs.local_pref, Some(150));
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // v1 CiliumBGPPeeringPolicy
+    // ------------------------------------------------------------------------------------------
+
+    /// In the shape of Cilium's `bgp-control-plane-v1.rst` examples.
+    const V1: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1, labels: {rack: rack0}}
+spec: {podCIDR: 10.244.1.0/24}
+status: {addresses: [{type: InternalIP, address: 10.0.0.2}]}
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumLoadBalancerIPPool
+metadata: {name: blue, labels: {color: blue}}
+spec:
+  blocks: [{cidr: 172.30.0.0/28}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default, labels: {bgp: announce}}
+spec: {type: LoadBalancer, ports: [{port: 80}], externalIPs: [198.51.100.9]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hidden, namespace: default}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+---
+apiVersion: "cilium.io/v2alpha1"
+kind: CiliumBGPPeeringPolicy
+metadata:
+  name: rack0
+spec:
+  nodeSelector:
+    matchLabels:
+      rack: rack0
+  virtualRouters:
+  - localASN: 64512
+    exportPodCIDR: true
+    serviceSelector:
+      matchExpressions:
+        - {key: bgp, operator: In, values: [announce]}
+    neighbors:
+    - peerAddress: '10.0.0.1/32'
+      peerASN: 64512
+      peerPort: 1179
+      eBGPMultihopTTL: 10
+      connectRetryTimeSeconds: 12
+      holdTimeSeconds: 9
+      keepAliveTimeSeconds: 3
+      gracefulRestart:
+        enabled: true
+        restartTimeSeconds: 15
+      families:
+        - afi: ipv4
+          safi: unicast
+      advertisedPathAttributes:
+      - selectorType: PodCIDR
+        communities:
+          standard: ["64512:100"]
+      - selectorType: CiliumLoadBalancerIPPool
+        selector:
+          matchLabels:
+            color: blue
+        communities:
+          large: ["64512:2:3"]
+        localPreference: 200
+    - peerAddress: 'fc00:f853:ccd:e793::50/128'
+      peerASN: 65000
+"#;
+
+    #[test]
+    fn v1_peering_policy_maps_neighbors_timers_and_advertisements() {
+        let snap = snapshot(V1);
+        let (peers, problems) = desired(&snap, "n1", &BgpSettings::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(peers.keys().collect::<Vec<_>>(), ["rack0/64512/10.0.0.1", "rack0/64512/fc00:f853:ccd:e793::50"]);
+        let p = &peers["rack0/64512/10.0.0.1"];
+        let c = &p.cfg;
+        assert_eq!((c.local_asn, c.peer_asn, c.router_id), (64512, Some(64512), Ipv4Addr::new(10, 0, 0, 2)));
+        assert_eq!((c.port, c.hold_time, c.connect_retry_time), (1179, 9, 12));
+        assert_eq!((c.multihop_ttl, c.graceful_restart, c.password.as_deref()), (Some(10), Some(15), None));
+        assert_eq!(p.listen_port, None);
+        // Pod CIDR with its attributes; the selected service's LB IP with the pool's (not its
+        // ExternalIP: serviceAdvertisements defaults to LoadBalancerIP); the unselected service
+        // not at all.
+        let web = &snap.lb.services[&halyard_ipam::ServiceKey::new("default", "web")].ips[0].ip;
+        assert_eq!(p.routes.len(), 2, "{:?}", p.routes);
+        let pod = &p.routes[&prefix("10.244.1.0/24")];
+        assert_eq!((pod.communities.as_slice(), pod.local_pref), ([Community(64512 << 16 | 100)].as_slice(), None));
+        let lb = &p.routes[&host_prefix(*web)];
+        assert_eq!((lb.large_communities.len(), lb.local_pref), (1, Some(200)));
+        assert!(lb.communities.is_empty());
+        let ext = V1.replace(
+            "    exportPodCIDR: true\n",
+            "    exportPodCIDR: true\n    serviceAdvertisements: [LoadBalancerIP, ExternalIP]\n",
+        );
+        let (ext_peers, _) = desired(&snapshot(&ext), "n1", &BgpSettings::default());
+        let ext_routes = &ext_peers["rack0/64512/10.0.0.1"].routes;
+        assert_eq!(ext_routes.len(), 3);
+        assert_eq!(*ext_routes[&prefix("198.51.100.9/32")], RouteAttrs::default());
+        // The IPv6 neighbor: defaults, both families, but nothing IPv6 to announce.
+        let q = &peers["rack0/64512/fc00:f853:ccd:e793::50"];
+        assert_eq!((q.cfg.port, q.cfg.hold_time, q.cfg.connect_retry_time), (179, 90, 120));
+        assert_eq!((q.cfg.multihop_ttl, q.cfg.graceful_restart), (None, None));
+        assert_eq!(q.routes.len(), 2, "ipv4 routes go to a neighbor with both families");
+    }
+
+    #[test]
+    fn v1_without_service_selector_announces_no_service() {
+        let yaml = V1.replace(
+            "    serviceSelector:\n      matchExpressions:\n        - {key: bgp, operator: In, values: [announce]}\n",
+            "",
+        );
+        let (peers, _) = desired(&snapshot(&yaml), "n1", &BgpSettings::default());
+        assert_eq!(peers["rack0/64512/10.0.0.1"].routes.keys().collect::<Vec<_>>(), [&prefix("10.244.1.0/24")]);
+    }
+
+    #[test]
+    fn v1_node_selection_and_precedence() {
+        // Not selected.
+        let (peers, problems) = desired(&snapshot(&V1.replace("rack: rack0}}", "rack: rack1}}")), "n1", &settings());
+        assert!(peers.is_empty() && problems.is_empty(), "{problems:?}");
+        // No nodeSelector: every node.
+        let all = V1.replace("  nodeSelector:\n    matchLabels:\n      rack: rack0\n", "");
+        assert_eq!(desired(&snapshot(&all), "n1", &settings()).0.len(), 2);
+        // Two policies: none applies.
+        let second = "\n---\napiVersion: cilium.io/v2alpha1\nkind: CiliumBGPPeeringPolicy\nmetadata: {name: \
+                      other}\nspec:\n  virtualRouters: [{localASN: 1, neighbors: [{peerAddress: 10.9.9.9/32, peerASN: \
+                      2}]}]\n";
+        let (peers, problems) = desired(&snapshot(&format!("{V1}{second}")), "n1", &settings());
+        assert!(peers.is_empty());
+        assert_eq!(
+            problems,
+            ["CiliumBGPPeeringPolicy other, rack0: more than one policy selects node n1, so none applies and no v1 \
+              session runs (as in Cilium)"]
+        );
+        // A v2 ClusterConfig selecting the node wins.
+        let v2 = CILIUM
+            .replace("metadata: {name: router}", "metadata: {name: router2}")
+            .replace("peerConfigRef: {name: router}", "peerConfigRef: {name: router2}");
+        let (peers, problems) = desired(&snapshot(&format!("{V1}\n---\n{v2}")), "n1", &settings());
+        assert_eq!(peers.keys().collect::<Vec<_>>(), ["main/router"]);
+        assert_eq!(
+            problems,
+            ["CiliumBGPPeeringPolicy rack0: ignored on node n1, which CiliumBGPClusterConfig lab selects: the v2 API \
+              takes precedence over v1 policies (as in Cilium)"]
+        );
+    }
+
+    #[test]
+    fn v1_router_id_and_port_annotation_and_auth_secret() {
+        let yaml = V1
+            .replace(
+                "metadata: {name: n1, labels: {rack: rack0}}",
+                "metadata:\n  name: n1\n  labels: {rack: rack0}\n  annotations: {cilium.io/bgp-virtual-router.64512: \
+                 \"router-id=192.0.2.7,local-port=1790\"}",
+            )
+            .replace("      peerASN: 65000\n", "      peerASN: 65000\n      authSecretRef: bgp-auth\n");
+        let (peers, problems) = desired(&snapshot(&yaml), "n1", &BgpSettings::default());
+        let p = &peers["rack0/64512/10.0.0.1"];
+        assert_eq!((p.cfg.router_id, p.listen_port), (Ipv4Addr::new(192, 0, 2, 7), Some(1790)));
+        assert!(!peers.contains_key("rack0/64512/fc00:f853:ccd:e793::50"));
+        assert_eq!(
+            problems,
+            ["CiliumBGPPeeringPolicy rack0: neighbor fc00:f853:ccd:e793::50/128: authSecretRef: Secret \
+              kube-system/bgp-auth does not exist: the session is not started (its TCP MD5 password is unknown)"]
+        );
+        let (peers, problems) = desired(&snapshot(&format!("{yaml}{AUTH_SECRET}")), "n1", &BgpSettings::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(peers["rack0/64512/fc00:f853:ccd:e793::50"].cfg.password.as_deref(), Some("t0p-s3cret"));
     }
 }

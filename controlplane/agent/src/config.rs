@@ -70,6 +70,10 @@ pub struct Flags {
     /// BGP router ID when this node's Node object has no IPv4 InternalIP.
     #[arg(long, env = "HALYARD_BGP_ROUTER_ID")]
     pub bgp_router_id: Option<std::net::Ipv4Addr>,
+    /// Namespace of the Secrets that Cilium `authSecretRef`s name (Cilium's
+    /// `--bgp-secrets-namespace`; default `kube-system`).
+    #[arg(long, env = "HALYARD_BGP_SECRETS_NAMESPACE", value_name = "NAMESPACE")]
+    pub bgp_secrets_namespace: Option<String>,
     /// Interfaces the XDP load balancer runs on (comma-separated; none: no LB on this node).
     #[arg(long, env = "HALYARD_DATAPATH_INTERFACES", value_delimiter = ',')]
     pub datapath_interfaces: Option<Vec<String>>,
@@ -182,6 +186,7 @@ struct FileConfig {
     reload_debounce_ms: Option<u64>,
     resync_seconds: Option<u64>,
     bgp_router_id: Option<std::net::Ipv4Addr>,
+    bgp_secrets_namespace: Option<String>,
     datapath_interfaces: Option<Vec<String>>,
     datapath_decap_interfaces: Option<Vec<String>>,
     dsr_dispatch: Option<String>,
@@ -237,6 +242,7 @@ pub struct AgentConfig {
     pub reload_debounce_ms: u64,
     pub resync_seconds: u64,
     pub bgp_router_id: Option<std::net::Ipv4Addr>,
+    pub bgp_secrets_namespace: String,
     pub datapath: crate::datapath::DatapathSettings,
     pub mesh: crate::clustermesh::MeshSettings,
     pub overlay: crate::overlay::OverlaySettings,
@@ -390,6 +396,16 @@ impl AgentConfig {
             l.pick("bgp-router-id", flags.bgp_router_id.map(Some), file.bgp_router_id.map(Some), None, |v| {
                 v.map(|a| a.to_string()).unwrap_or_default()
             });
+        let bgp_secrets_namespace = l.pick(
+            "bgp-secrets-namespace",
+            flags.bgp_secrets_namespace,
+            file.bgp_secrets_namespace,
+            crate::bgp::DEFAULT_SECRETS_NAMESPACE.to_string(),
+            String::clone,
+        );
+        if !halyard_model::validate::is_dns1123_label(&bgp_secrets_namespace) {
+            bail!("bgp-secrets-namespace: {bgp_secrets_namespace:?} is not a namespace name (a DNS-1123 label)");
+        }
         let lb_interfaces =
             l.pick("datapath-interfaces", flags.datapath_interfaces, file.datapath_interfaces, vec![], |v| list(v));
         let decap_interfaces = l.pick(
@@ -581,6 +597,7 @@ impl AgentConfig {
             reload_debounce_ms,
             resync_seconds,
             bgp_router_id,
+            bgp_secrets_namespace,
             datapath: crate::datapath::DatapathSettings {
                 lb_interfaces,
                 decap_interfaces,
@@ -619,6 +636,22 @@ mod tests {
         let matches = Flags::command().try_get_matches_from(argv)?;
         let flags = Flags::from_arg_matches(&matches)?;
         AgentConfig::from_flags(flags, &matches)
+    }
+
+    #[test]
+    fn bgp_secrets_namespace_defaults_to_kube_system() {
+        assert_eq!(load(&[]).unwrap().bgp_secrets_namespace, "kube-system");
+        let c = load(&["--bgp-secrets-namespace", "cilium-bgp"]).unwrap();
+        assert_eq!(
+            (c.bgp_secrets_namespace.as_str(), c.entries["bgp-secrets-namespace"].1.as_str()),
+            ("cilium-bgp", "flag")
+        );
+        assert!(
+            load(&["--bgp-secrets-namespace", "Not_A_Namespace"])
+                .unwrap_err()
+                .to_string()
+                .contains("bgp-secrets-namespace")
+        );
     }
 
     #[test]

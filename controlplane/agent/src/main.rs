@@ -169,7 +169,10 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let bgp_task = tokio::spawn(bgp::run(
         snap_rx.clone(),
         cfg.node_name.clone(),
-        cfg.bgp_router_id,
+        bgp::BgpSettings {
+            router_id_fallback: cfg.bgp_router_id,
+            secrets_namespace: cfg.bgp_secrets_namespace.clone(),
+        },
         bgp_peers.clone(),
         shutdown_rx,
     ));

@@ -1,6 +1,7 @@
 //! Halyard's desired-state model and its "manifest directory" source.
 //!
-//! Every Halyard component reads one [`Model`]: Services, EndpointSlices, Nodes and Namespaces
+//! Every Halyard component reads one [`Model`]: Services, EndpointSlices, Nodes, Namespaces, Pods
+//! and Secrets (BGP passwords; their values are never shown)
 //! plus the Cilium (LB-IPAM pools, L2 announcement policies, BGP control plane v1 and v2) and
 //! MetalLB (IPAddressPool, L2Advertisement, BGPPeer, BGPAdvertisement, Community, BFDProfile)
 //! resources that configure load-balancer IPs and their announcement.

@@ -21,6 +21,8 @@ pub struct Model {
     pub nodes: BTreeMap<String, Node>,
     pub namespaces: BTreeMap<String, Namespace>,
     pub pods: BTreeMap<NamespacedName, Pod>,
+    /// Values are redacted when the model is serialized or debug-printed.
+    pub secrets: BTreeMap<NamespacedName, Secret>,
     pub cilium_pools: BTreeMap<String, CiliumLoadBalancerIPPool>,
     pub metallb_pools: BTreeMap<NamespacedName, IpAddressPool>,
     pub l2_policies: BTreeMap<String, CiliumL2AnnouncementPolicy>,
@@ -72,6 +74,9 @@ impl Model {
             }
             Object::Pod(o) => {
                 self.pods.insert(nn(&key), o);
+            }
+            Object::Secret(o) => {
+                self.secrets.insert(nn(&key), o);
             }
             Object::CiliumLoadBalancerIPPool(o) => {
                 self.cilium_pools.insert(name, o);
@@ -126,6 +131,7 @@ impl Model {
             Kind::Node => self.nodes.remove(n).map(Object::Node),
             Kind::Namespace => self.namespaces.remove(n).map(Object::Namespace),
             Kind::Pod => self.pods.remove(&k).map(Object::Pod),
+            Kind::Secret => self.secrets.remove(&k).map(Object::Secret),
             Kind::CiliumLoadBalancerIPPool => self.cilium_pools.remove(n).map(Object::CiliumLoadBalancerIPPool),
             Kind::IpAddressPool => self.metallb_pools.remove(&k).map(Object::IpAddressPool),
             Kind::CiliumL2AnnouncementPolicy => self.l2_policies.remove(n).map(Object::CiliumL2AnnouncementPolicy),
@@ -152,6 +158,7 @@ impl Model {
         out.extend(self.nodes.values().cloned().map(Object::Node));
         out.extend(self.namespaces.values().cloned().map(Object::Namespace));
         out.extend(self.pods.values().cloned().map(Object::Pod));
+        out.extend(self.secrets.values().cloned().map(Object::Secret));
         out.extend(self.cilium_pools.values().cloned().map(Object::CiliumLoadBalancerIPPool));
         out.extend(self.l2_policies.values().cloned().map(Object::CiliumL2AnnouncementPolicy));
         out.extend(self.bgp_cluster_configs.values().cloned().map(Object::CiliumBgpClusterConfig));
@@ -179,6 +186,7 @@ impl Model {
             + self.nodes.len()
             + self.namespaces.len()
             + self.pods.len()
+            + self.secrets.len()
             + self.cilium_pools.len()
             + self.metallb_pools.len()
             + self.l2_policies.len()

@@ -18,6 +18,7 @@ pub enum Kind {
     Node,
     Namespace,
     Pod,
+    Secret,
     CiliumLoadBalancerIPPool,
     CiliumL2AnnouncementPolicy,
     CiliumBgpClusterConfig,
@@ -42,12 +43,13 @@ const METALLB_V1BETA1: &[&str] = &["metallb.io/v1beta1"];
 const METALLB_V1BETA2_V1BETA1: &[&str] = &["metallb.io/v1beta2", "metallb.io/v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
         Kind::Namespace,
         Kind::Pod,
+        Kind::Secret,
         Kind::CiliumLoadBalancerIPPool,
         Kind::CiliumL2AnnouncementPolicy,
         Kind::CiliumBgpClusterConfig,
@@ -71,6 +73,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::Namespace => "Namespace",
             Kind::Pod => "Pod",
+            Kind::Secret => "Secret",
             Kind::CiliumLoadBalancerIPPool => "CiliumLoadBalancerIPPool",
             Kind::CiliumL2AnnouncementPolicy => "CiliumL2AnnouncementPolicy",
             Kind::CiliumBgpClusterConfig => "CiliumBGPClusterConfig",
@@ -90,7 +93,7 @@ impl Kind {
     /// Supported `apiVersion`s, newest first.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::Service | Kind::Node | Kind::Namespace | Kind::Pod => CORE_V1,
+            Kind::Service | Kind::Node | Kind::Namespace | Kind::Pod | Kind::Secret => CORE_V1,
             Kind::EndpointSlice => DISCOVERY_V1,
             Kind::CiliumLoadBalancerIPPool
             | Kind::CiliumBgpClusterConfig
@@ -119,6 +122,7 @@ impl Kind {
             Kind::Service
                 | Kind::EndpointSlice
                 | Kind::Pod
+                | Kind::Secret
                 | Kind::IpAddressPool
                 | Kind::L2Advertisement
                 | Kind::BgpPeer
@@ -189,6 +193,7 @@ pub enum Object {
     Node(Node),
     Namespace(Namespace),
     Pod(Pod),
+    Secret(Secret),
     CiliumLoadBalancerIPPool(CiliumLoadBalancerIPPool),
     #[serde(rename = "IPAddressPool")]
     IpAddressPool(IpAddressPool),
@@ -222,6 +227,7 @@ macro_rules! each {
             Object::Node($o) => $body,
             Object::Namespace($o) => $body,
             Object::Pod($o) => $body,
+            Object::Secret($o) => $body,
             Object::CiliumLoadBalancerIPPool($o) => $body,
             Object::IpAddressPool($o) => $body,
             Object::CiliumL2AnnouncementPolicy($o) => $body,
@@ -247,6 +253,7 @@ impl Object {
             Object::Node(_) => Kind::Node,
             Object::Namespace(_) => Kind::Namespace,
             Object::Pod(_) => Kind::Pod,
+            Object::Secret(_) => Kind::Secret,
             Object::CiliumLoadBalancerIPPool(_) => Kind::CiliumLoadBalancerIPPool,
             Object::IpAddressPool(_) => Kind::IpAddressPool,
             Object::CiliumL2AnnouncementPolicy(_) => Kind::CiliumL2AnnouncementPolicy,
@@ -302,6 +309,7 @@ impl Object {
             Object::Node(o) => o.check(issues),
             Object::Namespace(o) => o.check(issues),
             Object::Pod(o) => o.check(issues),
+            Object::Secret(o) => o.check(issues),
             Object::CiliumLoadBalancerIPPool(o) => o.check(issues),
             Object::IpAddressPool(o) => o.check(issues),
             Object::CiliumL2AnnouncementPolicy(o) => o.check(issues),

@@ -343,6 +343,7 @@ fn typed_any<'de, D: serde::Deserializer<'de, Error = serde_yaml::Error>>(kind: 
         Kind::Node => typed(de, Object::Node),
         Kind::Namespace => typed(de, Object::Namespace),
         Kind::Pod => typed(de, Object::Pod),
+        Kind::Secret => typed(de, Object::Secret),
         Kind::CiliumLoadBalancerIPPool => typed(de, Object::CiliumLoadBalancerIPPool),
         Kind::CiliumL2AnnouncementPolicy => typed(de, Object::CiliumL2AnnouncementPolicy),
         Kind::CiliumBgpClusterConfig => typed(de, Object::CiliumBgpClusterConfig),

@@ -1,5 +1,6 @@
 //! Core Kubernetes kinds: `v1 Service`, `discovery.k8s.io/v1 EndpointSlice`, `v1 Node`,
-//! `v1 Namespace`, `v1 Pod` (field names from k8s.io/api core/v1 and discovery/v1 types).
+//! `v1 Namespace`, `v1 Pod`, `v1 Secret` (field names from k8s.io/api core/v1 and discovery/v1
+//! types).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -716,5 +717,310 @@ impl Pod {
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secret (read for BGP TCP-MD5 passwords: Cilium `authSecretRef`, MetalLB `passwordSecret`)
+// ---------------------------------------------------------------------------------------------
+
+/// Secret type of MetalLB's `passwordSecret` (core/v1 `SecretTypeBasicAuth`).
+pub const SECRET_TYPE_BASIC_AUTH: &str = "kubernetes.io/basic-auth";
+
+/// Annotation `kubectl apply` writes; on a Secret it holds the whole object, values included,
+/// so it is dropped when the Secret is read.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A `v1 Secret`. `data` is base64 (decoded when read), `stringData` plain text; a key in both
+/// takes its `stringData` value, as the API server does. Values never appear in diagnostics,
+/// in `Debug` output or when the model is serialized (the API, `halyard`): they show as
+/// `<redacted>`. Only the keys are visible.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// `Opaque` when absent.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, deserialize_with = "secret_base64_map", skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, SecretValue>,
+    #[serde(default, deserialize_with = "secret_string_map", skip_serializing_if = "BTreeMap::is_empty")]
+    pub string_data: BTreeMap<String, SecretValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<bool>,
+}
+
+/// The bytes of one Secret value. `Debug` and `Serialize` never show them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretValue(Vec<u8>);
+
+impl SecretValue {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> SecretValue {
+        SecretValue(bytes.into())
+    }
+
+    /// The secret bytes. Do not log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for SecretValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Reads a map of strings without ever putting a value into an error message (serde's own
+/// "invalid type: integer `1234`" would).
+fn secret_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    field: &'static str,
+    decode: fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<BTreeMap<String, SecretValue>, D::Error> {
+    use serde::de::Error;
+    let Some(raw) = Option::<BTreeMap<String, serde_yaml::Value>>::deserialize(d)? else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in raw {
+        let bytes = match v {
+            serde_yaml::Value::String(s) => {
+                decode(&s).map_err(|e| D::Error::custom(format!("{field}: key {k:?} {e}")))?
+            }
+            // Kubernetes JSON turns a null value into empty bytes.
+            serde_yaml::Value::Null => Vec::new(),
+            _ => return Err(D::Error::custom(format!("{field}: key {k:?} must be a string (value not shown)"))),
+        };
+        out.insert(k, SecretValue(bytes));
+    }
+    Ok(out)
+}
+
+fn secret_base64_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, SecretValue>, D::Error> {
+    secret_map(d, "data", decode_base64)
+}
+
+fn secret_string_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, SecretValue>, D::Error> {
+    secret_map(d, "stringData", |s| Ok(s.as_bytes().to_vec()))
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as Go's `base64.StdEncoding` that decodes a
+/// Secret's `data`: line breaks are skipped, anything else outside the alphabet is an error.
+/// Errors describe the position, never the text.
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+    fn sextet(c: u8) -> Option<u8> {
+        match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let chars: Vec<(usize, u8)> = text.bytes().enumerate().filter(|(_, c)| !matches!(c, b'\r' | b'\n')).collect();
+    if !chars.len().is_multiple_of(4) {
+        return Err(format!(
+            "is not valid base64: {} characters is not a multiple of 4 (is the padding missing, or is this \
+             plain text that belongs in stringData?)",
+            chars.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(chars.len() / 4 * 3);
+    let quads = chars.len() / 4;
+    for (q, quad) in chars.chunks(4).enumerate() {
+        let last = q + 1 == quads;
+        let pad = quad.iter().rev().take_while(|(_, c)| *c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            let (at, _) = quad.iter().find(|(_, c)| *c == b'=').copied().unwrap_or(quad[0]);
+            return Err(format!("is not valid base64: misplaced padding '=' at offset {at}"));
+        }
+        let mut v = 0u32;
+        for &(at, c) in &quad[..4 - pad] {
+            let Some(s) = sextet(c) else {
+                return Err(format!("is not valid base64: invalid character at offset {at}"));
+            };
+            v = v << 6 | u32::from(s);
+        }
+        v <<= 6 * pad as u32;
+        let bytes = v.to_be_bytes();
+        out.extend_from_slice(&bytes[1..4 - pad]);
+    }
+    Ok(out)
+}
+
+impl Secret {
+    /// The value of `key` (`stringData` over `data`).
+    pub fn get(&self, key: &str) -> Option<&SecretValue> {
+        self.string_data.get(key).or_else(|| self.data.get(key))
+    }
+
+    /// The keys present in `data` or `stringData`.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        let mut keys: Vec<&str> = self.data.keys().chain(self.string_data.keys()).map(String::as_str).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter()
+    }
+
+    /// `type`, `Opaque` when absent.
+    pub fn secret_type(&self) -> &str {
+        self.type_.as_deref().filter(|t| !t.is_empty()).unwrap_or("Opaque")
+    }
+
+    pub(crate) fn check(&mut self, issues: &mut Issues) {
+        self.metadata.annotations.remove(LAST_APPLIED);
+        self.metadata.check(NameRule::Subdomain, issues);
+        for (field, map) in [("data", &self.data), ("stringData", &self.string_data)] {
+            for k in map.keys() {
+                let ok = !k.is_empty()
+                    && k.len() <= 253
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !ok {
+                    issues.error(
+                        join(field, k),
+                        format!("invalid key {k:?}: must consist of alphanumerics, '-', '_' or '.'"),
+                    );
+                }
+            }
+        }
+        let total: usize = self.keys().filter_map(|k| self.get(k)).map(SecretValue::len).sum();
+        if total > 1024 * 1024 {
+            issues.error("data", "a Secret holds at most 1 MiB of data");
+        }
+        // The API server's rules for the types Halyard reads (core/v1 validation).
+        if self.secret_type() == SECRET_TYPE_BASIC_AUTH
+            && self.get("username").is_none()
+            && self.get("password").is_none()
+        {
+            issues.error("data", "a kubernetes.io/basic-auth Secret needs a username or password key");
+        }
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+    use crate::{Diagnostic, Model, Object, parse_manifest};
+
+    fn parse(yaml: &str) -> Result<Vec<Object>, Vec<Diagnostic>> {
+        parse_manifest(std::path::Path::new("s.yaml"), yaml).map(|p| p.objects).map_err(|e| e.diagnostics)
+    }
+
+    fn secret(yaml: &str) -> Secret {
+        match parse(yaml).expect("parses").remove(0) {
+            Object::Secret(s) => s,
+            o => panic!("{o:?}"),
+        }
+    }
+
+    fn all_text(diags: &[Diagnostic]) -> String {
+        diags.iter().map(|d| format!("{d}\n{d:?}\n")).collect()
+    }
+
+    #[test]
+    fn base64_matches_go_std_encoding() {
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert_eq!(decode_base64("Zg==").unwrap(), b"f");
+        assert_eq!(decode_base64("Zm8=").unwrap(), b"fo");
+        assert_eq!(decode_base64("Zm9v").unwrap(), b"foo");
+        assert_eq!(decode_base64("czNjcmV0\nLXB3").unwrap(), b"s3cret-pw", "line breaks are skipped");
+        assert_eq!(decode_base64("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
+        assert!(decode_base64("Zm9").unwrap_err().contains("multiple of 4"));
+        assert!(decode_base64("Zm9v!A==").unwrap_err().contains("invalid character at offset 4"));
+        assert!(decode_base64("Zg==Zg==").unwrap_err().contains("misplaced padding"));
+        assert!(decode_base64("Z===").unwrap_err().contains("misplaced padding"));
+        assert!(decode_base64("Zm9v YmFy").is_err(), "spaces are not base64");
+    }
+
+    const SECRET: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata:
+  name: bgp-auth-secret
+  namespace: kube-system
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: '{"data":{"password":"c2VjcmV0LXB3"}}'
+type: Opaque
+data:
+  password: c2VjcmV0LXB3
+stringData:
+  other: plain-text-value
+"#;
+
+    #[test]
+    fn secret_parses_and_decodes() {
+        let s = secret(SECRET);
+        assert_eq!(s.get("password").unwrap().expose(), b"secret-pw");
+        assert_eq!(s.get("other").unwrap().expose(), b"plain-text-value");
+        assert_eq!(s.keys().collect::<Vec<_>>(), ["other", "password"]);
+        assert_eq!(s.secret_type(), "Opaque");
+        assert!(s.metadata.annotations.is_empty(), "kubectl's copy of the object (with the values) is dropped");
+        // stringData wins over data for the same key.
+        let both = secret(&SECRET.replace("other: plain-text-value", "password: from-string-data"));
+        assert_eq!(both.get("password").unwrap().expose(), b"from-string-data");
+        // Namespaced; default namespace when none is given.
+        let m = Model::from_objects([Object::Secret(secret(&SECRET.replace("  namespace: kube-system\n", "")))]);
+        assert!(m.secrets.contains_key(&crate::NamespacedName::new("default", "bgp-auth-secret")));
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn secret_values_are_redacted_in_debug_and_json() {
+        let s = secret(SECRET);
+        let m = Model::from_objects([Object::Secret(s.clone())]);
+        let json = serde_json::to_string(&m).unwrap();
+        let debug = format!("{m:?} {s:?} {:?}", m.objects());
+        for text in [&json, &debug] {
+            assert!(!text.contains("secret-pw") && !text.contains("c2VjcmV0LXB3"), "{text}");
+            assert!(!text.contains("plain-text-value"), "{text}");
+            assert!(text.contains("<redacted>") && text.contains("password"), "keys stay visible: {text}");
+        }
+    }
+
+    #[test]
+    fn bad_base64_names_the_key_not_the_value() {
+        let diags = parse(&SECRET.replace("password: c2VjcmV0LXB3", "password: not*base64")).unwrap_err();
+        let text = all_text(&diags);
+        assert_eq!(diags.len(), 1, "{text}");
+        assert!(text.contains("key \"password\" is not valid base64"), "{text}");
+        assert!(!text.contains("not*base64"), "the value leaked: {text}");
+        // Plain text in data is the common mistake.
+        let diags = parse(&SECRET.replace("password: c2VjcmV0LXB3", "password: hunter2")).unwrap_err();
+        let text = all_text(&diags);
+        assert!(text.contains("stringData") && !text.contains("hunter2"), "{text}");
+        // A non-string value: serde would print it; we do not.
+        let diags = parse(&SECRET.replace("other: plain-text-value", "other: 987654321")).unwrap_err();
+        let text = all_text(&diags);
+        assert!(text.contains("key \"other\" must be a string") && !text.contains("987654321"), "{text}");
+    }
+
+    #[test]
+    fn secret_checks() {
+        let diags = parse(&SECRET.replace("other: plain", "\"bad key\": plain")).unwrap_err();
+        assert!(all_text(&diags).contains("invalid key \"bad key\""), "{}", all_text(&diags));
+        let basic = SECRET.replace("type: Opaque", "type: kubernetes.io/basic-auth");
+        assert_eq!(secret(&basic).secret_type(), SECRET_TYPE_BASIC_AUTH);
+        let diags =
+            parse(&basic.replace("password: c2Vj", "pw: c2Vj").replace("  other: plain-text-value\n", "")).unwrap_err();
+        assert!(all_text(&diags).contains("needs a username or password key"), "{}", all_text(&diags));
     }
 }
