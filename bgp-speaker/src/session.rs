@@ -101,7 +101,8 @@ pub struct RouteAttrs {
 /// Attributes are shared (`Arc`): one set usually covers many prefixes.
 pub type Advertisements = BTreeMap<Prefix, Arc<RouteAttrs>>;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` shows whether a password is set, never the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     pub name: String,
     pub local_asn: u32,
@@ -161,6 +162,27 @@ impl TtlPolicy {
             halyard_tcp_md5::set_user_timeout(sock, u32::from(s) * 1000)?;
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("name", &self.name)
+            .field("local_asn", &self.local_asn)
+            .field("peer_asn", &self.peer_asn)
+            .field("router_id", &self.router_id)
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("hold_time", &self.hold_time)
+            .field("connect_retry_time", &self.connect_retry_time)
+            .field("next_hop_v6", &self.next_hop_v6)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("graceful_restart", &self.graceful_restart)
+            .field("bfd", &self.bfd)
+            .field("ttl_security", &self.ttl_security)
+            .field("multihop_ttl", &self.multihop_ttl)
+            .finish()
     }
 }
 
@@ -1327,6 +1349,14 @@ async fn process_frames(d: &mut Driver, current: &Arc<Advertisements>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let mut c = PeerConfig::new("p", 65001, Ipv4Addr::new(10, 0, 0, 1), "10.0.0.2".parse().unwrap());
+        c.password = Some("s3cret-md5".into());
+        let d = format!("{c:?}");
+        assert!(!d.contains("s3cret-md5") && d.contains("<redacted>"), "{d}");
+    }
 
     fn export() -> Export {
         Export {
