@@ -1,5 +1,6 @@
 //! The fencing authority of the election: a [`LeaseBackend`] (etcd in production,
-//! [`MemoryBackend`] in tests).
+//! [`MemoryBackend`] in tests, or Kubernetes `coordination.k8s.io/v1` Leases:
+//! [`KubeLeaseBackend`], see [`kube`] for its object layout and its much higher cost).
 //!
 //! # etcd key layout (under a configurable root, default `halyard/l2`)
 //! ```text
@@ -39,6 +40,9 @@ use tokio::sync::mpsc;
 
 use crate::election::{FenceOutcome, LeaseId, NodeId};
 
+pub mod kube;
+pub use kube::{KubeConfig, KubeError, KubeLeaseBackend};
+
 pub const DEFAULT_ROOT: &str = "halyard/l2";
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,8 @@ pub enum LeaseError {
     Timeout(Duration),
     #[error("backend closed")]
     Closed,
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] KubeError),
 }
 
 /// What a node learns from watching its own keys.

@@ -7,8 +7,9 @@
 //!   leases as the fencing authority, self-fencing at a short validity horizon).
 //! * [`heartbeat`]: the LAN heartbeat wire format (+ a tokio UDP socket).
 //! * [`lease`]: [`lease::LeaseBackend`] with an etcd implementation (one lease and one key
-//!   `halyard/l2/nodes/<node>` per node; refutable fences under `halyard/l2/fence/<node>/<by>`)
-//!   and an in-memory one.
+//!   `halyard/l2/nodes/<node>` per node; refutable fences under `halyard/l2/fence/<node>/<by>`),
+//!   a Kubernetes `coordination.k8s.io/v1` Lease one ([`lease::kube`]; much slower: every
+//!   keep-alive is an API-server write) and an in-memory one.
 //! * [`driver`]: a thin tokio task that runs an [`election::Election`] against a backend and a
 //!   heartbeat transport.
 //!

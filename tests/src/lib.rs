@@ -3,6 +3,7 @@
 //! on drop — also when a test panics).
 
 pub mod etcd;
+pub mod kubeapi;
 pub mod netns;
 pub mod peers;
 pub mod tls;

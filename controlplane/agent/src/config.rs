@@ -102,7 +102,8 @@ pub struct Flags {
     #[arg(long, env = "HALYARD_MAGLEV_SEED")]
     pub maglev_seed: Option<String>,
     /// L2 announcement election: `single` (this node answers for everything its policies
-    /// select) or `etcd` (nodes elect one owner per IP: LAN heartbeats + etcd lease fencing).
+    /// select), `etcd` (nodes elect one owner per IP: LAN heartbeats + etcd lease fencing) or
+    /// `kubernetes` (the same with coordination.k8s.io/v1 Leases; needs l2-horizon-ms >= 1000).
     #[arg(long, env = "HALYARD_L2_ELECTION")]
     pub l2_election: Option<String>,
     /// etcd endpoints for the L2 election (comma-separated URLs).
@@ -128,6 +129,19 @@ pub struct Flags {
     /// How long a fence request stays open for its target to refute it, in ms (default 25).
     #[arg(long, env = "HALYARD_L2_REFUTE_WINDOW_MS")]
     pub l2_refute_window_ms: Option<u64>,
+    /// Kubernetes API server for `--l2-election kubernetes` (default: in-cluster,
+    /// https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT).
+    #[arg(long, env = "HALYARD_L2_KUBE_API")]
+    pub l2_kube_api: Option<String>,
+    /// Namespace of the election's Lease objects (default kube-system).
+    #[arg(long, env = "HALYARD_L2_KUBE_NAMESPACE")]
+    pub l2_kube_namespace: Option<String>,
+    /// Bearer token file (default: the pod's service-account token when in-cluster).
+    #[arg(long, env = "HALYARD_L2_KUBE_TOKEN_FILE", value_name = "FILE")]
+    pub l2_kube_token_file: Option<PathBuf>,
+    /// CA bundle for an https API server (default: the pod's service-account CA when in-cluster).
+    #[arg(long, env = "HALYARD_L2_KUBE_CA_FILE", value_name = "FILE")]
+    pub l2_kube_ca_file: Option<PathBuf>,
     /// This cluster's name (ClusterMesh; Cilium `cluster.name`).
     #[arg(long, env = "HALYARD_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
@@ -202,6 +216,10 @@ struct FileConfig {
     l2_lease_grace_ms: Option<u64>,
     l2_horizon_ms: Option<u64>,
     l2_refute_window_ms: Option<u64>,
+    l2_kube_api: Option<String>,
+    l2_kube_namespace: Option<String>,
+    l2_kube_token_file: Option<PathBuf>,
+    l2_kube_ca_file: Option<PathBuf>,
     cluster_name: Option<String>,
     cluster_id: Option<u32>,
     clustermesh_config: Option<PathBuf>,
@@ -485,8 +503,11 @@ impl AgentConfig {
             bail!("l2-lease-grace-ms: {l2_grace_ms} is above the 600000 ms (10 min) limit");
         }
         let l2_horizon_ms = l.pick("l2-horizon-ms", flags.l2_horizon_ms, file.l2_horizon_ms, 25, u64::to_string);
-        if !(10..=1000).contains(&l2_horizon_ms) {
-            bail!("l2-horizon-ms: {l2_horizon_ms} is outside 10-1000 ms");
+        // Kubernetes Lease keep-alives are API-server writes: the horizon may be (and should be)
+        // much longer there (halyard_l2::lease::kube).
+        let max_horizon_ms = if election_kind == "kubernetes" { 60_000 } else { 1000 };
+        if !(10..=max_horizon_ms).contains(&l2_horizon_ms) {
+            bail!("l2-horizon-ms: {l2_horizon_ms} is outside 10-{max_horizon_ms} ms");
         }
         let l2_refute_ms =
             l.pick("l2-refute-window-ms", flags.l2_refute_window_ms, file.l2_refute_window_ms, 25, u64::to_string);
@@ -500,6 +521,8 @@ impl AgentConfig {
             clock_margin: ms((l2_horizon_ms / 12).max(2)),
             refute_window: ms(l2_refute_ms),
             lease_grace: ms(l2_grace_ms),
+            // Only a backstop (etcd TTL; informational leaseDurationSeconds on Kubernetes).
+            lease_ttl: halyard_l2::election::ElectionConfig::default().lease_ttl.max(ms(l2_horizon_ms)),
             ..halyard_l2::election::ElectionConfig::default()
         };
         l2_timing.validate().map_err(|e| anyhow::anyhow!("l2-horizon-ms {l2_horizon_ms}: {e}"))?;
@@ -516,7 +539,52 @@ impl AgentConfig {
                     timing: Box::new(l2_timing),
                 }
             }
-            other => bail!("l2-election: {other:?} is not one of single, etcd"),
+            "kubernetes" => {
+                let in_cluster = halyard_l2::lease::KubeConfig::in_cluster_api();
+                let api = l.pick(
+                    "l2-kube-api",
+                    flags.l2_kube_api.map(Some),
+                    file.l2_kube_api.map(Some),
+                    in_cluster.clone(),
+                    |v| v.clone().unwrap_or_default(),
+                );
+                let Some(api) = api else {
+                    bail!(
+                        "l2-election kubernetes needs l2-kube-api (KUBERNETES_SERVICE_HOST is not set: not in a pod)"
+                    );
+                };
+                let namespace = l.pick(
+                    "l2-kube-namespace",
+                    flags.l2_kube_namespace,
+                    file.l2_kube_namespace,
+                    halyard_l2::lease::kube::DEFAULT_NAMESPACE.to_string(),
+                    String::clone,
+                );
+                // The service account's files are the default only in a pod.
+                let sa = |p: &str| in_cluster.as_ref().map(|_| PathBuf::from(p));
+                let show = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                let token_file = l.pick(
+                    "l2-kube-token-file",
+                    flags.l2_kube_token_file.map(Some),
+                    file.l2_kube_token_file.map(Some),
+                    sa(halyard_l2::lease::kube::IN_CLUSTER_TOKEN),
+                    show,
+                );
+                let ca_file = l.pick(
+                    "l2-kube-ca-file",
+                    flags.l2_kube_ca_file.map(Some),
+                    file.l2_kube_ca_file.map(Some),
+                    sa(halyard_l2::lease::kube::IN_CLUSTER_CA),
+                    show,
+                );
+                crate::l2::ElectionSettings::Kubernetes {
+                    kube: crate::l2::KubeSettings { api, namespace, token_file, ca_file },
+                    group: l2_group,
+                    local: l2_local,
+                    timing: Box::new(l2_timing),
+                }
+            }
+            other => bail!("l2-election: {other:?} is not one of single, etcd, kubernetes"),
         };
         let cluster_name =
             l.pick("cluster-name", flags.cluster_name, file.cluster_name, "default".to_string(), String::clone);
@@ -701,5 +769,37 @@ mod tests {
         assert_eq!(load(&["--tunnel-protocol", "geneve", "--tunnel-port", "7000"]).unwrap().overlay.port, 7000);
         assert!(load(&["--routing-mode", "bgp"]).unwrap_err().to_string().contains("routing-mode"));
         assert!(load(&["--tunnel-protocol", "ipip"]).unwrap_err().to_string().contains("tunnel-protocol"));
+    }
+
+    #[test]
+    fn l2_election_kubernetes() {
+        let c = load(&[
+            "--l2-election",
+            "kubernetes",
+            "--l2-kube-api",
+            "https://10.0.0.1:6443",
+            "--l2-kube-ca-file",
+            "/etc/ca.crt",
+            "--l2-horizon-ms",
+            "3000",
+        ])
+        .unwrap();
+        let crate::l2::ElectionSettings::Kubernetes { kube, timing, .. } = &c.l2_election else {
+            panic!("{:?}", c.l2_election)
+        };
+        assert_eq!(kube.api, "https://10.0.0.1:6443");
+        assert_eq!(kube.namespace, "kube-system");
+        assert_eq!(kube.ca_file.as_deref(), Some(Path::new("/etc/ca.crt")));
+        assert_eq!(timing.horizon, std::time::Duration::from_secs(3));
+        assert_eq!(timing.keepalive_interval, std::time::Duration::from_millis(1000));
+        assert!(timing.lease_ttl >= timing.horizon);
+        assert_eq!(c.entries["l2-kube-namespace"], ("kube-system".to_string(), "default".to_string()));
+        // Long horizons are for the Kubernetes backend only.
+        let e = load(&["--l2-election", "etcd", "--l2-etcd-endpoints", "http://e:2379", "--l2-horizon-ms", "3000"]);
+        assert!(e.unwrap_err().to_string().contains("outside 10-1000 ms"));
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+            let e = load(&["--l2-election", "kubernetes"]).unwrap_err().to_string();
+            assert!(e.contains("needs l2-kube-api"), "{e}");
+        }
     }
 }

@@ -3,9 +3,9 @@
 //! `Documentation/network/l2-announcements.rst`) and MetalLB `L2Advertisement`; and the task
 //! that keeps one ARP responder per interface in step.
 //!
-//! IPv4 addresses are answered with ARP, IPv6 with NDP. Election today is the single-node
-//! backend: this node owns every selected IP. The multi-node backends (LAN heartbeats with etcd
-//! fencing) come with the rest of issue 6.
+//! IPv4 addresses are answered with ARP, IPv6 with NDP. Election: the single-node backend
+//! (this node owns every selected IP), or the multi-node election (LAN heartbeats, with etcd
+//! or Kubernetes `coordination.k8s.io/v1` Leases as the fencing authority).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -38,6 +38,24 @@ pub enum ElectionSettings {
         /// Horizon, keep-alive interval, refute window, lease grace.
         timing: Box<ElectionConfig>,
     },
+    /// The same election with `coordination.k8s.io/v1` Leases as the fencing authority
+    /// (`halyard_l2::lease::kube`: every keep-alive is an API-server write, so the horizon is
+    /// much longer and failover slower).
+    Kubernetes {
+        kube: KubeSettings,
+        group: std::net::SocketAddr,
+        local: Option<std::net::Ipv4Addr>,
+        timing: Box<ElectionConfig>,
+    },
+}
+
+/// Where the election's Lease objects live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSettings {
+    pub api: String,
+    pub namespace: String,
+    pub token_file: Option<std::path::PathBuf>,
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What `halyard l2 announcements` shows: the rows, plus replies and MAC per interface.
@@ -209,8 +227,8 @@ impl halyard_l2::driver::OwnershipSink for Sink {
     }
 }
 
-/// Starts the election (etcd backend, heartbeat socket, driver). Until it owns something, this
-/// node answers nothing.
+/// Starts the election (etcd or Kubernetes backend, heartbeat socket, driver). Until it owns
+/// something, this node answers nothing.
 async fn start_election(
     settings: &ElectionSettings,
     node: &str,
@@ -219,22 +237,69 @@ async fn start_election(
     candidates: watch::Receiver<Vec<Candidate>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let ElectionSettings::Etcd { endpoints, group, local, timing } = settings else { return Ok(()) };
-    // The refute window defaults to 25 ms here (the library's is 10 ms): on a loaded 2-core host
-    // an owner's refute (etcd watch + write) was seen to arrive after 10 ms. It adds 15 ms to
-    // failover.
-    let cfg = (**timing).clone();
-    let backend = halyard_l2::lease::EtcdBackend::connect(
-        endpoints,
-        halyard_l2::lease::DEFAULT_ROOT,
-        std::time::Duration::from_secs(1),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("L2 election: etcd {}: {e}", endpoints.join(",")))?
-    .with_keepalive_timeout(cfg.horizon);
+    match settings {
+        ElectionSettings::Single => Ok(()),
+        ElectionSettings::Etcd { endpoints, group, local, timing } => {
+            // The refute window defaults to 25 ms here (the library's is 10 ms): on a loaded
+            // 2-core host an owner's refute (etcd watch + write) was seen to arrive after 10 ms.
+            // It adds 15 ms to failover.
+            let cfg = (**timing).clone();
+            let backend = halyard_l2::lease::EtcdBackend::connect(
+                endpoints,
+                halyard_l2::lease::DEFAULT_ROOT,
+                std::time::Duration::from_secs(1),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("L2 election: etcd {}: {e}", endpoints.join(",")))?
+            .with_keepalive_timeout(cfg.horizon);
+            let what = format!("etcd {} + LAN heartbeats on {group}", endpoints.join(","));
+            spawn_driver(backend, cfg, what, *group, *local, node, answering, status, candidates, shutdown).await
+        }
+        ElectionSettings::Kubernetes { kube, group, local, timing } => {
+            let cfg = (**timing).clone();
+            if cfg.horizon < std::time::Duration::from_secs(1) {
+                tracing::warn!(
+                    horizon = ?cfg.horizon,
+                    "L2 election on Kubernetes Leases: every keep-alive is an API-server write (one per node \
+                     every horizon/3); l2-horizon-ms 1000 or more is recommended"
+                );
+            }
+            let kc = halyard_l2::lease::KubeConfig {
+                api: kube.api.clone(),
+                namespace: kube.namespace.clone(),
+                token_file: kube.token_file.clone(),
+                ca_file: kube.ca_file.clone(),
+                // An API-server write (admission, etcd raft) is much slower than an etcd
+                // keep-alive; never less than the horizon.
+                timeout: cfg.horizon.max(std::time::Duration::from_secs(2)),
+            };
+            // Fails here (unreachable, TLS, token, RBAC) with the cause, not at the first grant.
+            let backend = halyard_l2::lease::KubeLeaseBackend::connect(&kc)
+                .await
+                .map_err(|e| anyhow::anyhow!("L2 election: Kubernetes API {}: {e}", kube.api))?
+                .with_keepalive_timeout(cfg.horizon);
+            let what = format!("kubernetes {} leases in {} + LAN heartbeats on {group}", kube.api, kube.namespace);
+            spawn_driver(backend, cfg, what, *group, *local, node, answering, status, candidates, shutdown).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn spawn_driver<B: halyard_l2::lease::LeaseBackend + 'static>(
+    backend: B,
+    cfg: ElectionConfig,
+    what: String,
+    group: std::net::SocketAddr,
+    local: Option<std::net::Ipv4Addr>,
+    node: &str,
+    answering: Arc<Mutex<Answering>>,
+    status: SharedL2Status,
+    candidates: watch::Receiver<Vec<Candidate>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let bind = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), group.port());
     let socket =
-        halyard_l2::heartbeat::HeartbeatSocket::bind(bind, *group, local.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED))
+        halyard_l2::heartbeat::HeartbeatSocket::bind(bind, group, local.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED))
             .await
             .map_err(|e| anyhow::anyhow!("L2 election: heartbeat socket on {group}: {e}"))?;
     {
@@ -244,7 +309,7 @@ async fn start_election(
     }
     {
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        st.election = Some(format!("etcd {} + LAN heartbeats on {group}", endpoints.join(",")));
+        st.election = Some(what);
         // Owns nothing until the election says otherwise.
         st.owned = Some(BTreeSet::new());
     }
