@@ -33,11 +33,14 @@ backends=("hy-lab-$$-be1" "hy-lab-$$-be2" "hy-lab-$$-be3" "hy-lab-$$-ebe1")
 backend_names=(backend-1 backend-2 backend-3 east-backend-1)
 backend_ips=(10.91.0.21 10.91.0.22 10.91.0.23 10.91.0.31)
 east="hy-lab-$$-east"
+l2nodes=("hy-lab-$$-l2e" "hy-lab-$$-l2n1" "hy-lab-$$-l2n2" "hy-lab-$$-l2n3")
+l2_pids=("" "" "")
 cleanup() {
-    for pid in $agent_pid $bird_pid $backend_pids; do
+    for pid in $agent_pid $bird_pid $backend_pids "${l2_pids[@]}"; do
+        [ -n "$pid" ] || continue
         if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
     done
-    for ns in "$rtr" "$node" "$lan" "$cli" "${backends[@]}" "$east"; do ip netns del "$ns" 2>/dev/null || true; done
+    for ns in "$rtr" "$node" "$lan" "$cli" "${backends[@]}" "$east" "${l2nodes[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     umount -l "$work/bpffs" 2>/dev/null || true
     rm -rf "$work"
 }
@@ -288,5 +291,63 @@ for _ in $(seq 100); do halyard bgp peers | grep -q established && break; sleep 
 halyard bgp peers
 wait "$hold_pid" || { cat "$work/hold.txt"; echo "the connection broke across the restart" >&2; exit 1; }
 echo "connection held across the restart: $(tr '\n' ' ' <"$work/hold.txt")"
+
+step "L2 election: three more nodes on the LAN elect one owner for 10.91.0.250 (LAN heartbeats, etcd fencing)"
+# Their own etcd (10.91.0.60) and three agents (10.91.0.61-63) in namespaces on the LAN bridge.
+i=0
+for ns in "${l2nodes[@]}"; do
+    ip netns add "$ns"
+    ip -n "$ns" link add eth0 type veth peer name "p-l2$i" netns "$lan"
+    ip -n "$lan" link set "p-l2$i" master br0
+    ip -n "$lan" link set "p-l2$i" up
+    ip -n "$ns" addr add "10.91.0.6$i/24" dev eth0
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+    i=$((i + 1))
+done
+ip netns exec "${l2nodes[0]}" etcd --name l2 --data-dir "$work/l2-etcd" \
+    --listen-client-urls http://10.91.0.60:2379 --advertise-client-urls http://10.91.0.60:2379 \
+    --listen-peer-urls http://127.0.0.1:2390 --initial-advertise-peer-urls http://127.0.0.1:2390 \
+    --initial-cluster l2=http://127.0.0.1:2390 --log-level error >"$work/l2-etcd.log" 2>&1 &
+backend_pids="$backend_pids $!"
+l2_agent() { # index 1-3
+    local n=$1
+    mkdir -p "$work/l2n$n"
+    cp examples/lab-l2-election.yaml "$work/l2n$n/"
+    ip netns exec "${l2nodes[$n]}" "$bin/halyard-agent" --manifest-dir "$work/l2n$n" \
+        --state-dir "$work/l2n$n/state" --socket "$work/l2n$n.sock" --metrics-addr off \
+        --node-name "l2-node-$n" --l2-election etcd --l2-etcd-endpoints http://10.91.0.60:2379 \
+        --l2-heartbeat-group 10.91.0.255:7946 >>"$work/l2n$n.log" 2>&1 &
+    l2_pids[$((n - 1))]=$!
+}
+for n in 1 2 3; do l2_agent "$n"; done
+l2_owner() { # prints the index (1-3) of the node that owns 10.91.0.250, if exactly one does
+    local owners=""
+    for n in 1 2 3; do
+        [ -n "${l2_pids[$((n - 1))]}" ] || continue
+        out=$("$bin/halyard" --socket "$work/l2n$n.sock" l2 announcements -o json 2>/dev/null || true)
+        case "$out" in *"\"owner\": \"l2-node-$n\""*) owners="$owners $n" ;; esac
+    done
+    set -- $owners
+    [ $# -eq 1 ] && echo "$1"
+}
+owner=""
+for _ in $(seq 200); do owner=$(l2_owner || true); [ -n "$owner" ] && break; sleep 0.1; done
+[ -n "$owner" ] || { tail -20 "$work"/l2n*.log; echo "no single L2 owner" >&2; exit 1; }
+"$bin/halyard" --socket "$work/l2n$owner.sock" l2 announcements
+echo "owner: l2-node-$owner, MAC $(ip -n "${l2nodes[$owner]}" -br link show eth0 | awk '{print $3}')"
+ip netns exec "$cli" arping -c 2 -I eth0 10.91.0.250
+
+step "L2 failover: the owner (l2-node-$owner) dies; the client's ARP moves to the next node"
+ip -n "$lan" link set "p-l2$owner" down
+kill -9 "${l2_pids[$((owner - 1))]}"; wait "${l2_pids[$((owner - 1))]}" 2>/dev/null || true
+l2_pids[$((owner - 1))]=""
+new=""
+for _ in $(seq 200); do new=$(l2_owner || true); [ -n "$new" ] && [ "$new" != "$owner" ] && break; sleep 0.05; done
+[ -n "$new" ] && [ "$new" != "$owner" ] || { tail -20 "$work"/l2n*.log; echo "no failover" >&2; exit 1; }
+echo "new owner: l2-node-$new, MAC $(ip -n "${l2nodes[$new]}" -br link show eth0 | awk '{print $3}')"
+"$bin/halyard" --socket "$work/l2n$new.sock" l2 announcements
+ip netns exec "$cli" arping -c 2 -I eth0 10.91.0.250
+echo "client neighbour entry: $(ip -n "$cli" neigh show 10.91.0.250)"
 
 step "done (agent log: $(wc -l <"$work/agent.log") lines)"
