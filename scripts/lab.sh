@@ -337,6 +337,10 @@ for _ in $(seq 200); do owner=$(l2_owner || true); [ -n "$owner" ] && break; sle
 "$bin/halyard" --socket "$work/l2n$owner.sock" l2 announcements
 echo "owner: l2-node-$owner, MAC $(ip -n "${l2nodes[$owner]}" -br link show eth0 | awk '{print $3}')"
 ip netns exec "$cli" arping -c 2 -I eth0 10.91.0.250
+# A ping makes the client's kernel resolve the address (nobody answers the ping itself: no
+# service runs behind it here); the neighbour entry is what matters.
+ip netns exec "$cli" ping -c 1 -W 1 10.91.0.250 >/dev/null 2>&1 || true
+echo "client neighbour entry: $(ip -n "$cli" neigh show 10.91.0.250)"
 
 step "L2 failover: the owner (l2-node-$owner) dies; the client's ARP moves to the next node"
 ip -n "$lan" link set "p-l2$owner" down
@@ -348,6 +352,6 @@ for _ in $(seq 200); do new=$(l2_owner || true); [ -n "$new" ] && [ "$new" != "$
 echo "new owner: l2-node-$new, MAC $(ip -n "${l2nodes[$new]}" -br link show eth0 | awk '{print $3}')"
 "$bin/halyard" --socket "$work/l2n$new.sock" l2 announcements
 ip netns exec "$cli" arping -c 2 -I eth0 10.91.0.250
-echo "client neighbour entry: $(ip -n "$cli" neigh show 10.91.0.250)"
+echo "client neighbour entry (moved by the new owner's gratuitous ARP): $(ip -n "$cli" neigh show 10.91.0.250)"
 
 step "done (agent log: $(wc -l <"$work/agent.log") lines)"
