@@ -34,21 +34,7 @@ impl AgentApi {
 }
 
 fn rfc3339(t: Option<SystemTime>) -> String {
-    let Some(t) = t else { return String::new() };
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one timestamp.
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    t.map(halyard_model::time::rfc3339).unwrap_or_default()
 }
 
 /// `ipv4/unicast` style, as `cilium bgp peers` prints families.

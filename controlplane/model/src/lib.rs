@@ -27,6 +27,7 @@ pub mod model;
 pub mod net;
 pub mod object;
 pub mod parse;
+pub mod time;
 pub mod validate;
 
 pub use diag::{Diagnostic, FileError, Severity};
