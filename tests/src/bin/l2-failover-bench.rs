@@ -11,6 +11,10 @@
 //! * `peers-etcd`: the same, and the owner also loses etcd (a blackhole route). keepalived has
 //!   no etcd, so for it this is the same as `peers`.
 //!
+//! * `load`: no failure; three nodes announce 10, 100 and 1000 services in turn, and the bench
+//!   reads etcd's own counters over 10 s: raft proposals committed (writes) and lease
+//!   keep-alives received. They must not grow with the number of services.
+//!
 //! It records the longest run of unanswered probes (the failover time), the probes answered by
 //! two MACs, and whether another node answered. Then the partition heals (or the node comes
 //! back) and the next run starts once the IP has one owner again. Needs root, etcd-server,
@@ -238,11 +242,119 @@ fn run(kind: &str, mode: Mode, runs: u32) -> Outcome {
     out
 }
 
+/// The L2 election manifests with `n` LoadBalancer services (IPs from a /22).
+fn load_manifests(n: u32) -> String {
+    let mut m = String::from(
+        "apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: lan}\nspec:\n  blocks: [{cidr: 10.80.4.0/22}]\n\
+         ---\napiVersion: cilium.io/v2alpha1\nkind: CiliumL2AnnouncementPolicy\nmetadata: {name: lan}\n\
+         spec:\n  interfaces: [\"^eth0$\"]\n  loadBalancerIPs: true\n",
+    );
+    for i in 1..=3 {
+        m.push_str(&format!("---\napiVersion: v1\nkind: Node\nmetadata: {{name: node-{i}}}\n"));
+    }
+    for i in 0..n {
+        m.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: default}}\n\
+             spec: {{type: LoadBalancer, ports: [{{port: 80}}]}}\n"
+        ));
+    }
+    m
+}
+
+/// etcd's counters: (raft proposals committed, lease keep-alive messages received).
+fn etcd_counters(ns: &Netns, url: &str) -> (f64, f64) {
+    let text = ns.run_ok(&["curl", "-s", &format!("{url}/metrics")]);
+    let value = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (
+        value("etcd_server_proposals_committed_total "),
+        value("grpc_server_msg_received_total{grpc_method=\"LeaseKeepAlive\""),
+    )
+}
+
+/// Three agents announcing `n` services: etcd writes/s and keep-alives/s over 10 s, once every
+/// IP has its owner.
+fn load(n: u32) -> (f64, f64, usize) {
+    let lan = Bridge::new("fbload");
+    let etcd_ns = Netns::new("fbletcd");
+    lan.attach(&etcd_ns, "eth0", &["10.80.1.50/24"]);
+    let etcd = Etcd::start_in(Some(etcd_ns.name()), "10.80.1.50");
+    let manifests = load_manifests(n);
+    let mut agents = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 1..=3u32 {
+        let ns = Netns::new(&format!("fbl{i}"));
+        lan.attach(&ns, "eth0", &[&format!("10.80.1.1{i}/24")]);
+        let url = etcd.url();
+        agents.push(
+            Agent::start_in(
+                ns.name(),
+                &[("m.yaml", &manifests)],
+                &[
+                    "--node-name",
+                    &format!("node-{i}"),
+                    "--l2-election",
+                    "etcd",
+                    "--l2-etcd-endpoints",
+                    &url,
+                    "--l2-heartbeat-group",
+                    "10.80.1.255:7946",
+                    "--log-level",
+                    "warn",
+                ],
+            )
+            .expect("agent"),
+        );
+        nodes.push(ns);
+    }
+    // Every IP owned by exactly one node.
+    let owned = |agents: &[Agent]| -> usize {
+        agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let v: serde_json::Value = serde_json::from_slice(&a.cli(&["l2", "announcements", "-o", "json"]).stdout)
+                    .unwrap_or(serde_json::Value::Null);
+                v.as_array()
+                    .map(|r| r.iter().filter(|r| r["owner"] == format!("node-{}", i + 1)).count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let owned_now = poll_until(Duration::from_secs(60), || (owned(&agents) >= n as usize).then_some(()));
+    if owned_now.is_none() {
+        eprintln!("load {n}: only {} of {n} IPs owned after 60 s", owned(&agents));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (w0, k0) = etcd_counters(&etcd_ns, &etcd.url());
+    std::thread::sleep(Duration::from_secs(10));
+    let (w1, k1) = etcd_counters(&etcd_ns, &etcd.url());
+    let got = owned(&agents);
+    drop(agents);
+    drop(nodes);
+    ((w1 - w0) / 10.0, (k1 - k0) / 10.0, got)
+}
+
 fn fastrand_u64() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("load") {
+        println!("L2 election load on etcd: three nodes, N announced services, etcd's own counters over 10 s");
+        println!("goal: flat in N (load independent of the number of services)");
+        println!("{:>10} {:>12} {:>12} {:>14}", "services", "IPs owned", "writes/s", "keep-alives/s");
+        for n in [10, 100, 1000] {
+            let (w, k, owned) = load(n);
+            println!("{n:>10} {owned:>12} {w:>12.1} {k:>14.1}");
+        }
+        return;
+    }
     let runs: u32 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let mode = match std::env::args().nth(2).as_deref() {
         None | Some("kill") => Mode::Kill,
