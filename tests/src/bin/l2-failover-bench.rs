@@ -318,11 +318,10 @@ fn load(n: u32) -> (f64, f64, usize) {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let v: serde_json::Value = serde_json::from_slice(&a.cli(&["l2", "announcements", "-o", "json"]).stdout)
-                    .unwrap_or(serde_json::Value::Null);
-                v.as_array()
-                    .map(|r| r.iter().filter(|r| r["owner"] == format!("node-{}", i + 1)).count())
-                    .unwrap_or(0)
+                let v: serde_json::Value =
+                    serde_json::from_slice(&a.cli(&["l2", "announcements", "-o", "json"]).stdout)
+                        .unwrap_or(serde_json::Value::Null);
+                v.as_array().map(|r| r.iter().filter(|r| r["owner"] == format!("node-{}", i + 1)).count()).unwrap_or(0)
             })
             .sum()
     };
