@@ -45,6 +45,15 @@ pub trait OwnershipSink: Send {
     fn set_deadline(&mut self, until: Instant) {
         let _ = until;
     }
+    /// This node acquired `ip`, `latency` after its view made it the owner.
+    fn acquired(&mut self, ip: IpAddr, latency: std::time::Duration) {
+        let _ = (ip, latency);
+    }
+    /// The election's lease: the lease id and until when it is provably valid (`None`: no
+    /// lease).
+    fn lease(&mut self, lease: Option<(LeaseId, Instant)>) {
+        let _ = lease;
+    }
 }
 
 impl<F: FnMut(&BTreeSet<IpAddr>) + Send> OwnershipSink for F {
@@ -95,7 +104,7 @@ where
         for a in actions.drain(..) {
             match a {
                 Action::Announce(_) | Action::Withdraw(_) => {
-                    publish(&el, &mut sink, &mut published, &mut published_deadline);
+                    publish(&mut el, &mut sink, &mut published, &mut published_deadline);
                 }
                 Action::SendHeartbeat(hb) => {
                     // Owned-set changes earlier in this batch are already applied.
@@ -154,7 +163,7 @@ where
                 Action::Refute { .. } => {} // handled where the request is seen (needs its key)
             }
         }
-        publish(&el, &mut sink, &mut published, &mut published_deadline);
+        publish(&mut el, &mut sink, &mut published, &mut published_deadline);
 
         let deadline = tokio::time::Instant::from_std(el.next_deadline());
         tokio::select! {
@@ -222,7 +231,11 @@ where
     }
 }
 
-fn publish(el: &Election, sink: &mut impl OwnershipSink, owned: &mut BTreeSet<IpAddr>, dl: &mut Option<Instant>) {
+fn publish(el: &mut Election, sink: &mut impl OwnershipSink, owned: &mut BTreeSet<IpAddr>, dl: &mut Option<Instant>) {
+    for (ip, latency) in el.take_acquisitions() {
+        sink.acquired(ip, latency);
+    }
+    sink.lease(el.lease().zip(el.valid_until()));
     // Deadline first when it shrinks, owned set first when it grows: never answer unfenced.
     let until = el.valid_until().unwrap_or_else(Instant::now);
     if *dl != Some(until) && dl.is_some_and(|d| until < d) {

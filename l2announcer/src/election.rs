@@ -366,6 +366,11 @@ pub struct Election {
     knowledge: u64,
     want: BTreeSet<IpAddr>,
     want_key: Option<u64>,
+    /// Since when each wanted IP has been wanted (for the election latency).
+    want_since: BTreeMap<IpAddr, Instant>,
+    /// Acquisitions not yet taken by [`Election::take_acquisitions`]: IP and how long it took
+    /// from wanting it to announcing it.
+    acquired: Vec<(IpAddr, Duration)>,
     last_hb_sent: Option<Instant>,
     last_hb_content: Option<(u64, bool, Option<LeaseId>)>,
     hb_pending: bool,
@@ -393,6 +398,8 @@ impl Election {
             knowledge: 0,
             want: BTreeSet::new(),
             want_key: None,
+            want_since: BTreeMap::new(),
+            acquired: Vec::new(),
             last_hb_sent: None,
             last_hb_content: None,
             hb_pending: false,
@@ -427,6 +434,12 @@ impl Election {
             LeaseStatus::Held { lease, .. } => Some(lease),
             _ => None,
         }
+    }
+
+    /// The IPs acquired since the last call, each with its election latency: from the moment
+    /// this node's view made it the IP's owner to the announcement (agreement and fencing).
+    pub fn take_acquisitions(&mut self) -> Vec<(IpAddr, Duration)> {
+        std::mem::take(&mut self.acquired)
     }
 
     /// Peers currently considered live.
@@ -670,6 +683,11 @@ impl Election {
             };
         }
 
+        self.want_since.retain(|ip, _| self.want.contains(ip));
+        for ip in &self.want {
+            self.want_since.entry(*ip).or_insert(now);
+        }
+
         // Rules 1 and 2: withdraw first, so a heartbeat later in this list never claims a view
         // we still answer outside of.
         let lost: Vec<IpAddr> = self.owned.difference(&self.want).copied().collect();
@@ -722,6 +740,8 @@ impl Election {
             if agreed && fenced_all {
                 for ip in to_acquire {
                     self.owned.insert(ip);
+                    let since = self.want_since.get(&ip).copied().unwrap_or(now);
+                    self.acquired.push((ip, now.saturating_duration_since(since)));
                     out.push(Action::Announce(ip));
                 }
             }

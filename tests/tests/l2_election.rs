@@ -68,6 +68,11 @@ fn one_owner_per_ip_and_failover_after_sigkill() {
         );
         owner_of.push(o);
     }
+    // The owner's row says since when it answers and what lease it holds.
+    let rows = c.agents[owner_of[0]].as_ref().unwrap().json(&["l2", "announcements"]);
+    let row = rows.as_array().unwrap().iter().find(|r| r["ip"] == ips[0]).cloned().unwrap();
+    assert!(row["since"].as_str().is_some_and(|s| s.ends_with('Z')), "{row}");
+    assert!(row["lease"].as_str().is_some_and(|l| l.starts_with("held ") && l.ends_with("(valid)")), "{row}");
     // An address nobody holds gets no answer.
     assert!(arp_macs(client, "10.80.1.209", 1).is_empty());
 

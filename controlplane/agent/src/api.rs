@@ -296,6 +296,12 @@ impl halyard_api::Agent for AgentApi {
                 },
                 mac: st.macs.get(iface).cloned().unwrap_or_default(),
                 replies: st.replies.get(iface).copied().unwrap_or(0),
+                since: if st.owned.as_ref().is_none_or(|o| o.contains(ip)) {
+                    rfc3339(st.since.get(ip).copied())
+                } else {
+                    String::new()
+                },
+                lease: st.lease.clone().unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(v1::ListL2AnnouncementsReply { announcements }))

@@ -69,6 +69,13 @@ pub struct L2Status {
     pub replies: BTreeMap<String, u64>,
     pub announcements: BTreeMap<String, u64>,
     pub macs: BTreeMap<String, String>,
+    /// Since when this node has answered for each IP (acquired, or first announced).
+    pub since: BTreeMap<IpAddr, std::time::SystemTime>,
+    /// With an election: the lease, as `halyard l2 announcements` shows it.
+    pub lease: Option<String>,
+    /// With an election: IPs acquired so far, and the election latencies not yet scraped.
+    pub takeovers: u64,
+    pub pending_latencies: Vec<f64>,
 }
 
 pub type SharedL2Status = Arc<Mutex<L2Status>>;
@@ -216,7 +223,33 @@ impl halyard_l2::driver::OwnershipSink for Sink {
         }
         a.owned = Some(ips.clone());
         a.apply();
-        self.1.lock().unwrap_or_else(|e| e.into_inner()).owned = Some(ips.clone());
+        let mut st = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::SystemTime::now();
+        st.since.retain(|ip, _| ips.contains(ip));
+        for ip in ips {
+            st.since.entry(*ip).or_insert(now);
+        }
+        st.owned = Some(ips.clone());
+    }
+    fn acquired(&mut self, ip: IpAddr, latency: std::time::Duration) {
+        tracing::info!(%ip, latency_ms = latency.as_secs_f64() * 1e3, "L2 election: acquired");
+        let mut st = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        st.takeovers += 1;
+        // Bounded, in case nobody scrapes.
+        if st.pending_latencies.len() < 10_000 {
+            st.pending_latencies.push(latency.as_secs_f64());
+        }
+    }
+    fn lease(&mut self, lease: Option<(halyard_l2::election::LeaseId, std::time::Instant)>) {
+        let text = match lease {
+            Some((id, until)) if until > std::time::Instant::now() => format!("held {id} (valid)"),
+            Some((id, _)) => format!("held {id} (not provable: etcd unreachable?)"),
+            None => "none".to_string(),
+        };
+        let mut st = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        if st.lease.as_deref() != Some(text.as_str()) {
+            st.lease = Some(text);
+        }
     }
     fn set_deadline(&mut self, until: std::time::Instant) {
         let mut a = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -397,6 +430,15 @@ pub async fn run(
             a.desired = want;
             a.apply();
             let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+            if st.owned.is_none() {
+                // One node: it answers for every row from the moment the row appears.
+                let now = std::time::SystemTime::now();
+                let ips: BTreeSet<IpAddr> = rows.iter().map(|r| r.0).collect();
+                st.since.retain(|ip, _| ips.contains(ip));
+                for ip in ips {
+                    st.since.entry(ip).or_insert(now);
+                }
+            }
             st.rows = rows;
             st.macs = a.responders.iter().map(|(i, r)| (i.clone(), r.mac().to_string())).collect();
         }

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub l2_owned: Family<InterfaceLabels, Gauge>,
     pub l2_replies: Family<InterfaceLabels, Gauge>,
     pub l2_announcements: Family<InterfaceLabels, Gauge>,
+    pub l2_takeovers: Gauge,
+    pub l2_election_seconds: Histogram,
     pub datapath_packets: Family<DatapathLabels, Gauge>,
     pub datapath_bytes: Family<DatapathLabels, Gauge>,
     pub datapath_up: Gauge,
@@ -111,6 +113,8 @@ impl Metrics {
             l2_owned: Family::default(),
             l2_replies: Family::default(),
             l2_announcements: Family::default(),
+            l2_takeovers: Gauge::default(),
+            l2_election_seconds: Histogram::new([0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             datapath_packets: Family::default(),
             datapath_bytes: Family::default(),
             datapath_up: Gauge::default(),
@@ -158,6 +162,16 @@ impl Metrics {
             "l2_announcements_sent",
             "Gratuitous ARP and unsolicited NA frames sent since the responder started, per interface",
             m.l2_announcements.clone(),
+        );
+        registry.register(
+            "l2_takeovers",
+            "IPs this node acquired through the election since it started",
+            m.l2_takeovers.clone(),
+        );
+        registry.register(
+            "l2_election_latency_seconds",
+            "From this node's view making it an IP's owner to announcing it (agreement and fencing)",
+            m.l2_election_seconds.clone(),
         );
         registry.register(
             "bgp_updates_received",
@@ -285,7 +299,11 @@ impl Metrics {
 
     /// Refreshes the L2 gauges from the responders' status (at scrape time).
     pub fn observe_l2(&self, l2: &crate::l2::SharedL2Status) {
-        let st = l2.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = l2.lock().unwrap_or_else(|e| e.into_inner());
+        self.l2_takeovers.set(st.takeovers as i64);
+        for s in st.pending_latencies.drain(..) {
+            self.l2_election_seconds.observe(s);
+        }
         for f in [&self.l2_owned, &self.l2_replies, &self.l2_announcements] {
             f.clear();
         }

@@ -452,7 +452,9 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                     .iter()
                     .map(|a| {
                         json!({"ip": a.ip, "interface": a.interface, "service": a.service, "policy": a.policy,
-                               "owner": a.owner, "mac": a.mac, "replies": a.replies})
+                               "owner": a.owner, "mac": a.mac, "replies": a.replies,
+                               "since": (!a.since.is_empty()).then_some(&a.since),
+                               "lease": (!a.lease.is_empty()).then_some(&a.lease)})
                     })
                     .collect();
                 serde_json::to_string_pretty(&v)? + "\n"
@@ -471,10 +473,15 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                             a.service.clone(),
                             a.policy.clone(),
                             a.replies.to_string(),
+                            dash(&a.since),
+                            dash(&a.lease),
                         ]
                     })
                     .collect();
-                table::render(&["IP", "INTERFACE", "OWNER", "MAC", "SERVICE", "POLICY", "REPLIES"], &rows)
+                table::render(
+                    &["IP", "INTERFACE", "OWNER", "MAC", "SERVICE", "POLICY", "REPLIES", "SINCE", "LEASE"],
+                    &rows,
+                )
             }
         }
         Command::Clustermesh(ClustermeshCmd::Status) => {

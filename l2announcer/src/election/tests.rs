@@ -594,6 +594,28 @@ fn owner_death_takeover_only_after_fence() {
 }
 
 #[test]
+fn acquisitions_report_their_election_latency() {
+    let ips = ips(4);
+    let mut sim = Sim::new(3, &ips, 21);
+    sim.run(200);
+    for n in &mut sim.nodes {
+        let _ = n.el.take_acquisitions();
+    }
+    let ip = ips[0];
+    let old = sim.owners(&ip)[0];
+    sim.kill(old);
+    sim.isolate(old, true);
+    sim.run_until(300, |s| s.owners(&ip).len() == 1).expect("takeover");
+    let new = sim.owners(&ip)[0];
+    let got = sim.nodes[new].el.take_acquisitions();
+    let (_, latency) = got.iter().find(|(i, _)| *i == ip).copied().expect("the takeover is reported");
+    // Detection is not part of it (the view changes once the owner is dead); fencing and the
+    // wait after it are.
+    assert!(latency > Duration::ZERO && latency <= Duration::from_millis(100), "{latency:?}");
+    assert!(sim.nodes[new].el.take_acquisitions().is_empty(), "taken once");
+}
+
+#[test]
 fn failover_within_100ms() {
     let mut worst = 0;
     for seed in 0..20 {
