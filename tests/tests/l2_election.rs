@@ -343,3 +343,45 @@ fn nic_down_withdraws_and_another_node_takes_over() {
         (answered == sent && macs.len() == 1 && owners(&c.agents, ip).len() == 1).then_some(())
     });
 }
+
+/// `externalTrafficPolicy: Local`: only a node with a ready endpoint of the service may answer
+/// for its IP, and the IP follows the endpoint when it moves to another node.
+#[test]
+fn external_traffic_policy_local_follows_the_backends() {
+    if !require_root() || !require_program("arping", "iputils-arping") || !etcd::available("l2 etp local") {
+        return;
+    }
+    let c = cluster("l2t");
+    let ip = "10.80.1.205";
+    let manifest = |node: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: local, namespace: default, annotations: {{lbipam.cilium.io/ips: "{ip}"}}}}
+spec: {{type: LoadBalancer, externalTrafficPolicy: Local, ports: [{{port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: local-1, namespace: default, labels: {{kubernetes.io/service-name: local}}}}
+addressType: IPv4
+endpoints:
+  - addresses: ["10.80.9.1"]
+    nodeName: {node}
+"#
+        )
+    };
+    for node in ["node-2", "node-3"] {
+        for a in c.agents.iter().flatten() {
+            a.write_manifest("local.yaml", &manifest(node));
+        }
+        let want = if node == "node-2" { 1 } else { 2 };
+        wait_until(Duration::from_secs(20), &format!("{ip} owned by {node}, where its endpoint is"), || {
+            (owners(&c.agents, ip) == vec![want]).then_some(())
+        });
+        wait_until(Duration::from_secs(10), &format!("{node} answering alone"), || {
+            let (sent, answered, double, macs) = probe(&c.client, ip, 20);
+            assert_eq!(double, 0, "{macs:?}");
+            (answered == sent && macs == vec![c.macs[want].clone()]).then_some(())
+        });
+    }
+}
