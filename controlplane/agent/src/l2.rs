@@ -491,6 +491,60 @@ endpoints:
     conditions: {ready: false}
 "#;
 
+    const POLICIES: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: edge-1, labels: {role: edge}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: core-1, labels: {role: core}}
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: edge-web}
+spec:
+  nodeSelector: {matchLabels: {role: edge}}
+  serviceSelector: {matchLabels: {tier: web}}
+  interfaces: ["^eth[0-9]+$"]
+  externalIPs: true
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: broken}
+spec:
+  interfaces: ["eth(("]
+  externalIPs: true
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default, labels: {tier: web}}
+spec: {type: ClusterIP, externalIPs: ["10.9.1.1"], ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default, labels: {tier: db}}
+spec: {type: ClusterIP, externalIPs: ["10.9.1.2"], ports: [{port: 5432}]}
+"#;
+
+    #[test]
+    fn policies_select_services_nodes_and_interfaces_and_a_bad_regex_is_reported() {
+        // The model accepts any string; the bad regex is found here, and only that policy is skipped.
+        let snap = snapshot(POLICIES);
+        let ifaces: Vec<String> = ["eth0", "eth1", "wlan0", "lo"].iter().map(|s| s.to_string()).collect();
+        let (want, rows, problems) = desired(&snap, "edge-1", &ifaces);
+        let web: IpAddr = "10.9.1.1".parse().unwrap();
+        assert_eq!(want.keys().cloned().collect::<Vec<_>>(), ["eth0", "eth1"], "interfaces by regex: {want:?}");
+        assert!(want.values().all(|ips| ips == &BTreeSet::from([web])), "only the web service: {want:?}");
+        assert!(rows.iter().all(|r| r.3 == "CiliumL2AnnouncementPolicy/edge-web"), "{rows:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("CiliumL2AnnouncementPolicy broken") && p.contains("regex")),
+            "the broken policy is named: {problems:?}"
+        );
+        let (want, _, _) = desired(&snap, "core-1", &ifaces);
+        assert!(want.is_empty(), "the node selector leaves core-1 out: {want:?}");
+    }
+
     #[test]
     fn external_traffic_policy_local_needs_a_ready_local_endpoint() {
         let snap = snapshot(ETP_LOCAL);
