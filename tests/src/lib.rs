@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod kubeapi;
+pub mod l2;
 pub mod netns;
 pub mod peers;
 pub mod tls;

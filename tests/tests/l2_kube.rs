@@ -10,35 +10,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use halyard_tests::Agent;
+use halyard_tests::l2::{arp_macs, owners};
 use halyard_tests::netns::{Bridge, ChildGuard, Netns, poll_until, require_program, require_root, wait_until};
 
 const API: &str = "http://10.80.1.50:6443";
 const TOKEN: &str = "e2e-token";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
-
-/// The MACs that answered `count` ARP requests for `ip` (arping prints one line per reply).
-fn arp_macs(client: &Netns, ip: &str, count: u32) -> BTreeSet<String> {
-    let o = client.exec(&["arping", "-c", &count.to_string(), "-w", "2", "-I", "eth0", ip]);
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| l.contains("reply from"))
-        .filter_map(|l| l.split('[').nth(1).and_then(|r| r.split(']').next()).map(|m| m.to_lowercase()))
-        .collect()
-}
-
-/// Which agents own `ip` according to their own `halyard l2 announcements`.
-fn owners(agents: &[Option<Agent>], ip: &str) -> Vec<usize> {
-    agents
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| {
-            let a = a.as_ref()?;
-            let o = a.cli(&["l2", "announcements", "-o", "json"]);
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-            v.as_array()?.iter().any(|r| r["ip"] == ip && r["owner"] == format!("node-{}", i + 1)).then_some(i)
-        })
-        .collect()
-}
 
 /// The Lease objects, as the client sees them over the API: name → holderIdentity.
 fn leases(client: &Netns) -> Option<Vec<(String, String)>> {
