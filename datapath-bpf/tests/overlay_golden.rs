@@ -12,7 +12,6 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::process::Command;
 
-use aya::programs::{TestRun, TestRunOptions};
 use common::*;
 use halyard_datapath::maps::{TUN_F_LOCAL, Tunnel4Value};
 use halyard_datapath::overlay::{Cidr4, Overlay, OverlayConfig, OvlCounter, TunnelMap, TunnelProtocol};
@@ -115,14 +114,7 @@ fn lab(tag: &str, protocol: TunnelProtocol, uplink_ifindex: u32) -> Lab {
 }
 
 fn run(l: &mut Lab, rx: bool, pkt: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; pkt.len() + 256];
-    let prog = if rx { l.ovl.rx().unwrap() } else { l.ovl.tx().unwrap() };
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(pkt);
-    opts.data_out = Some(&mut out);
-    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    test_run(if rx { l.ovl.rx().unwrap() } else { l.ovl.tx().unwrap() }, pkt)
 }
 
 fn counter(l: &Lab, c: OvlCounter) -> u64 {

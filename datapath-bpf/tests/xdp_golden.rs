@@ -6,7 +6,6 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun, TestRunOptions};
 #[allow(unused_imports)]
 use common::tcp_packet_flags;
 use common::*;
@@ -66,14 +65,7 @@ fn table_for(ids: &[u32]) -> Vec<u32> {
 }
 
 fn run(l: &mut Lab, pkt: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; pkt.len() + 256];
-    let prog = l.dp.xdp_lb().unwrap();
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(pkt);
-    opts.data_out = Some(&mut out);
-    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    test_run(l.dp.xdp_lb().unwrap(), pkt)
 }
 
 fn counter(l: &Lab, c: Counter) -> u64 {
@@ -286,14 +278,8 @@ fn tc_lb_produces_the_same_ipip_frame() {
     let pkt = tcp_packet(CLIENT, 40001, VIP, 80, b"hello");
     let (xrc, xout) = run(&mut l, &pkt);
     assert_eq!(xrc, XDP_TX);
-    let prog = l.dp.tc_lb().unwrap();
-    let mut out = vec![0u8; pkt.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(&pkt);
-    opts.data_out = Some(&mut out);
-    let r = prog.test_run(opts).expect("tc test run");
-    out.truncate(r.data_size_out as usize);
-    assert_eq!(r.return_value, 7, "TC_ACT_REDIRECT");
+    let (rc, out) = run_tc(&mut l, &pkt);
+    assert_eq!(rc, 7, "TC_ACT_REDIRECT");
     assert_eq!(out, xout, "tc and XDP must build the same frame");
 }
 
@@ -396,14 +382,7 @@ const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 
 fn run_tc(l: &mut Lab, pkt: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; pkt.len() + 256];
-    let prog = l.dp.tc_lb().unwrap();
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(pkt);
-    opts.data_out = Some(&mut out);
-    let r = prog.test_run(opts).expect("tc BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    test_run(l.dp.tc_lb().unwrap(), pkt)
 }
 
 /// The tc verdict that corresponds to an XDP one.

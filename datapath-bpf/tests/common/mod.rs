@@ -132,3 +132,18 @@ pub fn frame(ip: Vec<u8>, l4: &[u8]) -> Vec<u8> {
     f.extend_from_slice(l4);
     f
 }
+
+/// Runs `prog` once on `pkt` under BPF_PROG_TEST_RUN (output room: the packet plus 256 bytes
+/// for encapsulation): its return value and the packet it left.
+pub fn test_run<P>(prog: &P, pkt: &[u8]) -> (u32, Vec<u8>)
+where
+    P: for<'a> aya::programs::TestRun<Opts<'a> = aya::programs::TestRunOptions<'a>, Result = aya::TestRunResult>,
+{
+    let mut out = vec![0u8; pkt.len() + 256];
+    let mut opts = aya::programs::TestRunOptions::new();
+    opts.data_in = Some(pkt);
+    opts.data_out = Some(&mut out);
+    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
