@@ -49,9 +49,9 @@ pub trait OwnershipSink: Send {
     fn acquired(&mut self, ip: IpAddr, latency: std::time::Duration) {
         let _ = (ip, latency);
     }
-    /// The election's lease: the lease id and until when it is provably valid (`None`: no
-    /// lease).
-    fn lease(&mut self, lease: Option<(LeaseId, Instant)>) {
+    /// The election's lease: its id and whether it is provably valid right now (`None`: no
+    /// lease). Called when either changes.
+    fn lease(&mut self, lease: Option<(LeaseId, bool)>) {
         let _ = lease;
     }
 }
@@ -91,8 +91,7 @@ where
     let mut el = Election::new(me.clone(), cfg.clone(), Instant::now(), seq_start)?;
     let (done_tx, mut done) = mpsc::channel::<Completion>(64);
     let mut keys: Option<mpsc::Receiver<NodeKeyEvent>> = None;
-    let mut published: BTreeSet<IpAddr> = BTreeSet::new();
-    let mut published_deadline: Option<Instant> = None;
+    let mut published = Published::default();
     // At most one keep-alive in flight: when etcd stalls, skipped renewals simply let the
     // validity run out instead of piling up requests.
     let mut keepalive_busy = false;
@@ -104,7 +103,7 @@ where
         for a in actions.drain(..) {
             match a {
                 Action::Announce(_) | Action::Withdraw(_) => {
-                    publish(&mut el, &mut sink, &mut published, &mut published_deadline);
+                    publish(&mut el, &mut sink, &mut published);
                 }
                 Action::SendHeartbeat(hb) => {
                     // Owned-set changes earlier in this batch are already applied.
@@ -163,7 +162,7 @@ where
                 Action::Refute { .. } => {} // handled where the request is seen (needs its key)
             }
         }
-        publish(&mut el, &mut sink, &mut published, &mut published_deadline);
+        publish(&mut el, &mut sink, &mut published);
 
         let deadline = tokio::time::Instant::from_std(el.next_deadline());
         tokio::select! {
@@ -231,23 +230,37 @@ where
     }
 }
 
-fn publish(el: &mut Election, sink: &mut impl OwnershipSink, owned: &mut BTreeSet<IpAddr>, dl: &mut Option<Instant>) {
+/// What the sink was last told.
+#[derive(Default)]
+struct Published {
+    owned: BTreeSet<IpAddr>,
+    deadline: Option<Instant>,
+    /// `None` until the first call.
+    lease: Option<Option<(LeaseId, bool)>>,
+}
+
+fn publish(el: &mut Election, sink: &mut impl OwnershipSink, p: &mut Published) {
     for (ip, latency) in el.take_acquisitions() {
         sink.acquired(ip, latency);
     }
-    sink.lease(el.lease().zip(el.valid_until()));
+    let now = Instant::now();
+    let lease = el.lease().map(|l| (l, el.valid_until().is_some_and(|u| u > now)));
+    if p.lease != Some(lease) {
+        p.lease = Some(lease);
+        sink.lease(lease);
+    }
     // Deadline first when it shrinks, owned set first when it grows: never answer unfenced.
-    let until = el.valid_until().unwrap_or_else(Instant::now);
-    if *dl != Some(until) && dl.is_some_and(|d| until < d) {
-        *dl = Some(until);
+    let until = el.valid_until().unwrap_or(now);
+    if p.deadline != Some(until) && p.deadline.is_some_and(|d| until < d) {
+        p.deadline = Some(until);
         sink.set_deadline(until);
     }
-    if el.owned_ips() != owned {
-        *owned = el.owned_ips().clone();
-        sink.set_owned(owned);
+    if el.owned_ips() != &p.owned {
+        p.owned = el.owned_ips().clone();
+        sink.set_owned(&p.owned);
     }
-    if *dl != Some(until) {
-        *dl = Some(until);
+    if p.deadline != Some(until) {
+        p.deadline = Some(until);
         sink.set_deadline(until);
     }
 }

@@ -240,16 +240,13 @@ impl halyard_l2::driver::OwnershipSink for Sink {
             st.pending_latencies.push(latency.as_secs_f64());
         }
     }
-    fn lease(&mut self, lease: Option<(halyard_l2::election::LeaseId, std::time::Instant)>) {
+    fn lease(&mut self, lease: Option<(halyard_l2::election::LeaseId, bool)>) {
         let text = match lease {
-            Some((id, until)) if until > std::time::Instant::now() => format!("held {id} (valid)"),
-            Some((id, _)) => format!("held {id} (not provable: etcd unreachable?)"),
+            Some((id, true)) => format!("held {id} (valid)"),
+            Some((id, false)) => format!("held {id} (not provable: etcd unreachable?)"),
             None => "none".to_string(),
         };
-        let mut st = self.1.lock().unwrap_or_else(|e| e.into_inner());
-        if st.lease.as_deref() != Some(text.as_str()) {
-            st.lease = Some(text);
-        }
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).lease = Some(text);
     }
     fn set_deadline(&mut self, until: std::time::Instant) {
         let mut a = self.0.lock().unwrap_or_else(|e| e.into_inner());
