@@ -233,9 +233,7 @@ async fn keep_alive(mut client: Client, lease_id: i64, period: Duration) {
 }
 
 /// RFC 3339 UTC time with second precision, as Go's `time.RFC3339` prints a UTC time.
-pub fn rfc3339(t: SystemTime) -> String {
-    halyard_model::time::rfc3339(t)
-}
+pub use halyard_model::time::rfc3339;
 
 #[cfg(test)]
 mod tests {

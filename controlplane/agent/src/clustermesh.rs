@@ -20,6 +20,7 @@ use halyard_clustermesh::keys::Resource;
 use halyard_clustermesh::remote::RemoteClusterConfig;
 use halyard_clustermesh::types::ClusterService;
 use halyard_clustermesh::watch::{RemoteEvent, WatchConfig, watch_remote};
+use halyard_model::time::rfc3339;
 use tokio::sync::watch;
 
 pub const AFFINITY_ANNOTATION: &str = "service.cilium.io/affinity";
@@ -113,10 +114,6 @@ pub fn merge_by_affinity<T: Clone>(affinity: Option<&str>, local: &[T], remote: 
         Some("remote") => local.to_vec(),
         _ => local.iter().chain(remote).cloned().collect(),
     }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    halyard_clustermesh::publish::rfc3339(t)
 }
 
 pub fn failure_text(st: &RemoteState) -> (String, String) {

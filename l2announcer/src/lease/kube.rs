@@ -540,9 +540,7 @@ fn reason_phrase(code: u16) -> &'static str {
 // ===== objects =====
 
 /// `metav1.MicroTime` in JSON: `2006-01-02T15:04:05.000000Z07:00`, always UTC here.
-pub fn micro_time(t: SystemTime) -> String {
-    halyard_model::time::rfc3339_micros(t)
-}
+pub use halyard_model::time::rfc3339_micros as micro_time;
 
 /// A random positive i64 (std's per-process random hash keys, mixed with time and a counter).
 fn random_lease_id() -> i64 {
