@@ -78,6 +78,17 @@ pub struct L2Status {
     pub pending_latencies: Vec<f64>,
 }
 
+impl L2Status {
+    /// This node now answers for `ips`: new ones start their `since`, gone ones lose it.
+    fn answering(&mut self, ips: &BTreeSet<IpAddr>) {
+        let now = std::time::SystemTime::now();
+        self.since.retain(|ip, _| ips.contains(ip));
+        for ip in ips {
+            self.since.entry(*ip).or_insert(now);
+        }
+    }
+}
+
 pub type SharedL2Status = Arc<Mutex<L2Status>>;
 
 /// Whether `node` may announce `svc`: any node for `externalTrafficPolicy: Cluster`; for `Local`,
@@ -224,11 +235,7 @@ impl halyard_l2::driver::OwnershipSink for Sink {
         a.owned = Some(ips.clone());
         a.apply();
         let mut st = self.1.lock().unwrap_or_else(|e| e.into_inner());
-        let now = std::time::SystemTime::now();
-        st.since.retain(|ip, _| ips.contains(ip));
-        for ip in ips {
-            st.since.entry(*ip).or_insert(now);
-        }
+        st.answering(ips);
         st.owned = Some(ips.clone());
     }
     fn acquired(&mut self, ip: IpAddr, latency: std::time::Duration) {
@@ -429,12 +436,7 @@ pub async fn run(
             let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
             if st.owned.is_none() {
                 // One node: it answers for every row from the moment the row appears.
-                let now = std::time::SystemTime::now();
-                let ips: BTreeSet<IpAddr> = rows.iter().map(|r| r.0).collect();
-                st.since.retain(|ip, _| ips.contains(ip));
-                for ip in ips {
-                    st.since.entry(ip).or_insert(now);
-                }
+                st.answering(&rows.iter().map(|r| r.0).collect());
             }
             st.rows = rows;
             st.macs = a.responders.iter().map(|(i, r)| (i.clone(), r.mac().to_string())).collect();
