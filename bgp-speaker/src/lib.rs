@@ -9,5 +9,6 @@
 pub mod bfd;
 pub mod fsm;
 pub mod gr;
+pub mod rib;
 pub mod session;
 pub mod wire;

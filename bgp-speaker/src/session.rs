@@ -53,9 +53,11 @@ use crate::fsm::{Action, Event, Fsm, FsmConfig, Millis, PeerOpen, State};
 use crate::gr::GrHelper;
 use crate::wire::{
     AfiSafi, AsPath, Capability, Community, DecodeCxt, EncodeCxt, EncodeError, GrFamily, GracefulRestart, Ipv4Prefix,
-    Ipv6NextHop, Ipv6Prefix, LargeCommunity, Message, MpReach, MpUnreach, Notification, Open, Origin, PathAttribute,
-    Update, frame_len,
+    Ipv6NextHop, Ipv6Prefix, LargeCommunity, Message, MpReach, MpUnreach, NextHop, Notification, Open, Origin,
+    PathAttribute, Update, frame_len,
 };
+
+pub use crate::rib::PathInfo;
 
 /// A prefix of either family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -301,8 +303,11 @@ impl RouteDelta {
 /// feeds it). With a RIB attached, the RIB keeps the Adj-RIB-In: the session only counts UPDATEs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Learned {
-    /// One UPDATE's routes: every announced prefix carries `attrs`.
-    Update { from: IpAddr, attrs: Arc<RouteAttrs>, announced: Vec<Prefix>, withdrawn: Vec<Prefix> },
+    /// One UPDATE's routes: every announced prefix carries `attrs`, and `info` (next hops,
+    /// ORIGIN, MED, LOCAL_PREF and the sender, for best-path selection and kernel import).
+    Update { from: IpAddr, attrs: Arc<RouteAttrs>, info: Arc<PathInfo>, announced: Vec<Prefix>, withdrawn: Vec<Prefix> },
+    /// The peer sent End-of-RIB for `family` (RFC 4724 §2): its initial table is complete.
+    EndOfRib { from: IpAddr, family: AfiSafi },
     /// The session went down: forget everything learned from this peer (stale routes included).
     Down { from: IpAddr },
     /// The peer is restarting (RFC 4724 §4.2): keep its routes of `families`, marked stale, and
@@ -600,11 +605,14 @@ impl Driver {
                 }
                 Action::ProcessUpdate => {
                     if let Some(u) = update.take() {
-                        if let Some(f) = u.end_of_rib_family()
-                            && self.gr.end_of_rib(f)
-                        {
-                            tracing::info!(peer = %self.cfg.name, "graceful restart: End-of-RIB for {f:?}, dropping what was not sent again");
-                            self.flush_stale(f);
+                        if let Some(f) = u.end_of_rib_family() {
+                            if self.gr.end_of_rib(f) {
+                                tracing::info!(peer = %self.cfg.name, "graceful restart: End-of-RIB for {f:?}, dropping what was not sent again");
+                                self.flush_stale(f);
+                            }
+                            if let Some(tx) = &self.learned {
+                                let _ = tx.send(Learned::EndOfRib { from: self.cfg.address, family: f });
+                            }
                         }
                         self.import(u);
                     }
@@ -704,8 +712,42 @@ impl Driver {
                 local_pref: None,
                 med: None,
             });
-            let _ = tx.send(Learned::Update { from: self.cfg.address, attrs, announced, withdrawn });
+            let info = Arc::new(self.path_info(&u));
+            let _ = tx.send(Learned::Update { from: self.cfg.address, attrs, info, announced, withdrawn });
         }
+    }
+
+    /// What the RIB needs of `u` besides its [`RouteAttrs`].
+    fn path_info(&self, u: &Update) -> PathInfo {
+        let (peer_asn, peer_router_id) =
+            self.fsm.negotiated().map_or((0, Ipv4Addr::UNSPECIFIED), |n| (n.peer_asn, n.peer_router_id));
+        let mut info = PathInfo {
+            peer_asn,
+            peer_router_id,
+            ibgp: peer_asn == self.cfg.local_asn,
+            origin: u.origin().map_or(0, |o| *o as u8),
+            local_pref: u.local_pref().copied(),
+            med: u.med().copied(),
+            next_hop_v4_nlri: u.next_hop().map(|a| IpAddr::V4(*a)),
+            next_hop_v6: None,
+            next_hop_v6_link_local: None,
+        };
+        for a in &u.attributes {
+            match a {
+                PathAttribute::MpReach(MpReach::Ipv4Unicast { next_hop, .. }) => {
+                    info.next_hop_v4_nlri = Some(match next_hop {
+                        NextHop::Ipv4(a) => IpAddr::V4(*a),
+                        NextHop::Ipv6(h) => IpAddr::V6(h.global),
+                    });
+                }
+                PathAttribute::MpReach(MpReach::Ipv6Unicast { next_hop, .. }) => {
+                    info.next_hop_v6 = Some(next_hop.global);
+                    info.next_hop_v6_link_local = next_hop.link_local;
+                }
+                _ => {}
+            }
+        }
+        info
     }
 
     /// How routes go out on this session; `None` before Established.

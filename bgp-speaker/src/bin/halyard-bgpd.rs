@@ -46,8 +46,8 @@ use clap::Parser;
 use halyard_bgp::bfd::BfdConfig;
 use halyard_bgp::fsm::State;
 use halyard_bgp::session::{
-    Advertisements, IncomingRoutes, Learned, ListenPeer, PeerChannels, PeerConfig, PeerStatus, Prefix, RouteAttrs,
-    RouteDelta, RouteFeed, listen, run_peer,
+    Advertisements, IncomingRoutes, Learned, ListenPeer, PathInfo, PeerChannels, PeerConfig, PeerStatus, Prefix,
+    RouteAttrs, RouteDelta, RouteFeed, listen, run_peer,
 };
 use halyard_bgp::wire::{AfiSafi, Community, LargeCommunity};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -231,17 +231,28 @@ const LOCAL: Source = 0;
 struct Path {
     from: Source,
     attrs: Arc<RouteAttrs>,
+    /// What selection needs besides `attrs` (shared by the prefixes of one UPDATE); `None` for
+    /// our own routes.
+    info: Option<Arc<PathInfo>>,
 }
 
 impl Path {
-    /// Best path: our own routes first, then the shortest AS path (RFC 4271 §9.1.2.2 a), then
-    /// the lowest peer address (a stable tie-break).
-    fn rank(&self) -> (bool, usize, Source) {
-        (self.from != LOCAL, self.attrs.as_path.len(), self.from)
+    /// Best-path order ([`halyard_bgp::rib::compare`]), our own routes first. The source
+    /// stands in for the peer address in the last tie-break: sources are numbered in address
+    /// order.
+    fn rank(a: &Path, b: &Path) -> std::cmp::Ordering {
+        use halyard_bgp::rib::{Candidate, compare};
+        match (&a.info, &b.info) {
+            (Some(ai), Some(bi)) => compare(
+                &Candidate { from: IpAddr::V4(Ipv4Addr::from(a.from)), attrs: &a.attrs, info: ai },
+                &Candidate { from: IpAddr::V4(Ipv4Addr::from(b.from)), attrs: &b.attrs, info: bi },
+            ),
+            _ => (a.from != LOCAL).cmp(&(b.from != LOCAL)).then(a.from.cmp(&b.from)),
+        }
     }
 
     fn same(&self, other: &Path) -> bool {
-        self.from == other.from && Arc::ptr_eq(&self.attrs, &other.attrs)
+        self.from == other.from && Arc::ptr_eq(&self.attrs, &other.attrs) && self.info == other.info
     }
 }
 
@@ -290,14 +301,14 @@ impl LocRib {
         };
         let new = match self.multi.get_mut(&prefix) {
             None if best.from == path.from => {
-                if Arc::ptr_eq(&best.attrs, &path.attrs) {
+                if best.same(&path) {
                     return None;
                 }
                 path
             }
             None => {
                 let paths = vec![best.clone(), path];
-                let new = paths.iter().min_by_key(|p| p.rank()).cloned()?;
+                let new = paths.iter().min_by(|a, b| Path::rank(a, b)).cloned()?;
                 self.multi.insert(prefix, paths);
                 new
             }
@@ -306,7 +317,7 @@ impl LocRib {
                     Some(slot) => *slot = path,
                     None => paths.push(path),
                 }
-                paths.iter().min_by_key(|p| p.rank()).cloned()?
+                paths.iter().min_by(|a, b| Path::rank(a, b)).cloned()?
             }
         };
         if new.same(best) {
@@ -331,7 +342,7 @@ impl LocRib {
         if paths.len() == before {
             return None;
         }
-        let new = paths.iter().min_by_key(|p| p.rank()).cloned()?;
+        let new = paths.iter().min_by(|a, b| Path::rank(a, b)).cloned()?;
         if paths.len() == 1 {
             self.multi.remove(&prefix);
         }
@@ -388,7 +399,7 @@ impl Relay {
     fn apply(&mut self, ev: Learned) {
         let mut rib = self.rib.lock().unwrap_or_else(|e| e.into_inner());
         match ev {
-            Learned::Update { from, attrs, announced, withdrawn } => {
+            Learned::Update { from, attrs, info, announced, withdrawn } => {
                 let Some(from) = self.source(from) else { return };
                 if let Some(stale) = rib.stale.get_mut(&from) {
                     for p in announced.iter().chain(&withdrawn) {
@@ -405,7 +416,9 @@ impl Relay {
                 }
                 let attrs = rib.intern(attrs);
                 for p in announced {
-                    if let Some(c) = rib.insert(p, Path { from, attrs: Arc::clone(&attrs) }) {
+                    if let Some(c) =
+                        rib.insert(p, Path { from, attrs: Arc::clone(&attrs), info: Some(Arc::clone(&info)) })
+                    {
                         Self::propagate(&mut self.peers, p, c);
                     }
                 }
@@ -439,6 +452,8 @@ impl Relay {
                     }
                 }
             }
+            // The relay's tables follow the updates; nothing waits for a peer's initial table.
+            Learned::EndOfRib { .. } => {}
             Learned::TableWanted { from, generation } => {
                 let Some(to) = self.source(from) else { return };
                 // After whatever is queued for the peer, so the table ends up as the RIB's.
@@ -518,7 +533,7 @@ async fn main() -> anyhow::Result<()> {
         let mut r = rib.lock().unwrap_or_else(|e| e.into_inner());
         for (p, attrs) in statics.iter() {
             let attrs = r.intern(Arc::clone(attrs));
-            r.best.insert(*p, Path { from: LOCAL, attrs });
+            r.best.insert(*p, Path { from: LOCAL, attrs, info: None });
         }
     }
     // Peers in address order: their index + 1 is their relay source number.
@@ -676,6 +691,17 @@ mod tests {
         Learned::Update {
             from,
             attrs: attrs(path),
+            info: Arc::new(PathInfo {
+                peer_asn: 65000,
+                peer_router_id: std::net::Ipv4Addr::UNSPECIFIED,
+                ibgp: false,
+                origin: 0,
+                local_pref: None,
+                med: None,
+                next_hop_v4_nlri: None,
+                next_hop_v6: None,
+                next_hop_v6_link_local: None,
+            }),
             announced: announced.iter().map(|p| prefix(p)).collect(),
             withdrawn: withdrawn.iter().map(|p| prefix(p)).collect(),
         }
@@ -824,7 +850,7 @@ mod tests {
         {
             let mut rib = r.rib.lock().unwrap();
             let own = rib.intern(attrs(&[]));
-            rib.best.insert(prefix("203.0.113.0/24"), Path { from: LOCAL, attrs: own });
+            rib.best.insert(prefix("203.0.113.0/24"), Path { from: LOCAL, attrs: own, info: None });
         }
         r.apply(update(A, &[], &["203.0.113.0/24", "192.0.2.0/24"], &[]));
         sent(&mut r, &mut rxs);

@@ -7,7 +7,10 @@
 //!
 //! [`ttl`]: receiving datagrams with their TTL / Hop Limit, setting the outgoing TTL / Hop Limit
 //! and the minimum accepted one (GTSM, RFC 5082).
+//!
+//! [`rtnl`]: installing, removing and listing routes over rtnetlink (for BGP import).
 
+pub mod rtnl;
 pub mod ttl;
 
 use std::io;

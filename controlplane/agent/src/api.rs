@@ -19,6 +19,7 @@ pub struct AgentApi {
     pub mesh_settings: crate::clustermesh::MeshSettings,
     pub snapshot: Shared,
     pub bgp_peers: crate::bgp::PeerStatuses,
+    pub bgp_rib: crate::bgp_import::SharedRib,
     pub l2_status: crate::l2::SharedL2Status,
     pub started: Instant,
     pub node_name: String,
@@ -207,6 +208,7 @@ impl halyard_api::Agent for AgentApi {
         &self,
         _: Request<v1::ListBgpPeersRequest>,
     ) -> Result<Response<v1::ListBgpPeersReply>, Status> {
+        let rib = self.bgp_rib.lock().unwrap_or_else(|e| e.into_inner());
         let peers = self
             .bgp_peers
             .lock()
@@ -226,7 +228,7 @@ impl halyard_api::Agent for AgentApi {
                         .map(|d| d.as_secs())
                         .unwrap_or(0),
                     families: st.families.iter().map(|f| family_name(*f)).collect(),
-                    received: st.received.len() as u32,
+                    received: rib.received(&cfg.address) as u32,
                     advertised: st.advertised_count as u32,
                     last_error: st.last_error.clone().unwrap_or_default(),
                     hold_time: st.hold_time.map(u32::from).unwrap_or(0),
@@ -253,24 +255,45 @@ impl halyard_api::Agent for AgentApi {
             }
         };
         let mut routes = Vec::new();
-        for (name, (_, st)) in self.bgp_peers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let st = st.lock().unwrap_or_else(|e| e.into_inner());
-            let prefixes: Vec<String> = if received {
-                st.received.keys().map(|p| p.to_string()).collect()
-            } else {
-                {
-                    // Only what the session carries (the Adj-RIB-Out may hold other families).
-                    let carried = |p: &halyard_bgp::session::Prefix| {
-                        let fam = match p {
-                            halyard_bgp::session::Prefix::V4(_) => halyard_bgp::wire::AfiSafi::IPV4_UNICAST,
-                            halyard_bgp::session::Prefix::V6(_) => halyard_bgp::wire::AfiSafi::IPV6_UNICAST,
-                        };
-                        st.families.contains(&fam)
-                    };
-                    st.advertised.keys().filter(|p| carried(p)).map(|p| p.to_string()).collect()
+        let rib = self.bgp_rib.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, (cfg, st)) in self.bgp_peers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if received {
+                let Some(table) = rib.peers.get(&cfg.address) else { continue };
+                let mut list: Vec<_> = table.iter().collect();
+                list.sort_by_key(|(p, _)| **p);
+                for (p, path) in list {
+                    let best = rib.best.get(p) == Some(&cfg.address);
+                    let v6 = matches!(p, halyard_bgp::session::Prefix::V6(_));
+                    routes.push(v1::BgpRoute {
+                        peer: name.clone(),
+                        prefix: p.to_string(),
+                        next_hop: path.info.next_hop(v6).map(|a| a.to_string()).unwrap_or_default(),
+                        as_path: path.attrs.as_path.clone(),
+                        best,
+                        kernel: if best {
+                            rib.kernel.get(p).map(|k| k.describe()).unwrap_or_default()
+                        } else {
+                            String::new()
+                        },
+                        stale: path.stale,
+                    });
                 }
+                continue;
+            }
+            let st = st.lock().unwrap_or_else(|e| e.into_inner());
+            // Only what the session carries (the Adj-RIB-Out may hold other families).
+            let carried = |p: &halyard_bgp::session::Prefix| {
+                let fam = match p {
+                    halyard_bgp::session::Prefix::V4(_) => halyard_bgp::wire::AfiSafi::IPV4_UNICAST,
+                    halyard_bgp::session::Prefix::V6(_) => halyard_bgp::wire::AfiSafi::IPV6_UNICAST,
+                };
+                st.families.contains(&fam)
             };
-            routes.extend(prefixes.into_iter().map(|prefix| v1::BgpRoute { peer: name.clone(), prefix }));
+            routes.extend(st.advertised.keys().filter(|p| carried(p)).map(|p| v1::BgpRoute {
+                peer: name.clone(),
+                prefix: p.to_string(),
+                ..Default::default()
+            }));
         }
         Ok(Response::new(v1::ListBgpRoutesReply { routes }))
     }

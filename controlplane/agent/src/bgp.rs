@@ -168,7 +168,7 @@ fn merge_attrs(into: &mut RouteAttrs, from: &RouteAttrs) {
     into.local_pref = into.local_pref.max(from.local_pref);
 }
 
-fn net_prefix(net: IpNet) -> Option<Prefix> {
+pub(crate) fn net_prefix(net: IpNet) -> Option<Prefix> {
     match net {
         IpNet::V4(n) => Ipv4Prefix::new(n.network(), n.prefix_len()).ok().map(Prefix::V4),
         IpNet::V6(n) => Ipv6Prefix::new(n.network(), n.prefix_len()).ok().map(Prefix::V6),
@@ -754,6 +754,7 @@ pub async fn run(
     node: String,
     settings: BgpSettings,
     statuses: PeerStatuses,
+    learned: tokio::sync::mpsc::UnboundedSender<halyard_bgp::session::Learned>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
@@ -846,7 +847,7 @@ pub async fn run(
                         status,
                         stop: stop_rx,
                         incoming: accept,
-                        learned: None,
+                        learned: Some(learned.clone()),
                     };
                     let task = tokio::spawn(run_peer(d.cfg.clone(), ch));
                     let listen_port = d.listen_port;

@@ -74,6 +74,18 @@ pub struct Flags {
     /// `--bgp-secrets-namespace`; default `kube-system`).
     #[arg(long, env = "HALYARD_BGP_SECRETS_NAMESPACE", value_name = "NAMESPACE")]
     pub bgp_secrets_namespace: Option<String>,
+    /// Install the best BGP routes learned from peers into the kernel (rtnetlink, protocol 73).
+    #[arg(long, env = "HALYARD_BGP_IMPORT", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub bgp_import: Option<bool>,
+    /// Routing table for imported routes (254 = main).
+    #[arg(long, env = "HALYARD_BGP_IMPORT_TABLE", value_name = "ID")]
+    pub bgp_import_table: Option<u32>,
+    /// Metric (priority) of imported routes.
+    #[arg(long, env = "HALYARD_BGP_IMPORT_METRIC")]
+    pub bgp_import_metric: Option<u32>,
+    /// Import only prefixes inside these CIDRs (comma-separated; default: every prefix).
+    #[arg(long, env = "HALYARD_BGP_IMPORT_PREFIXES", value_delimiter = ',', value_name = "CIDRS")]
+    pub bgp_import_prefixes: Option<Vec<IpNet>>,
     /// Interfaces the XDP load balancer runs on (comma-separated; none: no LB on this node).
     #[arg(long, env = "HALYARD_DATAPATH_INTERFACES", value_delimiter = ',')]
     pub datapath_interfaces: Option<Vec<String>>,
@@ -201,6 +213,10 @@ struct FileConfig {
     resync_seconds: Option<u64>,
     bgp_router_id: Option<std::net::Ipv4Addr>,
     bgp_secrets_namespace: Option<String>,
+    bgp_import: Option<bool>,
+    bgp_import_table: Option<u32>,
+    bgp_import_metric: Option<u32>,
+    bgp_import_prefixes: Option<Vec<IpNet>>,
     datapath_interfaces: Option<Vec<String>>,
     datapath_decap_interfaces: Option<Vec<String>>,
     dsr_dispatch: Option<String>,
@@ -261,6 +277,7 @@ pub struct AgentConfig {
     pub resync_seconds: u64,
     pub bgp_router_id: Option<std::net::Ipv4Addr>,
     pub bgp_secrets_namespace: String,
+    pub bgp_import: crate::bgp_import::ImportSettings,
     pub datapath: crate::datapath::DatapathSettings,
     pub mesh: crate::clustermesh::MeshSettings,
     pub overlay: crate::overlay::OverlaySettings,
@@ -423,6 +440,31 @@ impl AgentConfig {
         );
         if !halyard_model::validate::is_dns1123_label(&bgp_secrets_namespace) {
             bail!("bgp-secrets-namespace: {bgp_secrets_namespace:?} is not a namespace name (a DNS-1123 label)");
+        }
+        let import_defaults = crate::bgp_import::ImportSettings::default();
+        let bgp_import = crate::bgp_import::ImportSettings {
+            enabled: l.pick("bgp-import", flags.bgp_import, file.bgp_import, false, bool::to_string),
+            table: l.pick(
+                "bgp-import-table",
+                flags.bgp_import_table,
+                file.bgp_import_table,
+                import_defaults.table,
+                u32::to_string,
+            ),
+            metric: l.pick(
+                "bgp-import-metric",
+                flags.bgp_import_metric,
+                file.bgp_import_metric,
+                import_defaults.metric,
+                u32::to_string,
+            ),
+            prefixes: l
+                .pick("bgp-import-prefixes", flags.bgp_import_prefixes, file.bgp_import_prefixes, vec![], |v| list(v)),
+        };
+        // 0 is RT_TABLE_UNSPEC; 253..=255 are the kernel's default, main and local tables, of
+        // which only main makes sense for routes.
+        if bgp_import.table == 0 || bgp_import.table == 253 || bgp_import.table == 255 {
+            bail!("bgp-import-table: {} is reserved (use 254 for main, or 1-252 / 256 and up)", bgp_import.table);
         }
         let lb_interfaces =
             l.pick("datapath-interfaces", flags.datapath_interfaces, file.datapath_interfaces, vec![], |v| list(v));
@@ -666,6 +708,7 @@ impl AgentConfig {
             resync_seconds,
             bgp_router_id,
             bgp_secrets_namespace,
+            bgp_import,
             datapath: crate::datapath::DatapathSettings {
                 lb_interfaces,
                 decap_interfaces,

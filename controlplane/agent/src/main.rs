@@ -8,6 +8,7 @@
 
 mod api;
 mod bgp;
+mod bgp_import;
 mod clustermesh;
 mod config;
 mod datapath;
@@ -166,6 +167,15 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         shutdown_rx.clone(),
         cfg.l2_election.clone(),
     ));
+    let bgp_rib = bgp_import::SharedRib::default();
+    let (learned_tx, learned_rx) = tokio::sync::mpsc::unbounded_channel();
+    let import_task = tokio::spawn(bgp_import::run(
+        learned_rx,
+        cfg.bgp_import.clone(),
+        bgp_rib.clone(),
+        bgp_peers.clone(),
+        shutdown_rx.clone(),
+    ));
     let bgp_task = tokio::spawn(bgp::run(
         snap_rx.clone(),
         cfg.node_name.clone(),
@@ -174,6 +184,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             secrets_namespace: cfg.bgp_secrets_namespace.clone(),
         },
         bgp_peers.clone(),
+        learned_tx,
         shutdown_rx,
     ));
 
@@ -182,6 +193,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             metrics::bind(addr).await?,
             metrics.clone(),
             bgp_peers.clone(),
+            bgp_rib.clone(),
             l2_status.clone(),
             datapath_status.clone(),
             mesh.clone(),
@@ -206,6 +218,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         mesh_settings: cfg.mesh.clone(),
         snapshot: snap_rx,
         bgp_peers,
+        bgp_rib,
         l2_status,
         started: Instant::now(),
         node_name: cfg.node_name.clone(),
@@ -231,6 +244,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // Close BGP sessions with a Cease rather than a dropped connection (RFC 4486).
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), bgp_task).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), import_task).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), l2_task).await;
     Ok(())
 }
@@ -251,6 +265,10 @@ fn main() -> ExitCode {
         let pod_routing = overlay::uninstall();
         if !pod_routing.is_empty() {
             println!("pod routing uninstalled: {}", pod_routing.join(", "));
+        }
+        let imported = bgp_import::uninstall(&cfg.bgp_import);
+        if !imported.is_empty() {
+            println!("BGP-imported routes removed: {}", imported.len());
         }
         return match halyard_datapath::loader::uninstall(&cfg.datapath.pin_dir) {
             Ok(removed) => {

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub bgp_session_up: Family<PeerLabels, Gauge>,
     pub bgp_prefixes_advertised: Family<PeerLabels, Gauge>,
     pub bgp_prefixes_received: Family<PeerLabels, Gauge>,
+    /// Learned routes installed into the kernel (`--bgp-import`).
+    pub bgp_routes_installed: Gauge,
     pub bgp_updates_in: Family<PeerLabels, Gauge>,
     pub bgp_updates_out: Family<PeerLabels, Gauge>,
     pub bgp_bfd_up: Family<PeerLabels, Gauge>,
@@ -107,6 +109,7 @@ impl Metrics {
             bgp_session_up: Family::default(),
             bgp_prefixes_advertised: Family::default(),
             bgp_prefixes_received: Family::default(),
+            bgp_routes_installed: Gauge::default(),
             bgp_updates_in: Family::default(),
             bgp_updates_out: Family::default(),
             bgp_bfd_up: Family::default(),
@@ -152,6 +155,11 @@ impl Metrics {
             m.bgp_prefixes_advertised.clone(),
         );
         registry.register("bgp_prefixes_received", "Prefixes received from the peer", m.bgp_prefixes_received.clone());
+        registry.register(
+            "bgp_routes_installed",
+            "Best paths learned over BGP and installed into the kernel (--bgp-import)",
+            m.bgp_routes_installed.clone(),
+        );
         registry.register("l2_owned_ips", "IPs this node answers ARP/NDP for, per interface", m.l2_owned.clone());
         registry.register(
             "l2_replies_sent",
@@ -270,7 +278,10 @@ impl Metrics {
 
     /// Refreshes the BGP gauges from the live sessions (done at scrape time: sessions change
     /// state on their own, not only at reconciles).
-    pub fn observe_bgp(&self, peers: &crate::bgp::PeerStatuses) {
+    pub fn observe_bgp(&self, peers: &crate::bgp::PeerStatuses, rib: &crate::bgp_import::SharedRib) {
+        let rib = rib.lock().unwrap_or_else(|e| e.into_inner());
+        let installed = rib.kernel.values().filter(|k| matches!(k, crate::bgp_import::Kernel::Installed(_))).count();
+        self.bgp_routes_installed.set(installed as i64);
         let fams = [
             &self.bgp_session_up,
             &self.bgp_prefixes_advertised,
@@ -288,7 +299,7 @@ impl Metrics {
             let up = st.state == Some(halyard_bgp::fsm::State::Established);
             self.bgp_session_up.get_or_create(&l).set(i64::from(up));
             self.bgp_prefixes_advertised.get_or_create(&l).set(st.advertised_count as i64);
-            self.bgp_prefixes_received.get_or_create(&l).set(st.received.len() as i64);
+            self.bgp_prefixes_received.get_or_create(&l).set(rib.received(&cfg.address) as i64);
             self.bgp_updates_in.get_or_create(&l).set(st.updates_in as i64);
             self.bgp_updates_out.get_or_create(&l).set(st.updates_out as i64);
             if let Some(b) = st.bfd {
@@ -395,6 +406,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     bgp_peers: crate::bgp::PeerStatuses,
+    bgp_rib: crate::bgp_import::SharedRib,
     l2: crate::l2::SharedL2Status,
     datapath: crate::datapath::SharedDatapathStatus,
     mesh: crate::clustermesh::SharedMesh,
@@ -406,7 +418,7 @@ pub async fn serve(
                 "/metrics",
                 get(move || {
                     let m = metrics.clone();
-                    m.observe_bgp(&bgp_peers);
+                    m.observe_bgp(&bgp_peers, &bgp_rib);
                     m.observe_l2(&l2);
                     m.observe_datapath(&datapath);
                     m.observe_mesh(&mesh);

@@ -434,11 +434,46 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Bgp(BgpCmd::Routes { direction }) => {
             let req = v1::ListBgpRoutesRequest { direction: direction.clone() };
             let routes = client.list_bgp_routes(req).await?.into_inner().routes;
+            let received = direction == "received";
             if json_out {
-                let v: Vec<Value> = routes.iter().map(|r| json!({"peer": r.peer, "prefix": r.prefix})).collect();
+                let v: Vec<Value> = routes
+                    .iter()
+                    .map(|r| {
+                        if received {
+                            json!({"peer": r.peer, "prefix": r.prefix, "nextHop": r.next_hop, "asPath": r.as_path,
+                                   "best": r.best, "stale": r.stale,
+                                   "kernel": (!r.kernel.is_empty()).then_some(&r.kernel)})
+                        } else {
+                            json!({"peer": r.peer, "prefix": r.prefix})
+                        }
+                    })
+                    .collect();
                 serde_json::to_string_pretty(&v)? + "\n"
             } else if routes.is_empty() {
                 format!("No {direction} routes.\n")
+            } else if received {
+                let rows: Vec<Vec<String>> = routes
+                    .iter()
+                    .map(|r| {
+                        let path: Vec<String> = r.as_path.iter().map(|a| a.to_string()).collect();
+                        let mut flags = String::new();
+                        if r.best {
+                            flags.push('*');
+                        }
+                        if r.stale {
+                            flags.push_str(" stale");
+                        }
+                        vec![
+                            r.peer.clone(),
+                            r.prefix.clone(),
+                            r.next_hop.clone(),
+                            path.join(" "),
+                            flags.trim().to_string(),
+                            r.kernel.clone(),
+                        ]
+                    })
+                    .collect();
+                table::render(&["PEER", "PREFIX", "NEXT HOP", "AS PATH", "BEST", "KERNEL"], &rows)
             } else {
                 let rows: Vec<Vec<String>> = routes.iter().map(|r| vec![r.peer.clone(), r.prefix.clone()]).collect();
                 table::render(&["PEER", "PREFIX"], &rows)
