@@ -60,6 +60,12 @@ pub struct BgpNeighbor {
     /// GTSM (RFC 5082): BIRD `ttl security on;` (expecting the neighbor [`Self::multihop`] hops
     /// away, 1 when unset), FRR `ttl-security hops N` (instead of `ebgp-multihop`).
     pub ttl_security: bool,
+    /// Graceful restart (RFC 4724) as the receiving (helper) speaker: keep the neighbor's routes,
+    /// marked stale, when its session drops without a NOTIFICATION, until it comes back and
+    /// sends End-of-RIB. GoBGP: `graceful-restart` plus `mp-graceful-restart` per family; FRR:
+    /// `neighbor X graceful-restart-helper`. BIRD is a helper by default (`graceful restart
+    /// aware`), so it renders nothing.
+    pub graceful_restart: bool,
 }
 
 impl BgpNeighbor {
@@ -77,7 +83,14 @@ impl BgpNeighbor {
             password: None,
             bfd: false,
             ttl_security: false,
+            graceful_restart: false,
         }
+    }
+
+    /// Graceful-restart helper on this session (see [`BgpNeighbor::graceful_restart`]).
+    pub fn graceful_restart(mut self, on: bool) -> Self {
+        self.graceful_restart = on;
+        self
     }
 
     /// GTSM on this session (see [`BgpNeighbor::ttl_security`]).
@@ -597,6 +610,9 @@ impl FrrConfig {
                 assert!(!pw.contains([' ', '\n']), "FRR passwords cannot contain spaces or newlines");
                 let _ = writeln!(c, " neighbor {a} password {pw}");
             }
+            if n.graceful_restart {
+                let _ = writeln!(c, " neighbor {a} graceful-restart-helper");
+            }
         }
         for line in &self.extra {
             let _ = writeln!(c, " {line}");
@@ -927,11 +943,19 @@ impl GobgpConfig {
                     let _ = writeln!(c, "    multihop-ttl = {ttl}");
                 }
             }
+            if n.graceful_restart {
+                let _ = writeln!(c, "  [neighbors.graceful-restart.config]");
+                let _ = writeln!(c, "    enabled = true");
+            }
             for (family, on) in [("ipv4-unicast", self.ipv4), ("ipv6-unicast", self.ipv6)] {
                 if on {
                     let _ = writeln!(c, "  [[neighbors.afi-safis]]");
                     let _ = writeln!(c, "    [neighbors.afi-safis.config]");
                     let _ = writeln!(c, "      afi-safi-name = \"{family}\"");
+                    if n.graceful_restart {
+                        let _ = writeln!(c, "    [neighbors.afi-safis.mp-graceful-restart.config]");
+                        let _ = writeln!(c, "      enabled = true");
+                    }
                 }
             }
         }
