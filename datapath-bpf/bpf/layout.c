@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Host program run by build.rs: prints the C layout of every map key/value as a Rust table, which
- * the `layout` test compares with the #[repr(C)] mirrors in src/maps.rs.
+ * Host program run by build.rs: prints the C layout of every map key/value (and of the DSR IPv4
+ * option) as a Rust table, which the `layout` test compares with the #[repr(C)] mirrors in
+ * src/maps.rs, and the constants the Rust side mirrors (forwarding modes, the option's type).
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -63,7 +64,21 @@ int main(void)
 	STRUCT(tunnel4_value);
 	FIELD(tunnel4_value, remote);
 	FIELD(tunnel4_value, flags);
+	STRUCT(hl_dsr_opt4);
+	FIELD(hl_dsr_opt4, type);
+	FIELD(hl_dsr_opt4, len);
+	FIELD(hl_dsr_opt4, port);
+	FIELD(hl_dsr_opt4, addr);
 	printf("];\n");
+	printf("/// The forwarding modes (`HL_MODE_*`) as the C side numbers them.\n");
+	printf("pub const C_MODES: &[(&str, u8)] = &[\n");
+	printf("    (\"HL_MODE_DSR_IPIP\", %d),\n", HL_MODE_DSR_IPIP);
+	printf("    (\"HL_MODE_DSR_GENEVE\", %d),\n", HL_MODE_DSR_GENEVE);
+	printf("    (\"HL_MODE_SNAT\", %d),\n", HL_MODE_SNAT);
+	printf("    (\"HL_MODE_DSR_OPT\", %d),\n", HL_MODE_DSR_OPT);
+	printf("];\n");
+	printf("pub const C_DSR_IPV4_OPT_TYPE: u8 = %d;\n", HL_DSR_IPV4_OPT_TYPE);
+	printf("pub const C_DSR_IPV4_OPT_LEN: u8 = %d;\n", HL_DSR_IPV4_OPT_LEN);
 	printf("pub const C_MAGLEV_M: u32 = %d;\n", HL_MAGLEV_M);
 	printf("pub const C_COUNTERS: u32 = %d;\n", HL_CNT_MAX);
 	printf("pub const C_OVL_COUNTERS: u32 = %d;\n", HL_OVL_CNT_MAX);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Backend side of DSR, at tc ingress of the backend's uplink: strips the IPIP (RFC 2003) or
- * Geneve (RFC 8926, UDP 6081) header the LB node added, so the stack sees the client's packet to
+ * Geneve (RFC 8926, UDP 6081) header the LB node added, or, for a packet carrying Cilium's IPv4
+ * DSR option (ihl 7, first option type 0x9a, length 8), puts the service address and port back
+ * from the option and removes it (dsr_opt.h). Either way the stack sees the client's packet to
  * the service address (which the backend holds locally) and answers the client directly.
  * This kernel has neither the ipip nor the geneve module, so decapsulation happens here.
  */
@@ -16,17 +18,44 @@
 #include "halyard/common.h"
 #include "halyard/maps.h"
 #include "halyard/encap.h"
+#include "halyard/dsr_opt.h"
+
+/* Everything this program reads: Ethernet, IPv4 with the DSR option, and a Geneve header or the
+ * ports. Pulled into the linear part when the driver left it paged. */
+#define HL_DECAP_PULL_LEN 64
 
 SEC("classifier")
 int hl_tc_decap(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
+	struct ethhdr *eth;
+	struct iphdr *ip;
 	int strip;
 
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5)
+	if (data + HL_DECAP_PULL_LEN > data_end && skb->len > (__u32)(data_end - data)) {
+		if (bpf_skb_pull_data(skb, skb->len < HL_DECAP_PULL_LEN ? skb->len : HL_DECAP_PULL_LEN))
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+	eth = data;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	if (ip->ihl == HL_DSR_OPT_IHL) {
+		switch (hl_skb_dsr_opt4_restore(skb)) {
+		case HL_DSR_OPT_RESTORED:
+			hl_count(HL_CNT_DECAP, skb->len);
+			return TC_ACT_OK;
+		case HL_DSR_OPT_FAILED:
+			hl_count(HL_CNT_DROP_ENCAP, skb->len);
+			return TC_ACT_SHOT;
+		default:
+			return TC_ACT_OK;
+		}
+	}
+	if (ip->ihl != 5)
 		return TC_ACT_OK;
 	if (ip->protocol == IPPROTO_IPIP) {
 		strip = sizeof(struct iphdr);

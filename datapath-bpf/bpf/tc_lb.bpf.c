@@ -5,8 +5,9 @@
  * ports and reverse entries) is the shared lb.h and snat.h, on the same pinned maps as XDP; only
  * packet access (making room, rewriting through the skb helpers) and sending differ.
  *
- * Modes as in XDP: DSR (IPIP or Geneve), SNAT (DNAT to the backend and SNAT to this node; the
- * backend's replies are translated back here), and hybrid (the agent gives each service its mode).
+ * Modes as in XDP: DSR (IPIP, Geneve, or the IPv4 option), SNAT (DNAT to the backend and SNAT to
+ * this node; the backend's replies are translated back here), and hybrid (the agent gives each
+ * service its mode).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -18,6 +19,7 @@
 #include "halyard/lb.h"
 #include "halyard/encap.h"
 #include "halyard/snat.h"
+#include "halyard/dsr_opt.h"
 
 #define AF_INET 2
 
@@ -116,6 +118,13 @@ static __always_inline int hl_tc_lb_run(struct __sk_buff *skb)
 			goto encap_fail;
 		return hl_tc_forward(skb, d.be);
 	}
+	if (d.mode == HL_MODE_DSR_OPT) {
+		/* DNAT to the backend (the source stays the client's), then the option. */
+		if (hl_rewrite4_skb(skb, &d.tuple, d.tuple.saddr, d.tuple.sport, backend, d.be->port) ||
+		    hl_skb_dsr_opt4_insert(skb, d.vip, d.vport))
+			goto encap_fail;
+		return hl_tc_forward(skb, d.be);
+	}
 	if (d.mode == HL_MODE_DSR_GENEVE) {
 		room = HL_GENEVE_LEN;
 		flags |= BPF_F_ADJ_ROOM_ENCAP_L4_UDP;
@@ -149,8 +158,8 @@ int hl_tc_lb(struct __sk_buff *skb)
 }
 
 /* Benchmark entry (BPF_PROG_TEST_RUN only): the LB, then the encapsulation removed again, so
- * `repeat` measures the hit path each time (as hl_xdp_lb_bench). An SNAT rewrite adds nothing and
- * is left as it is. */
+ * `repeat` measures the hit path each time (as hl_xdp_lb_bench; the DSR option by the backend's
+ * own restore). An SNAT rewrite adds nothing and is left as it is. */
 SEC("classifier")
 int hl_tc_lb_bench(struct __sk_buff *skb)
 {
@@ -162,6 +171,8 @@ int hl_tc_lb_bench(struct __sk_buff *skb)
 
 	if (rc != TC_ACT_REDIRECT || skb->len == before || (void *)(outer + 1) > data_end)
 		return rc;
+	if (outer->ihl == HL_DSR_OPT_IHL)
+		return hl_skb_dsr_opt4_restore(skb) == HL_DSR_OPT_RESTORED ? rc : TC_ACT_SHOT;
 	int len = outer->protocol == IPPROTO_IPIP ? HL_IPIP_LEN : HL_GENEVE_LEN;
 	if (bpf_skb_adjust_room(skb, -len, BPF_ADJ_ROOM_MAC, 0))
 		return TC_ACT_SHOT;

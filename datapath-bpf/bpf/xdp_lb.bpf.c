@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * XDP north-south load balancer: service lookup -> conntrack -> Maglev -> DSR dispatch (IPIP or
- * Geneve with Cilium's DSR option) -> next hop by bpf_fib_lookup (or a static next hop) -> XDP_TX
- * or redirect. Anything that is not a service packet goes to the stack untouched.
+ * XDP north-south load balancer: service lookup -> conntrack -> Maglev -> DSR dispatch (IPIP,
+ * Geneve with Cilium's DSR option, or DNAT plus Cilium's IPv4 DSR option: dsr_opt.h) -> next hop
+ * by bpf_fib_lookup (or a static next hop) -> XDP_TX or redirect. Anything that is not a service
+ * packet goes to the stack untouched.
  *
- * Documented non-paths: IPv4 fragments and packets with IP options are passed to the stack
- * (counted), as are packets whose next hop has no neighbour entry yet (after encapsulation, so the
- * kernel forwards them and resolves the neighbour for the next ones).
+ * Documented non-paths: IPv4 fragments and packets that arrive with IP options are passed to the
+ * stack (counted), as are packets whose next hop has no neighbour entry yet (after encapsulation,
+ * so the kernel forwards them and resolves the neighbour for the next ones).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -17,6 +18,7 @@
 #include "halyard/lb.h"
 #include "halyard/encap.h"
 #include "halyard/snat.h"
+#include "halyard/dsr_opt.h"
 
 #define AF_INET 2
 
@@ -33,6 +35,60 @@ static __always_inline int hl_xdp_push_after_eth(struct xdp_md *ctx, int len)
 	if ((void *)(oldeth + 1) > data_end)
 		return -1;
 	__builtin_memcpy(neweth, oldeth, sizeof(*neweth));
+	return 0;
+}
+
+/* DSR by IPv4 option: the packet (already DNATed, a 20-byte IPv4 header) gets Cilium's option for
+ * vip:vport after its IPv4 header. The Ethernet and IPv4 headers move 8 bytes forward. */
+static __always_inline int hl_xdp_insert_dsr_opt(struct xdp_md *ctx, __be32 vip, __be16 vport)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr eth;
+	struct iphdr ip;
+
+	if (data + sizeof(eth) + sizeof(ip) > data_end)
+		return -1;
+	__builtin_memcpy(&eth, data, sizeof(eth));
+	__builtin_memcpy(&ip, data + sizeof(eth), sizeof(ip));
+	if (bpf_xdp_adjust_head(ctx, -(int)HL_DSR_IPV4_OPT_LEN))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *neweth = data;
+	struct hl_ipv4_dsr *h = (void *)(neweth + 1);
+
+	if ((void *)(h + 1) > data_end)
+		return -1;
+	__builtin_memcpy(neweth, &eth, sizeof(eth));
+	hl_dsr_opt4_build(h, &ip, vip, vport);
+	return 0;
+}
+
+/* The reverse, for the benchmark entry: what the backend's tc_decap does, in XDP. */
+static __always_inline int hl_xdp_remove_dsr_opt(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct hl_ipv4_dsr *h = (void *)(eth + 1);
+	struct ethhdr e;
+	struct iphdr ip;
+
+	if ((void *)(h + 1) > data_end || hl_dsr_opt4_restore(h, data_end, &ip))
+		return -1;
+	__builtin_memcpy(&e, eth, sizeof(e));
+	if (bpf_xdp_adjust_head(ctx, HL_DSR_IPV4_OPT_LEN))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	struct iphdr *newip = (void *)(eth + 1);
+
+	if ((void *)(newip + 1) > data_end)
+		return -1;
+	__builtin_memcpy(eth, &e, sizeof(e));
+	__builtin_memcpy(newip, &ip, sizeof(ip));
 	return 0;
 }
 
@@ -151,6 +207,15 @@ static __always_inline int hl_xdp_lb_run(struct xdp_md *ctx)
 		data_end = (void *)(long)ctx->data_end;
 		if (hl_write_ipip(data + sizeof(struct ethhdr), data_end, backend))
 			goto encap_fail;
+	} else if (d.mode == HL_MODE_DSR_OPT) {
+		struct iphdr *ip = d.ip;
+
+		/* DNAT to the backend's address and port (checksums updated), then the option with
+		 * the service's. The source stays the client's. */
+		if ((void *)(ip + 1) > data_end ||
+		    hl_rewrite4(ip, data_end, d.tuple.saddr, d.tuple.sport, backend, d.be->port) ||
+		    hl_xdp_insert_dsr_opt(ctx, d.vip, d.vport))
+			goto encap_fail;
 	} else {
 		goto encap_fail;
 	}
@@ -170,19 +235,23 @@ int hl_xdp_lb(struct xdp_md *ctx)
 /*
  * Benchmark entry (BPF_PROG_TEST_RUN only, never attached): the LB, then the encapsulation undone,
  * so `repeat` re-runs the hit path on the same packet instead of on its own output. Undoing costs
- * an adjust_head and a 14-byte copy, which the figures include.
+ * an adjust_head and a 14-byte copy (IPIP, Geneve), or the backend's restore in XDP (DSR option:
+ * the DNAT reversed, the option removed), which the figures include. An SNAT rewrite is left.
  */
 SEC("xdp")
 int hl_xdp_lb_bench(struct xdp_md *ctx)
 {
+	__u64 before = (long)ctx->data_end - (long)ctx->data;
 	int rc = hl_xdp_lb_run(ctx);
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *outer = (void *)(eth + 1);
 
-	if (rc != XDP_TX || (void *)(outer + 1) > data_end)
+	if (rc != XDP_TX || (__u64)(data_end - data) == before || (void *)(outer + 1) > data_end)
 		return rc;
+	if (outer->ihl == HL_DSR_OPT_IHL)
+		return hl_xdp_remove_dsr_opt(ctx) ? XDP_ABORTED : rc;
 	int len = outer->protocol == IPPROTO_IPIP ? HL_IPIP_LEN : HL_GENEVE_LEN;
 	struct ethhdr *neweth = data + len;
 	if ((void *)(neweth + 1) > data_end)

@@ -3,7 +3,7 @@
 //! table builder.
 //!
 //! ```text
-//!   client ──▶ LB node: XDP hl_xdp_lb ──(service? ct? maglev)──▶ IPIP / Geneve DSR ──▶ backend
+//!   client ──▶ LB node: XDP hl_xdp_lb ──(service? ct? maglev)──▶ IPIP / Geneve / IPv4-option DSR ──▶ backend
 //!                                                                  tc hl_tc_decap strips it,
 //!   client ◀───────────────────────── reply from the VIP, straight from the backend ◀──┘
 //! ```

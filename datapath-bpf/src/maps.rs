@@ -164,6 +164,26 @@ mirror! {
     Tunnel4Value { remote: [u8; 4], flags: u8, pad: [u8; 3] }
 }
 
+mirror! {
+    /// `struct hl_dsr_opt4`: Cilium's IPv4 DSR option (`struct dsr_opt_v4`) as it sits in a
+    /// packet after the 20-byte IPv4 header, in [`ForwardingMode::DsrOpt`]. Not a map entry: mirrored
+    /// so the layout test pins its bytes down.
+    #[repr(align(4))]
+    DsrOpt4 { r#type: u8, len: u8, port: [u8; 2], addr: [u8; 4] }
+}
+
+/// `HL_DSR_IPV4_OPT_TYPE`: Cilium's `DSR_IPV4_OPT_TYPE`, `IPOPT_COPY | 0x1a`.
+pub const DSR_IPV4_OPT_TYPE: u8 = 0x9a;
+/// `HL_DSR_IPV4_OPT_LEN`: the option's length in bytes, type and length included.
+pub const DSR_IPV4_OPT_LEN: u8 = 8;
+
+impl DsrOpt4 {
+    /// The option for service `vip:port`.
+    pub fn new(vip: Ipv4Addr, port: u16) -> Self {
+        Self { r#type: DSR_IPV4_OPT_TYPE, len: DSR_IPV4_OPT_LEN, port: port.to_be_bytes(), addr: vip.octets() }
+    }
+}
+
 pub const TUNNEL4_VALUE_LEN: usize = size_of::<Tunnel4Value>();
 /// `HL_TUN_F_LOCAL`: this node's own pod CIDR (never encapsulated).
 pub const TUN_F_LOCAL: u8 = 0x01;
@@ -200,6 +220,9 @@ pub enum ForwardingMode {
     DsrGeneve = 2,
     /// DNAT to the backend and SNAT to this node (DSR off): replies come back through this node.
     Snat = 3,
+    /// DNAT to the backend plus Cilium's IPv4 DSR option ([`DsrOpt4`]: service address and port)
+    /// after the IPv4 header, on every packet; `tc_decap` puts the service address back.
+    DsrOpt = 4,
 }
 
 impl ForwardingMode {
@@ -208,6 +231,7 @@ impl ForwardingMode {
             1 => Some(Self::DsrIpip),
             2 => Some(Self::DsrGeneve),
             3 => Some(Self::Snat),
+            4 => Some(Self::DsrOpt),
             _ => None,
         }
     }
@@ -216,6 +240,7 @@ impl ForwardingMode {
             Self::DsrIpip => "dsr-ipip",
             Self::DsrGeneve => "dsr-geneve",
             Self::Snat => "snat",
+            Self::DsrOpt => "dsr-opt",
         }
     }
 }
@@ -358,8 +383,11 @@ mod tests {
         let (_, _, c_size, c_align) = c.iter().find(|(_, f, ..)| f.is_empty()).unwrap();
         assert_eq!((size, align), (*c_size, *c_align), "size/alignment of struct {name}");
         for (_, field, off, fsize) in c.iter().filter(|(_, f, ..)| !f.is_empty()) {
-            let r =
-                fields.iter().find(|(f, ..)| f == field).unwrap_or_else(|| panic!("{name}.{field} has no Rust mirror"));
+            // A Rust keyword is mirrored as a raw identifier (`r#type`).
+            let r = fields
+                .iter()
+                .find(|(f, ..)| f.trim_start_matches("r#") == *field)
+                .unwrap_or_else(|| panic!("{name}.{field} has no Rust mirror"));
             assert_eq!((r.1, r.2), (*off, *fsize), "offset/size of {name}.{field}");
         }
     }
@@ -378,6 +406,27 @@ mod tests {
         check("tunnel4_key", size_of::<Tunnel4Key>(), align_of::<Tunnel4Key>(), Tunnel4Key::fields());
         check("tunnel4_value", size_of::<Tunnel4Value>(), align_of::<Tunnel4Value>(), Tunnel4Value::fields());
         assert_eq!(size_of::<Tunnel4Key>(), size_of::<aya::maps::lpm_trie::Key<[u8; 4]>>());
+        check("hl_dsr_opt4", size_of::<DsrOpt4>(), align_of::<DsrOpt4>(), DsrOpt4::fields());
+    }
+
+    #[test]
+    fn forwarding_modes_and_dsr_option_match_c() {
+        let rust = [
+            ("HL_MODE_DSR_IPIP", ForwardingMode::DsrIpip),
+            ("HL_MODE_DSR_GENEVE", ForwardingMode::DsrGeneve),
+            ("HL_MODE_SNAT", ForwardingMode::Snat),
+            ("HL_MODE_DSR_OPT", ForwardingMode::DsrOpt),
+        ];
+        assert_eq!(C_MODES.len(), rust.len(), "a mode added on one side only");
+        for (name, mode) in rust {
+            let (_, c) = C_MODES.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("{name} missing in C"));
+            assert_eq!(mode as u8, *c, "{name}");
+            assert_eq!(ForwardingMode::from_u8(*c), Some(mode));
+        }
+        assert_eq!((DSR_IPV4_OPT_TYPE, DSR_IPV4_OPT_LEN), (C_DSR_IPV4_OPT_TYPE, C_DSR_IPV4_OPT_LEN));
+        assert_eq!(DSR_IPV4_OPT_LEN as usize, size_of::<DsrOpt4>());
+        // Cilium's bytes: type, length, port, address (network order).
+        assert_eq!(DsrOpt4::new(Ipv4Addr::new(10, 96, 0, 10), 80).to_bytes(), [0x9a, 8, 0, 80, 10, 96, 0, 10]);
     }
 
     #[test]

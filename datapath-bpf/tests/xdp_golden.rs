@@ -859,3 +859,385 @@ fn tc_snat_real_tcp_over_veth(tag: &str, offload: bool) {
     drop(dp);
     drop(lbns);
 }
+
+// ===== DSR by IPv4 option (`--dsr-dispatch opt`): LB side in XDP and tc, backend side in tc_decap =====
+
+/// Service `svc_id` on VIP:`port`/UDP with backends `ids` (the same backend entries, port 8080).
+fn add_udp_service(l: &mut Lab, svc_id: u32, port: u16, mode: ForwardingMode, ids: &[u32]) {
+    l.maps.set_maglev(svc_id, &table_for(ids)).unwrap();
+    l.maps
+        .upsert_service(
+            &Lb4Key::new(VIP, port, halyard_datapath::maps::IPPROTO_UDP),
+            &Lb4Service { svc_id, backends: ids.len() as u16, mode: mode as u8, flags: 0 },
+        )
+        .unwrap();
+}
+
+/// The RFC 1071 sum over the pseudo-header and L4 segment of an IPv4 frame whose header is
+/// `ihl * 4` bytes long (0 when the checksum verifies).
+fn l4_sum_ihl(frame: &[u8]) -> u16 {
+    let ihl = (frame[14] & 0x0f) as usize * 4;
+    let ip = &frame[14..14 + ihl];
+    let l4 = &frame[14 + ihl..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&ip[12..20]);
+    pseudo.extend_from_slice(&[0, ip[9]]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(l4);
+    csum(&pseudo)
+}
+
+/// What the LB must send for `pkt` (a frame with a 20-byte IPv4 header, TCP or UDP) in DsrOpt
+/// mode, built here from scratch: to the next hop, from us; the destination DNATed to
+/// `be`:8080; Cilium's option (0x9a, 8, service port, service address) after the 20-byte
+/// header, ihl 7, tot_len + 8; both checksums computed anew (a UDP checksum of 0 stays 0).
+fn dsr_opt_expected(pkt: &[u8], be: Ipv4Addr, vport: u16) -> Vec<u8> {
+    let proto = pkt[14 + 9];
+    let mut ip = pkt[14..34].to_vec();
+    ip[0] = 0x47;
+    let tot = u16::from_be_bytes([ip[2], ip[3]]) + 8;
+    ip[2..4].copy_from_slice(&tot.to_be_bytes());
+    ip[10..12].copy_from_slice(&[0, 0]);
+    ip[16..20].copy_from_slice(&be.octets());
+    ip.extend_from_slice(&[0x9a, 0x08]);
+    ip.extend_from_slice(&vport.to_be_bytes());
+    ip.extend_from_slice(&VIP.octets());
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut l4 = pkt[34..].to_vec();
+    l4[2..4].copy_from_slice(&8080u16.to_be_bytes());
+    let at = if proto == 6 { 16 } else { 6 };
+    if proto == 6 || l4[at..at + 2] != [0, 0] {
+        l4[at..at + 2].copy_from_slice(&[0, 0]);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&ip[12..20]);
+        pseudo.extend_from_slice(&[0, proto]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        pseudo.extend_from_slice(&l4);
+        let c = match csum(&pseudo) {
+            0 if proto == 17 => 0xffff,
+            c => c,
+        };
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    let mut want = Vec::new();
+    want.extend_from_slice(&NH_MAC);
+    want.extend_from_slice(&LB_MAC);
+    want.extend_from_slice(&[0x08, 0x00]);
+    want.extend_from_slice(&ip);
+    want.extend_from_slice(&l4);
+    want
+}
+
+fn run_decap(l: &mut Lab, pkt: &[u8]) -> (u32, Vec<u8>) {
+    test_run(l.dp.tc_decap().unwrap(), pkt)
+}
+
+#[test]
+fn dsr_opt_tcp_frame_byte_by_byte_in_xdp_and_tc() {
+    let Some(()) = require_root("dsr_opt_tcp_frame_byte_by_byte_in_xdp_and_tc") else { return };
+    let mut x = lab("opt-tcp-x");
+    let mut t = lab("opt-tcp-t");
+    let table = add_service(&mut x, ForwardingMode::DsrOpt, &[1, 2, 3]);
+    add_service(&mut t, ForwardingMode::DsrOpt, &[1, 2, 3]);
+    for (sport, flags, payload) in
+        [(40003u16, 0x02, &b""[..]), (40004, 0x18, b"GET / HTTP/1.1\r\n\r\n"), (40005, 0x11, b"x")]
+    {
+        let pkt = tcp_packet_flags(CLIENT, sport, VIP, 80, flags, payload);
+        let (rc, out) = same_on_both(&mut x, &mut t, &pkt, &format!("tcp from {sport}"));
+        assert_eq!(rc, XDP_TX);
+        let be = expected_backend(&table, sport);
+        assert_eq!(out, dsr_opt_expected(&pkt, backend_ip(be), 80), "DSR-option frame from {sport} differs");
+        // The same facts, one by one.
+        assert_eq!(out.len(), pkt.len() + 8);
+        assert_eq!(out[14], 0x47, "IPv4, ihl 7");
+        assert_eq!(u16::from_be_bytes([out[16], out[17]]) as usize, out.len() - 14, "tot_len");
+        assert_eq!(&out[26..30], &CLIENT.octets(), "the client stays the source (DSR)");
+        assert_eq!(&out[30..34], &backend_ip(be).octets(), "DNAT to the backend");
+        assert_eq!(&out[34..42], &[0x9a, 8, 0, 80, 10, 96, 0, 10], "Cilium's option: VIP:80");
+        assert_eq!(u16::from_be_bytes([out[44], out[45]]), 8080, "DNAT to the backend's port");
+        assert_eq!(csum(&out[14..42]), 0, "IPv4 header checksum over the 28 bytes");
+        assert_eq!(l4_sum_ihl(&out), 0, "TCP checksum");
+        assert_eq!(&out[62..], payload);
+    }
+    assert_eq!(counter(&x, Counter::Tx), 3);
+    assert_eq!(counter(&t, Counter::Redirect), 3);
+    // A packet that arrives with IP options (even ours) is still the stack's.
+    let (_, again) = run(&mut x, &tcp_packet(CLIENT, 40006, VIP, 80, b""));
+    let mut to_vip = again.clone();
+    to_vip[30..34].copy_from_slice(&VIP.octets());
+    assert_eq!(run(&mut x, &to_vip), (XDP_PASS, to_vip.clone()));
+    assert_eq!(counter(&x, Counter::PassIpOptions), 1);
+}
+
+#[test]
+fn dsr_opt_udp_frame_byte_by_byte_in_xdp_and_tc() {
+    let Some(()) = require_root("dsr_opt_udp_frame_byte_by_byte_in_xdp_and_tc") else { return };
+    let mut x = lab("opt-udp-x");
+    let mut t = lab("opt-udp-t");
+    for l in [&mut x, &mut t] {
+        add_service(l, ForwardingMode::DsrOpt, &[1, 2, 3]);
+        add_udp_service(l, 2, 53, ForwardingMode::DsrOpt, &[1, 2, 3]);
+    }
+    let table = table_for(&[1, 2, 3]);
+    for sport in 45000..45006u16 {
+        let q = udp_packet_csum(CLIENT, sport, VIP, 53, b"query");
+        let (rc, out) = same_on_both(&mut x, &mut t, &q, &format!("udp from {sport}"));
+        assert_eq!(rc, XDP_TX);
+        let h = flow_hash(CLIENT, sport, 53, halyard_datapath::maps::IPPROTO_UDP, SEED, false);
+        let be = table[(h % MAGLEV_M as u32) as usize];
+        assert_eq!(out, dsr_opt_expected(&q, backend_ip(be), 53), "UDP DSR-option frame from {sport} differs");
+        assert_eq!((out[14], &out[34..42]), (0x47, &[0x9a, 8, 0, 53, 10, 96, 0, 10][..]));
+        assert_eq!(u16::from_be_bytes([out[16], out[17]]) as usize, out.len() - 14);
+        assert_eq!(u16::from_be_bytes([out[44], out[45]]), 8080);
+        assert_eq!(u16::from_be_bytes([out[46], out[47]]) as usize, out.len() - 42, "UDP length unchanged");
+        assert_eq!(csum(&out[14..42]), 0);
+        assert_ne!(&out[48..50], &[0, 0]);
+        assert_eq!(l4_sum_ihl(&out), 0, "UDP checksum");
+    }
+    // Without a UDP checksum: none after the DNAT either.
+    let q = udp_packet(CLIENT, 45100, VIP, 53, b"q");
+    let (rc, out) = same_on_both(&mut x, &mut t, &q, "udp without checksum");
+    assert_eq!(rc, XDP_TX);
+    assert_eq!(&out[48..50], &[0, 0]);
+    assert_eq!(out, dsr_opt_expected(&q, Ipv4Addr::from(<[u8; 4]>::try_from(&out[30..34]).unwrap()), 53));
+}
+
+#[test]
+fn tc_decap_turns_the_dsr_option_back_into_the_client_packet() {
+    let Some(()) = require_root("tc_decap_turns_the_dsr_option_back_into_the_client_packet") else { return };
+    let mut l = lab("opt-decap");
+    add_service(&mut l, ForwardingMode::DsrOpt, &[1, 2, 3]);
+    add_udp_service(&mut l, 2, 53, ForwardingMode::DsrOpt, &[1, 2, 3]);
+    let packets = [
+        tcp_packet(CLIENT, 46000, VIP, 80, b""),
+        tcp_packet_flags(CLIENT, 46001, VIP, 80, 0x18, b"hello, backend"),
+        udp_packet_csum(CLIENT, 46002, VIP, 53, b"query"),
+        udp_packet(CLIENT, 46003, VIP, 53, b"no checksum"),
+    ];
+    for (i, pkt) in packets.iter().enumerate() {
+        let (rc, wire) = run(&mut l, pkt);
+        assert_eq!((rc, wire[14]), (XDP_TX, 0x47), "packet {i} through the LB");
+        let (rc, back) = run_decap(&mut l, &wire);
+        assert_eq!(rc, TC_ACT_OK, "packet {i}: handed to the stack");
+        // The client's packet exactly, in the frame it arrived in.
+        let mut want = wire[..14].to_vec();
+        want.extend_from_slice(&pkt[14..]);
+        assert_eq!(back, want, "packet {i}: not the client's packet again");
+        assert_eq!(csum(&back[14..34]), 0, "packet {i}: IPv4 checksum");
+        if back[14 + 9] == 6 || back[40..42] != [0, 0] {
+            assert_eq!(l4_sum_ihl(&back), 0, "packet {i}: L4 checksum");
+        }
+    }
+    assert_eq!(counter(&l, Counter::Decap), packets.len() as u64);
+
+    // Not ours, left untouched: another option, a fragment, ICMP, a truncated TCP header, and a
+    // packet without options to a local port.
+    let (_, wire) = run(&mut l, &tcp_packet(CLIENT, 46010, VIP, 80, b"data"));
+    let with_ip_csum = |mut f: Vec<u8>| {
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = csum(&f[14..42]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    let mut router_alert = wire.clone();
+    router_alert[34..42].copy_from_slice(&[0x94, 0x04, 0, 0, 0x01, 0x01, 0x01, 0x00]);
+    let mut fragment = wire.clone();
+    fragment[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+    let mut icmp = wire.clone();
+    icmp[23] = 1;
+    let mut short = with_ip_csum(wire.clone());
+    short.truncate(14 + 28 + 12);
+    for f in [with_ip_csum(router_alert), with_ip_csum(fragment), with_ip_csum(icmp), short] {
+        assert_eq!(run_decap(&mut l, &f), (TC_ACT_OK, f.clone()));
+    }
+    let plain = tcp_packet(CLIENT, 46011, backend_ip(1), 22, b"");
+    assert_eq!(run_decap(&mut l, &plain), (TC_ACT_OK, plain.clone()));
+    assert_eq!(counter(&l, Counter::Decap), packets.len() as u64);
+}
+
+#[test]
+fn tc_decap_strips_ipip_and_geneve_back_to_the_client_packet() {
+    let Some(()) = require_root("tc_decap_strips_ipip_and_geneve_back_to_the_client_packet") else { return };
+    for mode in [ForwardingMode::DsrIpip, ForwardingMode::DsrGeneve] {
+        let mut l = lab(&format!("decap-{}", mode.as_str()));
+        add_service(&mut l, mode, &[1, 2, 3]);
+        let pkt = tcp_packet(CLIENT, 47000, VIP, 80, b"hello");
+        let (rc, wire) = run(&mut l, &pkt);
+        assert_eq!(rc, XDP_TX);
+        let (rc, back) = run_decap(&mut l, &wire);
+        assert_eq!(rc, TC_ACT_OK);
+        let mut want = wire[..14].to_vec();
+        want.extend_from_slice(&pkt[14..]);
+        assert_eq!(back, want, "{}: the client's packet again", mode.as_str());
+        assert_eq!(counter(&l, Counter::Decap), 1);
+    }
+}
+
+#[test]
+fn bench_entries_undo_the_dsr_option() {
+    let Some(()) = require_root("bench_entries_undo_the_dsr_option") else { return };
+    // The benchmark entries must hand `repeat` the packet they were given, so every run takes
+    // the same (hit) path: the LB's frame, then the backend's restore. Only the MACs stay those of
+    // the forwarded frame (next hop, from us), which the LB does not look at.
+    let mut l = lab("opt-bench");
+    add_service(&mut l, ForwardingMode::DsrOpt, &[1, 2, 3]);
+    add_udp_service(&mut l, 2, 53, ForwardingMode::DsrOpt, &[1, 2, 3]);
+    let forwarded = |pkt: &[u8]| {
+        let mut f = NH_MAC.to_vec();
+        f.extend_from_slice(&LB_MAC);
+        f.extend_from_slice(&pkt[12..]);
+        f
+    };
+    for pkt in [tcp_packet(CLIENT, 48000, VIP, 80, b"bench"), udp_packet_csum(CLIENT, 48001, VIP, 53, b"bench")] {
+        assert_eq!(test_run(l.dp.xdp_lb_bench().unwrap(), &pkt), (XDP_TX, forwarded(&pkt)), "XDP bench entry");
+        assert_eq!(test_run(l.dp.tc_lb_bench().unwrap(), &pkt), (TC_ACT_REDIRECT, forwarded(&pkt)), "tc bench entry");
+    }
+    // IPIP and Geneve as before.
+    for mode in [ForwardingMode::DsrIpip, ForwardingMode::DsrGeneve] {
+        add_service(&mut l, mode, &[1, 2, 3]);
+        let pkt = tcp_packet(CLIENT, 48002, VIP, 80, b"bench");
+        assert_eq!(test_run(l.dp.xdp_lb_bench().unwrap(), &pkt), (XDP_TX, forwarded(&pkt)), "{}", mode.as_str());
+        assert_eq!(
+            test_run(l.dp.tc_lb_bench().unwrap(), &pkt),
+            (TC_ACT_REDIRECT, forwarded(&pkt)),
+            "{}",
+            mode.as_str()
+        );
+    }
+}
+
+#[test]
+fn tc_dsr_opt_carries_real_tcp_over_veth_with_checksum_offload() {
+    let Some(()) = require_root("tc_dsr_opt_carries_real_tcp_over_veth_with_checksum_offload") else { return };
+    // Offload on: the client's segments reach the LB as CHECKSUM_PARTIAL GSO packets (the option
+    // shrinks their segment size by 8 bytes), and the backend's tc_decap gets them as such too.
+    tc_dsr_opt_real_tcp_over_veth("optofl", true);
+}
+
+#[test]
+fn tc_dsr_opt_carries_real_tcp_over_veth_with_software_checksums() {
+    let Some(()) = require_root("tc_dsr_opt_carries_real_tcp_over_veth_with_software_checksums") else { return };
+    // Offload off: full-size segments with full checksums, which the backend verifies in software.
+    // The option adds 8 bytes, so the client's route to the VIP leaves that headroom (as a DSR
+    // deployment must: nothing fragments).
+    tc_dsr_opt_real_tcp_over_veth("optsw", false);
+}
+
+/// client ns ─veth─ [lb0  LB ns (this thread), tc_lb on lb0's ingress  lb1] ─veth─ backend ns with
+/// tc_decap on its uplink and the VIP on lo. One DSR-option service (backend port 8080 on the
+/// wire, 80 again after tc_decap); the backend echoes 1 MiB back over a real TCP connection; its
+/// replies leave from the VIP and the LB namespace merely routes them.
+fn tc_dsr_opt_real_tcp_over_veth(tag: &str, offload: bool) {
+    use std::io::{Read, Write};
+    let node = Ipv4Addr::new(10, 0, 1, 254);
+    let lbns = ThreadNetns::enter(&format!("{tag}-lb"));
+    let cli = NamedNetns::new(&format!("{tag}-cli"));
+    let be = NamedNetns::new(&format!("{tag}-be"));
+    lbns.sh("ip", &["link", "add", "lb0", "type", "veth", "peer", "name", "cl0", "netns", &cli.0]);
+    lbns.sh("ip", &["link", "add", "lb1", "type", "veth", "peer", "name", "be0", "netns", &be.0]);
+    lbns.sh("ip", &["addr", "add", "192.168.60.1/24", "dev", "lb0"]);
+    lbns.sh("ip", &["addr", "add", &format!("{node}/24"), "dev", "lb1"]);
+    for d in ["lo", "lb0", "lb1"] {
+        lbns.sh("ip", &["link", "set", d, "up"]);
+    }
+    lbns.sh("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    cli.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "cl0"]);
+    cli.ip(&["link", "set", "cl0", "up"]);
+    if offload {
+        cli.ip(&["route", "add", &format!("{VIP}/32"), "via", "192.168.60.1"]);
+    } else {
+        cli.ip(&["route", "add", &format!("{VIP}/32"), "via", "192.168.60.1", "mtu", "lock", "1492"]);
+    }
+    be.ip(&["addr", "add", &format!("{}/24", backend_ip(1)), "dev", "be0"]);
+    be.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    for d in ["lo", "be0"] {
+        be.ip(&["link", "set", d, "up"]);
+    }
+    be.ip(&["route", "add", "default", "via", &node.to_string()]);
+    if !offload {
+        for (ns, dev) in [(&cli, "cl0"), (&be, "be0")] {
+            let st = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.0, "ethtool", "-K", dev, "tx", "off"])
+                .output()
+                .unwrap();
+            assert!(st.status.success(), "ethtool: {}", String::from_utf8_lossy(&st.stderr));
+        }
+    }
+    lbns.sh(
+        "ip",
+        &["neigh", "replace", &CLIENT.to_string(), "lladdr", &cli.mac("cl0"), "dev", "lb0", "nud", "permanent"],
+    );
+    lbns.sh(
+        "ip",
+        &["neigh", "replace", &backend_ip(1).to_string(), "lladdr", &be.mac("be0"), "dev", "lb1", "nud", "permanent"],
+    );
+
+    let fs = Bpffs::new(&format!("veth-{tag}"));
+    let cfg = DatapathConfig { pin_dir: fs.pin_dir(), node_ipv4: node, hash_seed: SEED, geneve_vni: 2 };
+    let mut dp = Datapath::load(cfg).expect("load datapath");
+    let mut maps = dp.maps().unwrap();
+    maps.upsert_backend(1, &Lb4Backend::new(backend_ip(1), 8080)).unwrap();
+    maps.set_maglev(1, &table_for(&[1])).unwrap();
+    maps.upsert_service(
+        &Lb4Key::new(VIP, 80, IPPROTO_TCP),
+        &Lb4Service { svc_id: 1, backends: 1, mode: ForwardingMode::DsrOpt as u8, flags: 0 },
+    )
+    .unwrap();
+    dp.attach_tc_lb("lb0").expect("attach lb0");
+
+    // The backend: tc_decap on its uplink (its own pins), then a server on port 80 that echoes.
+    let be_fs = Bpffs::new(&format!("veth-{tag}-be"));
+    let be_pin = be_fs.pin_dir();
+    let be_maps = be
+        .spawn(move || {
+            let cfg = DatapathConfig { pin_dir: be_pin, node_ipv4: Ipv4Addr::UNSPECIFIED, hash_seed: 0, geneve_vni: 2 };
+            let mut dp = Datapath::load(cfg).expect("load the backend's datapath");
+            dp.attach_tc_decap("be0").expect("attach tc_decap");
+            dp.maps().unwrap()
+        })
+        .join()
+        .unwrap();
+    let server = be.spawn(|| {
+        let l = std::net::TcpListener::bind("0.0.0.0:80").unwrap();
+        let (mut s, peer) = l.accept().unwrap();
+        let local = s.local_addr().unwrap();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+        (peer, local)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let client = cli.spawn(|| {
+        let addr = std::net::SocketAddr::from((VIP, 80));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 + i / 251) as u8).collect();
+        let mut w = s.try_clone().unwrap();
+        let to_send = data.clone();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&to_send).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read the echo");
+        writer.join().unwrap();
+        got == data
+    });
+    assert!(client.join().unwrap(), "the echo came back whole");
+    let (peer, local) = server.join().unwrap();
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(CLIENT), "DSR keeps the client's address");
+    assert_eq!(local, std::net::SocketAddr::from((VIP, 80)), "the backend's stack saw VIP:80, not :8080");
+    let c = |m: &LbMaps, k| m.counters().unwrap().into_iter().find(|(c, ..)| *c == k).unwrap().1;
+    assert!(c(&maps, Counter::Redirect) > 0, "the LB forwarded");
+    assert_eq!(c(&maps, Counter::DropEncap) + c(&maps, Counter::DropFib) + c(&maps, Counter::PassNoNeigh), 0);
+    assert!(c(&be_maps, Counter::Decap) >= c(&maps, Counter::Redirect), "every forwarded packet restored");
+    assert_eq!(c(&be_maps, Counter::DropEncap), 0);
+    drop(dp);
+    drop(lbns);
+}

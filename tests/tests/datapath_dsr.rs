@@ -1,8 +1,8 @@
 //! The XDP load balancer end to end, with real TCP: a client on a LAN bridge connects to a
-//! LoadBalancer IP; the LB node's agent (XDP, Maglev, Geneve or IPIP DSR) spreads connections over
-//! three backends whose agents decapsulate in tc; replies go from the backends straight to the
-//! client (seen by the source MACs tcpdump captures on the client). Removing a backend keeps its
-//! established connection; restarting the LB agent drops none. Needs root.
+//! LoadBalancer IP; the LB node's agent (XDP, Maglev, Geneve, IPIP or IPv4-option DSR) spreads
+//! connections over three backends whose agents decapsulate in tc; replies go from the backends
+//! straight to the client (seen by the source MACs tcpdump captures on the client). Removing a
+//! backend keeps its established connection; restarting the LB agent drops none. Needs root.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -187,6 +187,14 @@ fn run_full(dispatch: &str, lb_mode: &str, acceleration: &str) {
     let mut tcpdump = l
         .client
         .spawn(["tcpdump", "-i", "eth0", "-l", "-n", "-e", "-c", "400", &format!("tcp and src host {VIP}")], &cap);
+    // IPv4-option dispatch: what reaches backend 1 (tcpdump sees it before tc ingress) is DNATed to
+    // it and carries Cilium's option (type 0x9a, length 8, the VIP) right after a 20-byte header.
+    let opt_cap = std::env::temp_dir().join(format!("dsr-opt-cap-{}-{acceleration}.txt", std::process::id()));
+    let mut opt_dump = (dispatch == "opt").then(|| {
+        let filter = "ip[0] == 0x47 and ip[20] == 0x9a and ip[21] == 8 and ip[24:4] == 0x0a60000a \
+                      and ip[22:2] == 80 and dst host 10.93.0.11 and tcp dst port 80";
+        l.backends[0].spawn(["tcpdump", "-i", "eth0", "-l", "-n", "-c", "200", filter], &opt_cap)
+    });
     std::thread::sleep(Duration::from_millis(700));
     // The first packets may find no neighbour entry yet and take the kernel's path; retry until
     // the backends answer.
@@ -201,6 +209,12 @@ fn run_full(dispatch: &str, lb_mode: &str, acceleration: &str) {
     }
     std::thread::sleep(Duration::from_millis(500));
     tcpdump.stop(Duration::from_millis(200));
+    if let Some(mut d) = opt_dump.take() {
+        d.stop(Duration::from_millis(200));
+        let text = std::fs::read_to_string(&opt_cap).unwrap_or_default();
+        let seen = text.lines().filter(|l| l.contains(" > 10.93.0.11.80:")).count();
+        assert!(seen >= 10, "backend 1 should receive option-carrying packets to 10.93.0.11:80: {text}");
+    }
     let text = std::fs::read_to_string(&cap).unwrap_or_default();
     let mut from = BTreeMap::new();
     for line in text.lines().filter(|l| l.contains(" > ")) {
@@ -268,6 +282,23 @@ fn dsr_ipip_spreads_connections_and_replies_bypass_the_lb() {
         return;
     }
     run_dsr("ipip");
+}
+
+#[test]
+fn dsr_opt_spreads_connections_and_replies_bypass_the_lb() {
+    if !require_root() || !require_program("tcpdump", "tcpdump") || !require_program("ethtool", "ethtool") {
+        return;
+    }
+    // DNAT to the backend plus Cilium's IPv4 DSR option; the backends' tc_decap restores VIP:80.
+    run_dsr("opt");
+}
+
+#[test]
+fn dsr_opt_at_tc_spreads_connections_and_replies_bypass_the_lb() {
+    if !require_root() || !require_program("tcpdump", "tcpdump") || !require_program("ethtool", "ethtool") {
+        return;
+    }
+    run_full("opt", "dsr", "disabled");
 }
 
 #[test]

@@ -92,7 +92,8 @@ pub struct Flags {
     /// Interfaces where DSR packets for this node's backends are decapsulated (comma-separated).
     #[arg(long, env = "HALYARD_DATAPATH_DECAP_INTERFACES", value_delimiter = ',')]
     pub datapath_decap_interfaces: Option<Vec<String>>,
-    /// How the LB hands packets to backends: `geneve` (Cilium's DSR option) or `ipip`.
+    /// How the LB hands packets to backends in DSR: `geneve` (Cilium's Geneve DSR option), `ipip`,
+    /// or `opt` (DNAT to the backend plus Cilium's IPv4 DSR option on every packet).
     #[arg(long, env = "HALYARD_DSR_DISPATCH")]
     pub dsr_dispatch: Option<String>,
     /// Load-balancing mode: `dsr` (backends answer clients directly), `snat` (DNAT + SNAT, replies
@@ -481,7 +482,8 @@ impl AgentConfig {
         {
             "geneve" => halyard_datapath::maps::ForwardingMode::DsrGeneve,
             "ipip" => halyard_datapath::maps::ForwardingMode::DsrIpip,
-            other => bail!("dsr-dispatch: {other:?} is not one of geneve, ipip"),
+            "opt" => halyard_datapath::maps::ForwardingMode::DsrOpt,
+            other => bail!("dsr-dispatch: {other:?} is not one of geneve, ipip, opt"),
         };
         let lb_mode = match l.pick("lb-mode", flags.lb_mode, file.lb_mode, "dsr".to_string(), String::clone).as_str() {
             "dsr" => crate::datapath::LbMode::Dsr,

@@ -52,7 +52,7 @@ impl DatapathSettings {
 /// How frontends forward (`--lb-mode`; Cilium's `loadBalancer.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LbMode {
-    /// Direct server return with the configured dispatch (Geneve or IPIP).
+    /// Direct server return with the configured dispatch (Geneve, IPIP or the IPv4 option).
     Dsr,
     /// DNAT + SNAT through this node.
     Snat,

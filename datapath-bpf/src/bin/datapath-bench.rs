@@ -133,7 +133,7 @@ fn bench(dir: &std::path::Path, runs: usize) -> anyhow::Result<()> {
         let r = p.test_run(o)?;
         Ok(r.duration.as_nanos() as f64)
     };
-    for mode in [ForwardingMode::DsrIpip, ForwardingMode::DsrGeneve] {
+    for mode in [ForwardingMode::DsrIpip, ForwardingMode::DsrGeneve, ForwardingMode::DsrOpt] {
         maps.upsert_service(
             &Lb4Key::new(vip, 80, IPPROTO_TCP),
             &Lb4Service { svc_id: 1, backends: 100, mode: mode as u8, flags: 0 },

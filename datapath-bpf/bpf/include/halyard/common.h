@@ -34,6 +34,7 @@
 #define HL_MODE_DSR_IPIP   1 /* outer IPv4 (proto 4) to the backend; decapsulated by tc_decap */
 #define HL_MODE_DSR_GENEVE 2 /* outer IPv4/UDP/Geneve with Cilium's DSR option (class 0x014B) */
 #define HL_MODE_SNAT       3 /* DNAT to the backend and SNAT to this node; replies come back here */
+#define HL_MODE_DSR_OPT    4 /* DNAT to the backend + Cilium's IPv4 DSR option (dsr_opt.h) */
 
 /* SNAT source ports (this node's address), the range Cilium's NodePort SNAT uses by default. */
 #define HL_SNAT_PORT_MIN 32768
@@ -49,6 +50,19 @@
 #define HL_GENEVE_PORT     6081
 #define HL_GENEVE_DSR_CLASS 0x014B
 #define HL_GENEVE_DSR_TYPE 0x81
+
+/* Cilium's IPv4 DSR option (bpf/lib/common.h: DSR_IPV4_OPT_TYPE, struct dsr_opt_v4): type
+ * IPOPT_COPY | 0x1a (copied into fragments, number 26, unassigned by IANA), length 8 bytes. */
+#define HL_DSR_IPV4_OPT_TYPE 0x9a
+#define HL_DSR_IPV4_OPT_LEN  8
+
+/* The option as it sits in the packet, right after the 20-byte IPv4 header (ihl 5 -> 7). */
+struct hl_dsr_opt4 {
+	__u8 type;   /* HL_DSR_IPV4_OPT_TYPE */
+	__u8 len;    /* HL_DSR_IPV4_OPT_LEN */
+	__be16 port; /* service port */
+	__be32 addr; /* service address (the VIP) */
+};
 
 /* Counters (index into the per-CPU hl_stats array). Keep in sync with maps.rs `Counter`. */
 enum hl_counter {

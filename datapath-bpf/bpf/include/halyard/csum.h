@@ -25,6 +25,18 @@ static __always_inline __u16 hl_ipv4_csum(const struct iphdr *ip)
 	return hl_csum_fold(sum);
 }
 
+/* Checksum of an IPv4 header of `words` 16-bit words (a constant: 10 plus 2 per option word)
+ * whose check field is zero. */
+static __always_inline __u16 hl_ipv4_csum_words(const void *hdr, const int words)
+{
+	const __u16 *w = hdr;
+	__u64 sum = 0;
+#pragma unroll
+	for (int i = 0; i < words; i++)
+		sum += w[i];
+	return hl_csum_fold(sum);
+}
+
 /* RFC 1624 incremental update: replace a 32-bit field `from` with `to` in checksum `check`. */
 static __always_inline __u16 hl_csum_replace4(__u16 check, __be32 from, __be32 to)
 {
