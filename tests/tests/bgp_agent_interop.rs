@@ -1020,11 +1020,9 @@ fn exabgp_malformed_update_is_treat_as_withdraw_at_the_agent() {
 
 /// What `halyard bgp routes advertised` lists for a session is what the router got on it. Here
 /// an IPv4 session negotiates IPv6 unicast and its PeerConfig selects the dual-stack Service
-/// for both families, but the agent has no IPv6 next hop for an IPv4 session: the CLI lists
-/// `fd00:29::10/128` as advertised, `halyard bgp peers` says 1 route advertised, FRR's IPv6
-/// table stays empty, and no problem is reported.
+/// for both families. Without an IPv6 InternalIP on the Node there is no next hop for the IPv6
+/// route: it is reported, not sent and not listed. With one, it goes out with that next hop.
 #[test]
-#[ignore = "bug: an IPv6 LB IP on an IPv4 session is listed as advertised by `halyard bgp routes` but never sent"]
 fn frr_gets_what_the_agent_lists_as_advertised_on_an_ipv4_session() {
     if frr_skip() {
         return;
@@ -1068,4 +1066,26 @@ fn frr_gets_what_the_agent_lists_as_advertised_on_an_ipv4_session() {
         agent.log()
     );
     assert_eq!(p["advertised"].as_u64(), Some(l.len() as u64), "{p}");
+    assert_eq!(l, vec!["172.29.0.10/32".to_string()]);
+    assert!(agent.log().contains("fd00:29::10/128 is not advertised to main/router"), "{}", agent.log());
+
+    // The Node gets an IPv6 InternalIP: the IPv6 route goes out with it as the next hop.
+    let node6 = topo.node6();
+    agent.write_manifest(
+        "bgp.yaml",
+        &v6_over_v4_manifest(&topo).replace(
+            &format!("address: {node4}}}]"),
+            &format!("address: {node4}}}, {{type: InternalIP, address: {node6}}}]"),
+        ),
+    );
+    let v6 = wait(TIMEOUT, "the IPv6 route at FRR", &agent, &frr, &node4, || {
+        frr.routes("ipv6").get("fd00:29::10/128").cloned()
+    });
+    assert_eq!(v6.next_hop, node6);
+    let same = poll_until(Duration::from_secs(10), || {
+        (l, f) = (listed(), at_frr());
+        (l == f).then_some(())
+    });
+    assert!(same.is_some(), "listed {l:?}, FRR has {f:?}");
+    assert_eq!(l.len(), 2, "{l:?}");
 }

@@ -281,13 +281,18 @@ impl halyard_api::Agent for AgentApi {
                 continue;
             }
             let st = st.lock().unwrap_or_else(|e| e.into_inner());
-            // Only what the session carries (the Adj-RIB-Out may hold other families).
+            // Only what the session carries: the Adj-RIB-Out may hold families it did not agree
+            // on, or has no next hop for (see `bgp::next_hops`).
             let carried = |p: &halyard_bgp::session::Prefix| {
-                let fam = match p {
-                    halyard_bgp::session::Prefix::V4(_) => halyard_bgp::wire::AfiSafi::IPV4_UNICAST,
-                    halyard_bgp::session::Prefix::V6(_) => halyard_bgp::wire::AfiSafi::IPV6_UNICAST,
+                let (fam, next_hop) = match p {
+                    halyard_bgp::session::Prefix::V4(_) => {
+                        (halyard_bgp::wire::AfiSafi::IPV4_UNICAST, cfg.address.is_ipv4())
+                    }
+                    halyard_bgp::session::Prefix::V6(_) => {
+                        (halyard_bgp::wire::AfiSafi::IPV6_UNICAST, cfg.address.is_ipv6() || cfg.next_hop_v6.is_some())
+                    }
                 };
-                st.families.contains(&fam)
+                next_hop && st.families.contains(&fam)
             };
             routes.extend(st.advertised.keys().filter(|p| carried(p)).map(|p| v1::BgpRoute {
                 peer: name.clone(),

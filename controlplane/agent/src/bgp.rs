@@ -348,7 +348,49 @@ pub fn desired(snap: &Snapshot, node: &str, settings: &BgpSettings) -> (DesiredP
     }
     cilium_v1(snap, node, &node_labels, settings, v2_config, &pod_cidrs, &mut out, &mut problems);
     metallb(snap, node, &node_labels, router_id_fallback, &mut out, &mut problems);
+    next_hops(model, node, &mut out, &mut problems);
     (out, problems)
+}
+
+/// Prefixes of the other family than the session's need a next hop of their family. IPv6 over
+/// an IPv4 session (RFC 4760 §3, RFC 2545 §3) gets the node's IPv6 InternalIP. Without one, or
+/// for IPv4 over an IPv6 session (RFC 8950 next hops are not sent), a prefix cannot go out on
+/// that session: the session skips it and `halyard bgp routes` does not list it. When no
+/// session at all can carry a prefix, that is reported.
+fn next_hops(model: &Model, node: &str, out: &mut DesiredPeers, problems: &mut Vec<String>) {
+    let node_v6 = translate::node_internal_ipv6(model, node);
+    let mut dropped: BTreeMap<Prefix, Vec<String>> = BTreeMap::new();
+    let mut carried: std::collections::BTreeSet<Prefix> = Default::default();
+    for (name, d) in out.iter_mut() {
+        if d.cfg.address.is_ipv4() {
+            d.cfg.next_hop_v6 = d.cfg.next_hop_v6.or(node_v6);
+        }
+        let (v4_ok, v6_ok) = (d.cfg.address.is_ipv4(), d.cfg.address.is_ipv6() || d.cfg.next_hop_v6.is_some());
+        for p in d.routes.keys() {
+            let ok = match p {
+                Prefix::V4(_) => v4_ok,
+                Prefix::V6(_) => v6_ok,
+            };
+            if ok {
+                carried.insert(*p);
+            } else {
+                dropped.entry(*p).or_default().push(name.clone());
+            }
+        }
+    }
+    for (p, peers) in dropped {
+        if carried.contains(&p) {
+            continue;
+        }
+        let why = match p {
+            Prefix::V6(_) => format!(
+                "their sessions run over IPv4 and node {node} has no IPv6 InternalIP to send as the next hop (add \
+                 one, or peer over IPv6)"
+            ),
+            Prefix::V4(_) => "their sessions run over IPv6 (RFC 8950 next hops are not sent yet): add an IPv4 peer".into(),
+        };
+        push_once(problems, format!("BGP: {p} is not advertised to {}: {why}", peers.join(", ")));
+    }
 }
 
 /// The v1 node annotation `cilium.io/bgp-virtual-router.<asn>: "router-id=A.B.C.D,local-port=N"`:

@@ -189,6 +189,12 @@ pub fn node_internal_ipv4(model: &Model, node: &str) -> Option<std::net::Ipv4Add
     })
 }
 
+pub fn node_internal_ipv6(model: &Model, node: &str) -> Option<std::net::Ipv6Addr> {
+    model.nodes.get(node).and_then(|n| {
+        n.status.addresses.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse().ok())
+    })
+}
+
 pub fn selector_labels(svc: &Service) -> std::collections::BTreeMap<String, String> {
     let mut labels = svc.metadata.labels.clone();
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
