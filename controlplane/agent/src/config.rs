@@ -61,7 +61,8 @@ pub struct Flags {
     /// Prefix length of each node's IPv6 pod CIDR.
     #[arg(long, env = "HALYARD_CLUSTER_POOL_IPV6_MASK_SIZE")]
     pub cluster_pool_ipv6_mask_size: Option<u8>,
-    /// How long to wait for a burst of file changes to settle before reloading, in milliseconds.
+    /// Longest wait, in milliseconds, for a manifest that is being written to be closed before
+    /// reloading (a closed or renamed-in file is read at once).
     #[arg(long, env = "HALYARD_RELOAD_DEBOUNCE_MS")]
     pub reload_debounce_ms: Option<u64>,
     /// Full re-scan of the manifest directory at this interval (seconds), in case an event was missed.

@@ -73,6 +73,57 @@ fn check(cfg: &AgentConfig) -> anyhow::Result<ExitCode> {
     Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// What a file event says about the manifests.
+#[derive(Debug, PartialEq, Eq)]
+enum FileEvent {
+    /// A manifest is being written (created or modified, not closed yet).
+    Writing(std::path::PathBuf),
+    /// Something is ready to be read: a manifest closed after writing, renamed into place,
+    /// removed, or a directory changed (Kubernetes ConfigMap mounts swap a `..data` symlink).
+    Ready(std::path::PathBuf),
+}
+
+impl FileEvent {
+    fn apply(self, open: &mut std::collections::HashSet<std::path::PathBuf>) {
+        match self {
+            FileEvent::Writing(p) => {
+                open.insert(p);
+            }
+            FileEvent::Ready(p) => {
+                open.remove(&p);
+            }
+        }
+    }
+}
+
+/// Sorts a watcher event. Writes to files that are not manifests (an editor's or a tool's
+/// temporary file) say nothing until they are renamed to a manifest name.
+fn classify(ev: &notify::Event) -> Vec<FileEvent> {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+    let is_manifest = |p: &std::path::Path| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(halyard_model::manifest_dir::is_manifest_name)
+    };
+    ev.paths
+        .iter()
+        .filter_map(|p| {
+            let manifest = is_manifest(p);
+            match ev.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) if manifest => {
+                    Some(FileEvent::Ready(p.clone()))
+                }
+                EventKind::Access(_) => None,
+                EventKind::Create(CreateKind::File)
+                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other) => {
+                    manifest.then(|| FileEvent::Writing(p.clone()))
+                }
+                EventKind::Modify(ModifyKind::Metadata(_)) => manifest.then(|| FileEvent::Ready(p.clone())),
+                _ => Some(FileEvent::Ready(p.clone())),
+            }
+        })
+        .collect()
+}
+
 /// The reconcile loop, on its own thread: file I/O and IPAM are synchronous and short.
 fn spawn_reconcile_loop(
     mut rec: Reconciler,
@@ -80,11 +131,12 @@ fn spawn_reconcile_loop(
     snapshots: tokio::sync::watch::Sender<Arc<reconcile::Snapshot>>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
-    let (tx, rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel::<FileEvent>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if ev.kind.is_access() => {}
-        Ok(_) => {
-            let _ = tx.send(());
+        Ok(ev) => {
+            for fe in classify(&ev) {
+                let _ = tx.send(fe);
+            }
         }
         Err(e) => tracing::warn!("file watcher: {e}"),
     })
@@ -99,10 +151,26 @@ fn spawn_reconcile_loop(
         loop {
             let wait = next_resync.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
-                Ok(()) => {
-                    // Let a burst of writes (editors save in several steps) settle.
-                    std::thread::sleep(debounce);
-                    while rx.try_recv().is_ok() {}
+                Ok(first) => {
+                    // Reconcile as soon as every manifest being written is closed (or renamed
+                    // into place); wait at most `debounce` for one that is still open, so that
+                    // a half-written file is not read.
+                    let mut open = std::collections::HashSet::new();
+                    first.apply(&mut open);
+                    let deadline = Instant::now() + debounce;
+                    loop {
+                        while let Ok(e) = rx.try_recv() {
+                            e.apply(&mut open);
+                        }
+                        if open.is_empty() {
+                            break;
+                        }
+                        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                            Ok(e) => e.apply(&mut open),
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => next_resync = Instant::now() + resync,
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -306,5 +374,41 @@ fn main() -> ExitCode {
             eprintln!("halyard-agent: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RenameMode};
+
+    fn ev(kind: EventKind, path: &str) -> Vec<FileEvent> {
+        classify(&notify::Event::new(kind).add_path(path.into()))
+    }
+
+    #[test]
+    fn writes_wait_for_the_close_and_temporary_files_say_nothing_until_renamed() {
+        let w = |p: &str| vec![FileEvent::Writing(p.into())];
+        let r = |p: &str| vec![FileEvent::Ready(p.into())];
+        assert_eq!(ev(EventKind::Create(CreateKind::File), "/m/svc.yaml"), w("/m/svc.yaml"));
+        assert_eq!(ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), "/m/svc.yaml"), w("/m/svc.yaml"));
+        assert_eq!(ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), "/m/svc.yaml"), r("/m/svc.yaml"));
+        assert_eq!(ev(EventKind::Access(AccessKind::Read), "/m/svc.yaml"), vec![]);
+        // A tool's temporary file: nothing until it is renamed to its manifest name.
+        assert_eq!(ev(EventKind::Create(CreateKind::File), "/m/.svc.yaml.tmp"), vec![]);
+        assert_eq!(ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), "/m/.svc.yaml.tmp"), vec![]);
+        assert_eq!(ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/m/svc.yaml"), r("/m/svc.yaml"));
+        // A ConfigMap mount swaps its hidden ..data link: that must trigger a reload.
+        assert_eq!(ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/m/..data"), r("/m/..data"));
+        assert_eq!(ev(EventKind::Remove(notify::event::RemoveKind::File), "/m/old.yaml"), r("/m/old.yaml"));
+        let mut open = std::collections::HashSet::new();
+        for e in ev(EventKind::Create(CreateKind::File), "/m/a.yaml") {
+            e.apply(&mut open);
+        }
+        assert_eq!(open.len(), 1);
+        for e in ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), "/m/a.yaml") {
+            e.apply(&mut open);
+        }
+        assert!(open.is_empty());
     }
 }
