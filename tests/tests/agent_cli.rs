@@ -326,6 +326,30 @@ fn a_file_broken_while_the_agent_was_down_keeps_its_last_good_version() {
     assert_eq!(agent.json(&["ipam", "pools"])[0]["blocks"][0], "10.50.0.0/29");
 }
 
+/// The state is written before a reconcile is published and made durable (fsync, rename)
+/// right after. When only that last part fails, the reconcile is served and the save is retried
+/// until it lands.
+#[test]
+fn a_failed_state_commit_is_retried_until_the_state_is_on_disk() {
+    let svc_a = service("a", "");
+    let agent = Agent::start_with(&[("pools.yaml", POOLS), ("a.yaml", &svc_a)], &["--resync-seconds", "1"]).unwrap();
+    // A directory where state.json should go: the temporary file is written, the rename fails.
+    let state_file = agent.state.join("state.json");
+    std::fs::remove_file(&state_file).unwrap();
+    std::fs::create_dir(&state_file).unwrap();
+    agent.write_manifest("b.yaml", &service("b", ""));
+    agent.wait_for(wait_long(), "the failed commit to be logged", |a| {
+        a.log().contains("saving the state failed").then_some(())
+    });
+    agent.wait_for(wait_long(), "b to be served", |a| {
+        a.service_ips().get("default/b").filter(|v| !v.is_empty()).cloned()
+    });
+    std::fs::remove_dir(&state_file).unwrap();
+    agent.wait_for(wait_long(), "the retried commit to write b", |_| {
+        std::fs::read_to_string(&state_file).ok().filter(|s| s.contains("default/b")).map(|_| ())
+    });
+}
+
 #[test]
 fn a_failed_state_save_publishes_nothing_and_is_retried() {
     let svc_a = service("a", "");

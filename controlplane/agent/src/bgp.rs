@@ -387,7 +387,9 @@ fn next_hops(model: &Model, node: &str, out: &mut DesiredPeers, problems: &mut V
                 "their sessions run over IPv4 and node {node} has no IPv6 InternalIP to send as the next hop (add \
                  one, or peer over IPv6)"
             ),
-            Prefix::V4(_) => "their sessions run over IPv6 (RFC 8950 next hops are not sent yet): add an IPv4 peer".into(),
+            Prefix::V4(_) => {
+                "their sessions run over IPv6 (RFC 8950 next hops are not sent yet): add an IPv4 peer".into()
+            }
         };
         push_once(problems, format!("BGP: {p} is not advertised to {}: {why}", peers.join(", ")));
     }

@@ -83,14 +83,23 @@ enum FileEvent {
     Ready(std::path::PathBuf),
 }
 
+/// The files a burst of watcher events touched, and those still being written.
+#[derive(Debug, Default)]
+struct Burst {
+    open: std::collections::HashSet<std::path::PathBuf>,
+    touched: std::collections::BTreeSet<std::path::PathBuf>,
+}
+
 impl FileEvent {
-    fn apply(self, open: &mut std::collections::HashSet<std::path::PathBuf>) {
+    fn apply(self, burst: &mut Burst) {
         match self {
             FileEvent::Writing(p) => {
-                open.insert(p);
+                burst.touched.insert(p.clone());
+                burst.open.insert(p);
             }
             FileEvent::Ready(p) => {
-                open.remove(&p);
+                burst.open.remove(&p);
+                burst.touched.insert(p);
             }
         }
     }
@@ -100,14 +109,27 @@ impl FileEvent {
 /// temporary file) say nothing until they are renamed to a manifest name.
 fn classify(ev: &notify::Event) -> Vec<FileEvent> {
     use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
     let is_manifest = |p: &std::path::Path| {
         p.file_name().and_then(|n| n.to_str()).is_some_and(halyard_model::manifest_dir::is_manifest_name)
     };
+    if ev.need_rescan() || ev.paths.is_empty() {
+        // Events were lost (inotify queue overflow) or name nothing: an empty path makes the
+        // reconcile scan the whole directory.
+        return vec![FileEvent::Ready(std::path::PathBuf::new())];
+    }
     ev.paths
         .iter()
-        .filter_map(|p| {
+        .enumerate()
+        .filter_map(|(i, p)| {
             let manifest = is_manifest(p);
+            // The old name of a rename (`Both` lists it first) of something that is not a
+            // manifest, such as a tool's temporary file, says nothing; its new name does.
+            let renamed_from = matches!(ev.kind, EventKind::Modify(ModifyKind::Name(RenameMode::From)))
+                || (matches!(ev.kind, EventKind::Modify(ModifyKind::Name(RenameMode::Both))) && i == 0);
+            if renamed_from && !manifest {
+                return None;
+            }
             match ev.kind {
                 EventKind::Access(AccessKind::Close(AccessMode::Write)) if manifest => {
                     Some(FileEvent::Ready(p.clone()))
@@ -150,23 +172,25 @@ fn spawn_reconcile_loop(
         let mut next_resync = Instant::now() + resync;
         loop {
             let wait = next_resync.saturating_duration_since(Instant::now());
+            // `None`: a periodic resync, which scans the whole directory.
+            let mut burst = None;
             match rx.recv_timeout(wait) {
                 Ok(first) => {
                     // Reconcile as soon as every manifest being written is closed (or renamed
                     // into place); wait at most `debounce` for one that is still open, so that
                     // a half-written file is not read.
-                    let mut open = std::collections::HashSet::new();
-                    first.apply(&mut open);
+                    let b = burst.insert(Burst::default());
+                    first.apply(b);
                     let deadline = Instant::now() + debounce;
                     loop {
                         while let Ok(e) = rx.try_recv() {
-                            e.apply(&mut open);
+                            e.apply(b);
                         }
-                        if open.is_empty() {
+                        if b.open.is_empty() {
                             break;
                         }
                         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                            Ok(e) => e.apply(&mut open),
+                            Ok(e) => e.apply(b),
                             Err(RecvTimeoutError::Timeout) => break,
                             Err(RecvTimeoutError::Disconnected) => return,
                         }
@@ -176,7 +200,7 @@ fn spawn_reconcile_loop(
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             let t = Instant::now();
-            match rec.step(false) {
+            match rec.step_paths(false, burst.as_ref().map(|b| &b.touched)) {
                 Ok(Some(snap)) => {
                     metrics.reconciles.inc();
                     metrics.reconcile_seconds.observe(t.elapsed().as_secs_f64());
@@ -189,6 +213,10 @@ fn spawn_reconcile_loop(
                 // at the next event or resync; nothing is applied half-way.
                 Err(e) => tracing::error!("reconcile failed: {e:#}"),
             }
+            // Published first, made durable right after (see `Reconciler::commit`).
+            if let Err(e) = rec.commit() {
+                tracing::error!("saving the state failed, will retry: {e:#}");
+            }
         }
     })?;
     Ok(watcher)
@@ -199,6 +227,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut rec = Reconciler::open(cfg.clone())?;
     let metrics = Arc::new(Metrics::new());
     let first = rec.step(true)?.context("first reconcile produced no snapshot")?;
+    rec.commit()?;
     metrics.reconciles.inc();
     metrics.observe(&first);
     let (snap_tx, snap_rx) = tokio::sync::watch::channel(first);
@@ -398,17 +427,28 @@ mod tests {
         assert_eq!(ev(EventKind::Create(CreateKind::File), "/m/.svc.yaml.tmp"), vec![]);
         assert_eq!(ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), "/m/.svc.yaml.tmp"), vec![]);
         assert_eq!(ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/m/svc.yaml"), r("/m/svc.yaml"));
+        assert_eq!(ev(EventKind::Modify(ModifyKind::Name(RenameMode::From)), "/m/.svc.yaml.tmp"), vec![]);
+        let both = notify::Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path("/m/.svc.yaml.tmp".into())
+            .add_path("/m/svc.yaml".into());
+        assert_eq!(classify(&both), r("/m/svc.yaml"));
+        // A manifest renamed away is gone from its old name.
+        assert_eq!(ev(EventKind::Modify(ModifyKind::Name(RenameMode::From)), "/m/a.yaml"), r("/m/a.yaml"));
         // A ConfigMap mount swaps its hidden ..data link: that must trigger a reload.
         assert_eq!(ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/m/..data"), r("/m/..data"));
         assert_eq!(ev(EventKind::Remove(notify::event::RemoveKind::File), "/m/old.yaml"), r("/m/old.yaml"));
-        let mut open = std::collections::HashSet::new();
+        // Lost events: a full scan.
+        let overflow = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert_eq!(classify(&overflow), r(""));
+        let mut burst = Burst::default();
         for e in ev(EventKind::Create(CreateKind::File), "/m/a.yaml") {
-            e.apply(&mut open);
+            e.apply(&mut burst);
         }
-        assert_eq!(open.len(), 1);
+        assert_eq!(burst.open.len(), 1);
         for e in ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), "/m/a.yaml") {
-            e.apply(&mut open);
+            e.apply(&mut burst);
         }
-        assert!(open.is_empty());
+        assert!(burst.open.is_empty());
+        assert_eq!(burst.touched.len(), 1);
     }
 }

@@ -43,6 +43,12 @@ pub struct Reconciler {
     retry: bool,
     /// Why each unsatisfied service was unsatisfied at the last reconcile, to log changes only.
     unsatisfied: BTreeMap<ServiceKey, String>,
+    /// The last reconcile's state, written but not yet committed ([`Reconciler::commit`]).
+    staged: Option<state::Staged>,
+    /// `state` is not on disk yet (staged, or its commit failed and must be redone).
+    unsaved: bool,
+    /// How long the last scan took (logged with the reconcile).
+    scan_time: std::time::Duration,
 }
 
 impl Reconciler {
@@ -69,13 +75,39 @@ impl Reconciler {
             nodes = state.pod_cidrs.len(),
             "loaded persisted assignments"
         );
-        Ok(Self { cfg, dir, state, generation: 0, diagnostics: Vec::new(), retry: false, unsatisfied: BTreeMap::new() })
+        Ok(Self {
+            cfg,
+            dir,
+            state,
+            generation: 0,
+            diagnostics: Vec::new(),
+            retry: false,
+            unsatisfied: BTreeMap::new(),
+            staged: None,
+            unsaved: false,
+            scan_time: Default::default(),
+        })
     }
 
     /// Re-scans the directory; if anything changed (or on the first call), reconciles and
     /// returns the new snapshot. Returns `None` when nothing changed.
     pub fn step(&mut self, force: bool) -> anyhow::Result<Option<Arc<Snapshot>>> {
-        let report = self.dir.scan();
+        self.step_paths(force, None)
+    }
+
+    /// [`Reconciler::step`] after a watcher reported changes to `touched`: only those files are
+    /// looked at when that is enough (see `ManifestDir::scan_paths`), else the whole directory.
+    pub fn step_paths(
+        &mut self,
+        force: bool,
+        touched: Option<&std::collections::BTreeSet<std::path::PathBuf>>,
+    ) -> anyhow::Result<Option<Arc<Snapshot>>> {
+        let t = Instant::now();
+        let report = match touched.and_then(|t| self.dir.scan_paths(t)) {
+            Some(r) => r,
+            None => self.dir.scan(),
+        };
+        self.scan_time = t.elapsed();
         for p in &report.applied {
             tracing::info!(file = %p.display(), "manifest applied");
         }
@@ -94,7 +126,7 @@ impl Reconciler {
         if !report.changed && !force && !self.retry && self.dir.diagnostics() == self.diagnostics {
             return Ok(None);
         }
-        // Nothing is published unless its state was saved: a failed save leaves the previous
+        // Nothing is published unless its state was written: a failed write leaves the previous
         // snapshot in force and is retried at the next step.
         self.retry = true;
         let snap = self.reconcile()?;
@@ -102,9 +134,28 @@ impl Reconciler {
         Ok(Some(Arc::new(snap)))
     }
 
+    /// Makes the state of the last [`Reconciler::step`] durable and puts it in place. The
+    /// caller publishes the snapshot between the two, so the fsyncs (most of a reconcile's time
+    /// on disk) are not on the path from a manifest change to the routers. That order loses
+    /// nothing: the state was written before publishing, so a full disk or a broken state
+    /// directory still publishes nothing; and an agent that dies before the commit restarts from
+    /// the previous state, from which LB-IPAM, being deterministic, derives the same assignments
+    /// for the same manifests. A failed commit is retried at the next step.
+    pub fn commit(&mut self) -> anyhow::Result<()> {
+        if let Some(staged) = self.staged.take() {
+            if let Err(e) = staged.commit() {
+                self.retry = true;
+                return Err(e.into());
+            }
+            self.unsaved = false;
+        }
+        Ok(())
+    }
+
     fn reconcile(&mut self) -> anyhow::Result<Snapshot> {
         let started = Instant::now();
         let model = self.dir.model();
+        let t_model = started.elapsed();
         let pools = translate::pools(&model);
         let services = translate::services(&model);
         let lb = halyard_ipam::reconcile(&self.cfg.lbipam, &pools, &services, &self.state.lbipam);
@@ -124,6 +175,7 @@ impl Reconciler {
             .collect();
         // The pool config was validated at start-up, so this cannot fail on config grounds.
         let pods = reconcile_node_cidrs(&self.cfg.cluster_pool, &nodes, &self.state.pod_cidrs)?;
+        let t_ipam = started.elapsed();
         let manifests = self
             .dir
             .files()
@@ -139,11 +191,14 @@ impl Reconciler {
             pod_cidrs: pods.assignments.clone(),
             manifests,
         };
-        if new_state != self.state {
+        let t_state = started.elapsed();
+        if new_state != self.state || self.unsaved {
             log_assigned(&self.state.lbipam, &lb);
-            state::save(&self.cfg.state_file(), &new_state)?;
+            self.staged = Some(state::stage(&self.cfg.state_file(), &new_state)?);
+            self.unsaved = true;
             self.state = new_state;
         }
+        let t_write = started.elapsed();
         self.unsatisfied = log_unsatisfied(&self.unsatisfied, &lb);
         self.generation += 1;
         self.diagnostics = self.dir.diagnostics();
@@ -154,6 +209,11 @@ impl Reconciler {
             satisfied,
             pools = lb.pools.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
+            scan_us = self.scan_time.as_micros() as u64,
+            model_us = t_model.as_micros() as u64,
+            ipam_us = (t_ipam - t_model).as_micros() as u64,
+            state_us = (t_state - t_ipam).as_micros() as u64,
+            write_us = (t_write - t_state).as_micros() as u64,
             "reconciled"
         );
         Ok(Snapshot {

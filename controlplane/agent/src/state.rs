@@ -2,7 +2,8 @@
 //! restart re-derives the same assignments instead of reshuffling them.
 //!
 //! Written atomically (temporary file, fsync, rename, fsync of the directory): a crash leaves
-//! either the old or the new file, never a torn one.
+//! either the old or the new file, never a torn one. The agent writes the temporary file before
+//! it publishes a reconcile and makes it durable right after (see `Reconciler::commit`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -61,22 +62,48 @@ pub fn load(path: &Path) -> Result<PersistedState, StateError> {
     Ok(state)
 }
 
-/// Saves the state atomically.
+/// Saves the state atomically: [`stage`], then [`Staged::commit`].
+#[cfg(test)]
 pub fn save(path: &Path, state: &PersistedState) -> Result<(), StateError> {
+    stage(path, state)?.commit()
+}
+
+/// A new state written to its temporary file but not yet durable nor in place.
+#[must_use = "a staged state is only saved once committed"]
+#[derive(Debug)]
+pub struct Staged {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::fs::File,
+}
+
+/// Writes `state` to the temporary file next to `path`. Everything that can fail for want of
+/// space or permission fails here (create, write); what is left for [`Staged::commit`] is
+/// making it durable and putting it in place.
+pub fn stage(path: &Path, state: &PersistedState) -> Result<Staged, StateError> {
     let err = |source| StateError::Write { path: path.into(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     let tmp = path.with_extension("json.tmp");
     let mut text = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
     text.push(b'\n');
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&text).map_err(err)?;
-        f.sync_all().map_err(err)?;
+    let mut file = std::fs::File::create(&tmp).map_err(err)?;
+    file.write_all(&text).map_err(err)?;
+    Ok(Staged { path: path.into(), tmp, file })
+}
+
+impl Staged {
+    /// fsync of the file, rename over the old one, fsync of the directory: a crash at any point
+    /// leaves the old file or the new one, never a torn one.
+    pub fn commit(self) -> Result<(), StateError> {
+        let err = |source| StateError::Write { path: self.path.clone(), source };
+        self.file.sync_all().map_err(err)?;
+        drop(self.file);
+        std::fs::rename(&self.tmp, &self.path).map_err(err)?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        Ok(())
     }
-    std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -112,6 +112,8 @@ impl FileState {
 #[derive(Debug)]
 pub struct ManifestDir {
     root: PathBuf,
+    /// `root` made absolute, to match the absolute paths a watcher reports.
+    abs_root: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
     accept_seq: u64,
 }
@@ -125,7 +127,12 @@ impl ManifestDir {
     pub fn open(root: impl Into<PathBuf>) -> Result<ManifestDir, ManifestDirError> {
         let root = root.into();
         match std::fs::metadata(&root) {
-            Ok(m) if m.is_dir() => Ok(ManifestDir { root, files: BTreeMap::new(), accept_seq: 0 }),
+            Ok(m) if m.is_dir() => Ok(ManifestDir {
+                abs_root: std::path::absolute(&root).unwrap_or_else(|_| root.clone()),
+                root,
+                files: BTreeMap::new(),
+                accept_seq: 0,
+            }),
             Ok(_) => Err(ManifestDirError::NotADirectory(root)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ManifestDirError::NotFound(root)),
             Err(source) => Err(ManifestDirError::Io { path: root, source }),
@@ -203,6 +210,47 @@ impl ManifestDir {
             .filter(|p| !listed.contains(*p) && !unreadable_dirs.iter().any(|(d, _)| p.starts_with(d)))
             .cloned()
             .collect();
+        self.apply_scan(report, listed, gone)
+    }
+
+    /// [`ManifestDir::scan`] limited to `paths`, the files a watcher reported: only they are
+    /// looked at, so a change costs the same with 10 files or 10,000. `None` when one of them is
+    /// not a plain manifest file path under the root (a directory, a hidden path such as a
+    /// ConfigMap mount's `..data`, or outside the root): the caller then scans everything.
+    pub fn scan_paths(&mut self, paths: &BTreeSet<PathBuf>) -> Option<ScanReport> {
+        let mut present = BTreeSet::new();
+        let mut gone = Vec::new();
+        for p in paths {
+            // Keyed like the full scan's listing: the root as given, joined with the rest.
+            let rel = p.strip_prefix(&self.root).or_else(|_| p.strip_prefix(&self.abs_root)).ok()?;
+            let p = &self.root.join(rel);
+            let plain = rel.components().all(|c| match c {
+                std::path::Component::Normal(n) => n.to_str().is_some_and(|n| !n.starts_with('.')),
+                _ => false,
+            });
+            let name = rel.file_name().and_then(|n| n.to_str())?;
+            if !plain || !is_manifest_name(name) {
+                return None;
+            }
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_file() => {
+                    present.insert(p.clone());
+                }
+                Ok(_) => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if self.files.contains_key(p) {
+                        gone.push(p.clone());
+                    }
+                }
+                // Unreadable: the full scan reports it.
+                Err(_) => return None,
+            }
+        }
+        Some(self.apply_scan(ScanReport::default(), present, gone))
+    }
+
+    /// Steps 2–5 of a scan: forgets `gone`, reads `listed` where it changed, applies.
+    fn apply_scan(&mut self, mut report: ScanReport, listed: BTreeSet<PathBuf>, gone: Vec<PathBuf>) -> ScanReport {
         for p in gone {
             if let Some(state) = self.files.remove(&p)
                 && !state.objects().is_empty()

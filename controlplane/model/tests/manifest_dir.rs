@@ -337,3 +337,44 @@ fn seeded_last_good_versions_survive_a_restart_with_a_broken_file() {
     // A seed that does not parse is refused.
     assert!(md3.seed_last_good(&p, "kind: [").is_err());
 }
+
+/// `scan_paths` reads only the files it is given, with the same outcome as a full scan for
+/// them, and declines (None) what only a full scan can handle.
+#[test]
+fn scan_paths_reads_only_the_given_files_and_declines_what_it_cannot_handle() {
+    let (tmp, mut md) = setup();
+    let a = write(tmp.path(), "a.yaml", &pool("blue", "10.0.0.0/24"));
+    let b = write(tmp.path(), "sub/b.yaml", &pool("green", "10.0.1.0/24"));
+    md.scan();
+    let set = |ps: &[&PathBuf]| ps.iter().map(|p| (*p).clone()).collect::<std::collections::BTreeSet<_>>();
+
+    // A new file and an edit, given by path.
+    let c = write(tmp.path(), "c.yaml", &pool("red", "10.0.2.0/24"));
+    write(tmp.path(), "a.yaml", &pool("blue", "10.0.9.0/24"));
+    // b changes too but is not given: a targeted scan does not look at it.
+    write(tmp.path(), "sub/b.yaml", &pool("green", "10.0.8.0/24"));
+    let r = md.scan_paths(&set(&[&a, &c])).expect("plain manifest paths");
+    assert_eq!(r.applied, vec![a.clone(), c.clone()]);
+    assert!(r.changed);
+    let mut got = pools(&md);
+    got.sort();
+    assert_eq!(
+        got,
+        [("blue".into(), "10.0.9.0/24".into()), ("green".into(), "10.0.1.0/24".into()), ("red".into(), "10.0.2.0/24".into())]
+    );
+
+    // A removed file.
+    fs::remove_file(&c).unwrap();
+    let r = md.scan_paths(&set(&[&c])).unwrap();
+    assert_eq!(r.removed, vec![c.clone()]);
+    assert!(r.changed);
+
+    // Declined: a hidden path (a ConfigMap mount's ..data), a directory, a path outside the
+    // root, a non-manifest name. A full scan then picks b up.
+    assert!(md.scan_paths(&set(&[&tmp.path().join("..data")])).is_none());
+    assert!(md.scan_paths(&set(&[&tmp.path().join("sub")])).is_none());
+    assert!(md.scan_paths(&set(&[&PathBuf::from("/etc/hosts.yaml")])).is_none());
+    assert!(md.scan_paths(&set(&[&tmp.path().join("notes.txt")])).is_none());
+    let r = md.scan();
+    assert_eq!(r.applied, vec![b]);
+}
