@@ -148,6 +148,9 @@ pub struct FsmConfig {
     pub connect_retry_time: u16,
     /// Wait for the peer to connect instead of connecting (events 4/5).
     pub passive: bool,
+    /// HoldTimer while waiting for the peer's OPEN (RFC 4271 §8.2.2 "a large value"; default
+    /// [`OPEN_HOLD_TIME_MS`]).
+    pub open_hold_time_ms: Millis,
 }
 
 impl FsmConfig {
@@ -160,6 +163,7 @@ impl FsmConfig {
             keepalive_time: None,
             connect_retry_time: 120,
             passive: false,
+            open_hold_time_ms: OPEN_HOLD_TIME_MS,
         }
     }
 }
@@ -295,7 +299,7 @@ impl Fsm {
             (State::Connect | State::Active, Event::TcpConnected) => {
                 self.connect_retry_at = None;
                 out.push(Action::SendOpen { hold_time: self.cfg.hold_time });
-                self.hold_at = Some(now + OPEN_HOLD_TIME_MS);
+                self.hold_at = Some(now + self.cfg.open_hold_time_ms);
                 self.state = State::OpenSent;
             }
             (State::Connect, Event::TcpFailed) => {
@@ -611,6 +615,20 @@ mod tests {
         assert_eq!(f.state(), State::Connect);
         // A connect attempt that hangs is abandoned and retried when the timer fires again.
         assert_eq!(f.poll(240_005), vec![Action::Disconnect, Action::Connect]);
+    }
+
+    #[test]
+    fn a_shorter_open_hold_time_gives_up_on_a_silent_peer_sooner() {
+        let mut cfg = FsmConfig::new(65001, Some(65000), id("10.0.0.1"));
+        cfg.open_hold_time_ms = 30_000;
+        let mut f = Fsm::new(cfg);
+        f.handle(0, Event::Start);
+        f.handle(5, Event::TcpConnected);
+        assert_eq!(f.state(), State::OpenSent);
+        assert_eq!(f.next_deadline(), Some(30_005));
+        let out = f.poll(30_005);
+        assert!(out.contains(&Action::Disconnect), "{out:?}");
+        assert_eq!(f.state(), State::Idle);
     }
 
     #[test]

@@ -363,6 +363,9 @@ pub struct PeerStatus {
     pub stale: usize,
 }
 
+/// OpenSent/OpenConfirm hold timer with GTSM on (see `run_peer`).
+pub const GTSM_OPEN_HOLD_TIME_MS: Millis = 30_000;
+
 /// Encoded UPDATEs are written in chunks of about this size (many messages per `write`).
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -1158,6 +1161,13 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
     let mut fcfg = FsmConfig::new(cfg.local_asn, cfg.peer_asn, cfg.router_id);
     fcfg.hold_time = cfg.hold_time;
     fcfg.connect_retry_time = cfg.connect_retry_time;
+    if cfg.ttl_security {
+        // With GTSM, a peer that does not use it still gets our OPEN (and ACKs it, so
+        // TCP_USER_TIMEOUT does not fire), while everything it sends is dropped: we would wait
+        // the whole 4-minute OpenSent hold timer before trying again. A peer answers an OPEN
+        // within milliseconds, so 30 s is ample.
+        fcfg.open_hold_time_ms = GTSM_OPEN_HOLD_TIME_MS;
+    }
     let mut d = Driver {
         fsm: Fsm::new(fcfg),
         cfg,
@@ -1187,8 +1197,15 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
         let deadline = d.fsm.next_deadline().map(|ms| d.epoch + Duration::from_millis(ms));
         tokio::select! {
             _ = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                let waiting_for_open = d.fsm.state() == State::OpenSent;
                 let acts = d.fsm.poll(d.now());
                 d.act(acts, &current, None).await;
+                if waiting_for_open && d.cfg.ttl_security && d.fsm.state() != State::OpenSent {
+                    let hint = "no OPEN from the peer within 30 s with ttl-security on: the peer must use GTSM too \
+                                (RFC 5082), or whatever it sends arrives with too low a TTL and is dropped";
+                    tracing::warn!(peer = %d.cfg.name, "{hint}");
+                    d.set_status(|s| s.last_error = Some(hint.into()));
+                }
                 restart_if_idle(&mut d, &current).await;
             }
             res = async { match d.connecting.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {

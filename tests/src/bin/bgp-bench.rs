@@ -11,7 +11,9 @@
 //!   BIRD 2 (`birdc configure` with one more `protocol static` route), GoBGP (`gobgp global
 //!   rib add`) and FRR (`vtysh ... network`), each timed from just before its triggering
 //!   command (which is included) to the receiver's read. The agent runs twice: with its
-//!   default 100 ms reload debounce (`halyard`) and with none (`halyard-d0`); `DUTS=` picks
+//!   default `reload-debounce-ms` of 100 (`halyard`) and with 0 (`halyard-d0`); since the agent
+//!   reloads as soon as a written file is closed or renamed in, the two differ only when a
+//!   writer keeps a file open, which the benchmark never does; `DUTS=` picks
 //!   among `halyard,halyard-d0,bird,gobgp,frr`. Needs the agent and CLI built too.
 //!
 //! Run (root, bird2 installed; frr and gobgpd are used when present):
@@ -850,7 +852,7 @@ spec:
             "load"
         );
         let kinds = [
-            ("halyard", "agent: new Service manifest (debounce 100 ms)"),
+            ("halyard", "agent: new Service manifest (defaults)"),
             ("halyard-d0", "agent: new Service manifest (debounce 0)"),
             ("bird", "bird.conf + birdc configure (static route)"),
             ("gobgp", "gobgp global rib add"),
