@@ -200,6 +200,11 @@ impl Fsm {
         self.state
     }
 
+    /// A new ConnectRetryTime, used from the next time the timer is started.
+    pub fn set_connect_retry_time(&mut self, seconds: u16) {
+        self.cfg.connect_retry_time = seconds;
+    }
+
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
     }

@@ -208,6 +208,22 @@ impl PeerConfig {
         }
     }
 
+    /// Whether going from `self` to `new` needs a new session. What is negotiated in OPEN (AS
+    /// numbers, router id, hold time, graceful restart) or belongs to the TCP connection
+    /// (address, port, MD5 key, TTL and GTSM) does; the rest ([`PeerConfig::bfd`], the
+    /// connect-retry time, the IPv6 next hop, the name) is applied to the running session
+    /// through [`PeerChannels::update`].
+    pub fn needs_reset(&self, new: &PeerConfig) -> bool {
+        let live = |c: &PeerConfig| PeerConfig {
+            name: String::new(),
+            connect_retry_time: 0,
+            next_hop_v6: None,
+            bfd: None,
+            ..c.clone()
+        };
+        live(self) != live(new)
+    }
+
     /// Whether the session is eBGP as configured: a peer AS other than ours. With no peer AS
     /// configured we cannot know before OPEN, and the TTL is left as for iBGP.
     pub fn is_ebgp(&self) -> bool {
@@ -333,6 +349,9 @@ pub struct PeerChannels {
     pub incoming: Option<mpsc::Receiver<TcpStream>>,
     /// Where to report received routes; `None`: they are only recorded in the status.
     pub learned: Option<mpsc::UnboundedSender<Learned>>,
+    /// New configurations for the running session; only what does not need a reset is taken
+    /// from them (see [`PeerConfig::needs_reset`]). `None`: the configuration never changes.
+    pub update: Option<watch::Receiver<PeerConfig>>,
 }
 
 /// What the API and CLI show about a peer.
@@ -812,6 +831,33 @@ impl Driver {
         Ok(())
     }
 
+    /// A new next hop for IPv6 prefixes on an IPv4 session, without a reset: with a next hop
+    /// before and after, the IPv6 routes are announced again with the new one (an implicit
+    /// replace, RFC 4271 §3.1); when one side has none, they are withdrawn under the old
+    /// settings and announced under the new ones.
+    async fn change_next_hop_v6(
+        &mut self,
+        new: Option<Ipv6Addr>,
+        current: &Arc<Advertisements>,
+    ) -> std::io::Result<()> {
+        let established = self.fsm.state() == State::Established && self.deltas.is_none();
+        if established && !(self.cfg.next_hop_v6.is_some() && new.is_some()) {
+            let without: Advertisements =
+                current.iter().filter(|(p, _)| matches!(p, Prefix::V4(_))).map(|(p, a)| (*p, a.clone())).collect();
+            self.sync_routes(&Arc::new(without)).await?;
+        }
+        tracing::info!(peer = %self.cfg.name, next_hop = ?new, "IPv6 next hop changed: announcing the IPv6 routes again");
+        self.cfg.next_hop_v6 = new;
+        if established {
+            // Forget what was sent for IPv6, so the sync announces it all again.
+            let kept: Advertisements =
+                self.sent.iter().filter(|(p, _)| matches!(p, Prefix::V4(_))).map(|(p, a)| (*p, a.clone())).collect();
+            self.sent = Arc::new(kept);
+            self.sync_routes(current).await?;
+        }
+        Ok(())
+    }
+
     /// Sends one batch of changes from the RIB ([`RouteFeed::Deltas`]), then End-of-RIB if it
     /// completes the table asked for on Established. Outside Established it is dropped: the
     /// table is asked for again on the next Established.
@@ -1153,7 +1199,7 @@ fn adopt(d: &mut Driver, stream: TcpStream) {
 
 /// Runs one peer until `stop` turns true, advertising what `routes` feeds it.
 pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
-    let PeerChannels { routes, status, mut stop, mut incoming, learned } = ch;
+    let PeerChannels { routes, status, mut stop, mut incoming, learned, mut update } = ch;
     let (mut table, mut delta_rx, deltas) = match routes {
         RouteFeed::Table(rx) => (Some(rx), None, None),
         RouteFeed::Deltas { rx, rib } => (None, Some(rx), Some(DeltaFeed { rib, generation: 0, eor_after: None })),
@@ -1308,6 +1354,48 @@ pub async fn run_peer(cfg: PeerConfig, ch: PeerChannels) {
                     let acts = d.fsm.handle(d.now(), Event::BfdDown);
                     d.act(acts, &current, None).await;
                     restart_if_idle(&mut d, &current).await;
+                }
+            }
+            changed = async { match update.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
+                if changed.is_err() {
+                    update = None;
+                    continue;
+                }
+                let new = update.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_else(|| d.cfg.clone());
+                if d.cfg.needs_reset(&new) {
+                    // The caller restarts the session for these; nothing to apply here.
+                    continue;
+                }
+                d.cfg.name = new.name.clone();
+                if new.connect_retry_time != d.cfg.connect_retry_time {
+                    d.cfg.connect_retry_time = new.connect_retry_time;
+                    d.fsm.set_connect_retry_time(new.connect_retry_time);
+                }
+                if new.bfd != d.cfg.bfd {
+                    d.cfg.bfd = new.bfd;
+                    match new.bfd {
+                        Some(bc) => {
+                            // Joining the running session while still holding it changes its
+                            // timers in place (a Poll Sequence, RFC 5880 §6.8.3): no AdminDown,
+                            // so the peer's BFD, and the sessions it protects, stay up.
+                            tracing::info!(peer = %d.cfg.name, "BFD settings changed: applied to the running BFD session");
+                            let fresh = start_bfd(&d, bc).await;
+                            bfd = fresh;
+                        }
+                        None => {
+                            tracing::info!(peer = %d.cfg.name, "BFD turned off (the BGP session stays)");
+                            bfd = None;
+                            d.set_status(|s| s.bfd = None);
+                        }
+                    }
+                    bfd_last = bfd.as_ref().map(|b| b.status()).unwrap_or_default();
+                }
+                if new.next_hop_v6 != d.cfg.next_hop_v6
+                    && let Err(e) = d.change_next_hop_v6(new.next_hop_v6, &current).await
+                {
+                    tracing::warn!(peer = %d.cfg.name, "sending routes failed: {e}");
+                    let acts = d.fsm.handle(d.now(), Event::TcpFailed);
+                    d.act(acts, &current, None).await;
                 }
             }
             _ = stop.changed() => {
@@ -1516,6 +1604,33 @@ mod tests {
         assert_eq!(x.withdraw(&hosts_v6(3), &mut out).unwrap(), 0);
         assert!(out.is_empty());
         assert!(!x.carries(&hosts_v6(1)[0]) && x.carries(&hosts_v4(1)[0]));
+    }
+
+    #[test]
+    fn only_what_open_or_tcp_carries_needs_a_reset() {
+        let base = PeerConfig::new("p", 65001, "10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let live = [
+            PeerConfig { name: "q".into(), ..base.clone() },
+            PeerConfig { connect_retry_time: 30, ..base.clone() },
+            PeerConfig { next_hop_v6: Some("fd00::2".parse().unwrap()), ..base.clone() },
+            PeerConfig { bfd: Some(BfdConfig::default()), ..base.clone() },
+        ];
+        for c in &live {
+            assert!(!base.needs_reset(c), "{c:?}");
+        }
+        let reset = [
+            PeerConfig { local_asn: 65009, ..base.clone() },
+            PeerConfig { peer_asn: Some(65000), ..base.clone() },
+            PeerConfig { hold_time: 30, ..base.clone() },
+            PeerConfig { port: 1179, ..base.clone() },
+            PeerConfig { password: Some("x".into()), ..base.clone() },
+            PeerConfig { graceful_restart: Some(120), ..base.clone() },
+            PeerConfig { ttl_security: true, ..base.clone() },
+            PeerConfig { multihop_ttl: Some(3), ..base.clone() },
+        ];
+        for c in &reset {
+            assert!(base.needs_reset(c), "{c:?}");
+        }
     }
 
     #[test]

@@ -91,4 +91,31 @@ fn metallb_bfd_profile_brings_bfd_up_with_bird() {
     let metrics = node.run_ok(&["curl", "-fsS", "http://127.0.0.1:9891/metrics"]);
     let labels = format!("{{peer=\"metallb/tor\",address=\"{ROUTER}\"}}");
     assert!(metrics.contains(&format!("halyard_bgp_bfd_up{labels} 1")), "{metrics}");
+
+    // A changed BFDProfile is applied to the running BFD session: the BGP session stays (BIRD's
+    // protocol line, with its "since" time, is unchanged) and BFD stays up.
+    let line =
+        || bird.birdc("show protocols peer1").lines().find(|l| l.starts_with("peer1")).unwrap_or_default().to_string();
+    let before = line();
+    agent.write_manifest(
+        "metallb.yaml",
+        &METALLB.replace("transmitInterval: 100, receiveInterval: 100", "transmitInterval: 200, receiveInterval: 200"),
+    );
+    let restarted = poll_until(Duration::from_secs(20), || {
+        let log = agent.log();
+        let p = agent.json(&["bgp", "peers"]);
+        (log.contains("applied to the running BFD session")
+            && p[0]["bfd"] == "up"
+            && bird.bfd_state(NODE).as_deref() == Some("Up"))
+        .then_some(())
+    });
+    assert!(
+        restarted.is_some(),
+        "BFD did not come back: {:#}
+{}",
+        agent.json(&["bgp", "peers"]),
+        agent.log()
+    );
+    assert_eq!(line(), before, "the BGP session was reset by a BFD change");
+    assert!(!agent.log().contains("stopping its session"), "{}", agent.log());
 }

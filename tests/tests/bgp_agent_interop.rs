@@ -1021,7 +1021,8 @@ fn exabgp_malformed_update_is_treat_as_withdraw_at_the_agent() {
 /// What `halyard bgp routes advertised` lists for a session is what the router got on it. Here
 /// an IPv4 session negotiates IPv6 unicast and its PeerConfig selects the dual-stack Service
 /// for both families. Without an IPv6 InternalIP on the Node there is no next hop for the IPv6
-/// route: it is reported, not sent and not listed. With one, it goes out with that next hop.
+/// route: it is reported, not sent and not listed. With one, it goes out with that next hop,
+/// without a session reset.
 #[test]
 fn frr_gets_what_the_agent_lists_as_advertised_on_an_ipv4_session() {
     if frr_skip() {
@@ -1069,7 +1070,9 @@ fn frr_gets_what_the_agent_lists_as_advertised_on_an_ipv4_session() {
     assert_eq!(l, vec!["172.29.0.10/32".to_string()]);
     assert!(agent.log().contains("fd00:29::10/128 is not advertised to main/router"), "{}", agent.log());
 
-    // The Node gets an IPv6 InternalIP: the IPv6 route goes out with it as the next hop.
+    // The Node gets an IPv6 InternalIP: the IPv6 route goes out with it as the next hop, on
+    // the same session (a next hop is not negotiated: no reset).
+    let epoch = frr.session_epoch(&node4);
     let node6 = topo.node6();
     agent.write_manifest(
         "bgp.yaml",
@@ -1082,6 +1085,7 @@ fn frr_gets_what_the_agent_lists_as_advertised_on_an_ipv4_session() {
         frr.routes("ipv6").get("fd00:29::10/128").cloned()
     });
     assert_eq!(v6.next_hop, node6);
+    assert_eq!(frr.session_epoch(&node4), epoch, "the session was reset for a new next hop");
     let same = poll_until(Duration::from_secs(10), || {
         (l, f) = (listed(), at_frr());
         (l == f).then_some(())

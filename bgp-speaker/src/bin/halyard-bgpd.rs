@@ -577,7 +577,7 @@ async fn main() -> anyhow::Result<()> {
             RouteFeed::Table(rx)
         };
         let learned = cfg.relay.then(|| learned_tx.clone());
-        let ch = PeerChannels { routes, status, stop: stop_rx.clone(), incoming: accept, learned };
+        let ch = PeerChannels { routes, status, stop: stop_rx.clone(), incoming: accept, learned, update: None };
         tasks.push(tokio::spawn(run_peer(pc, ch)));
     }
     drop(learned_tx);

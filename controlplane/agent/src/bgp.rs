@@ -23,7 +23,7 @@
 //! peer and the Secret (Cilium would dial without a password and report
 //! `cilium.io/MissingAuthSecret`; a peer that requires MD5 drops those SYNs anyway).
 //! Timers: the keepalive is a third of the hold time (`keepAliveTimeSeconds` is not used).
-//! Not yet: ClusterIP and CiliumPodIPPool advertisements, node overrides, auto-discovery.
+//! Not yet: CiliumPodIPPool advertisements, node overrides, auto-discovery.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -325,14 +325,20 @@ pub fn desired(snap: &Snapshot, node: &str, settings: &BgpSettings) -> (DesiredP
                                 }
                                 let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
                                 let mut ips: Vec<IpAddr> = Vec::new();
-                                if svc_opts.addresses.contains(&ServiceAddressType::LoadBalancerIP) {
+                                let external = translate::may_advertise(model, svc, node, false);
+                                if external && svc_opts.addresses.contains(&ServiceAddressType::LoadBalancerIP) {
                                     let key = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
                                     if let Some(st) = snap.lb.services.get(&key) {
                                         ips.extend(st.ips.iter().map(|a| a.ip));
                                     }
                                 }
-                                if svc_opts.addresses.contains(&ServiceAddressType::ExternalIP) {
+                                if external && svc_opts.addresses.contains(&ServiceAddressType::ExternalIP) {
                                     ips.extend(svc.spec.external_ips.iter().copied());
+                                }
+                                if svc_opts.addresses.contains(&ServiceAddressType::ClusterIP)
+                                    && translate::may_advertise(model, svc, node, true)
+                                {
+                                    ips.extend(translate::cluster_ips(svc));
                                 }
                                 for ip in ips.into_iter().filter(|ip| ip.is_ipv4() == is_v4) {
                                     add_route(&mut routes, host_prefix(ip), &attrs);
@@ -512,15 +518,6 @@ fn cilium_v1(
             );
         }
         let addr_types = vr.service_advertisements();
-        if vr.service_selector.is_some() && addr_types.contains(&ServiceAddressType::ClusterIP) {
-            push_once(
-                problems,
-                format!(
-                    "CiliumBGPPeeringPolicy {pname}: virtual router {asn}: ClusterIP advertisements are not supported \
-                     yet"
-                ),
-            );
-        }
         'neighbors: for n in &vr.neighbors {
             let addr = n.peer_ip();
             let key = format!("{pname}/{asn}/{addr}");
@@ -577,6 +574,16 @@ fn cilium_v1(
                 let plain = Arc::new(RouteAttrs::default());
                 for svc in model.services.values().filter(|s| sel.matches(&translate::selector_labels(s))) {
                     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+                    if addr_types.contains(&ServiceAddressType::ClusterIP)
+                        && translate::may_advertise(model, svc, node, true)
+                    {
+                        for ip in translate::cluster_ips(svc).into_iter().filter(|ip| family_ok(*ip)) {
+                            add_route(&mut routes, host_prefix(ip), &plain);
+                        }
+                    }
+                    if !translate::may_advertise(model, svc, node, false) {
+                        continue;
+                    }
                     if addr_types.contains(&ServiceAddressType::LoadBalancerIP) {
                         let skey = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
                         for asg in snap.lb.services.get(&skey).map(|st| st.ips.as_slice()).unwrap_or_default() {
@@ -706,8 +713,13 @@ fn metallb(
             metallb_communities(model, &a.communities, &mut attrs, problems);
             let attrs = Arc::new(attrs);
             for (skey, st) in &snap.lb.services {
-                let labels = model.services.get(skey).map_or(&no_labels, |s| &s.metadata.labels);
+                let svc = model.services.get(skey);
+                let labels = svc.map_or(&no_labels, |s| &s.metadata.labels);
                 if !translate::any_selector(&a.service_selectors, labels) {
+                    continue;
+                }
+                // externalTrafficPolicy: Local: only nodes with a ready endpoint announce.
+                if svc.is_some_and(|s| !translate::may_advertise(model, s, node, false)) {
                     continue;
                 }
                 for asg in st.ips.iter().filter(|x| pools.contains(x.pool.as_str())) {
@@ -785,6 +797,8 @@ struct Running {
     cfg: PeerConfig,
     listen_port: Option<u16>,
     routes: watch::Sender<Arc<Advertisements>>,
+    /// Configuration changes the session applies without a reset.
+    update: watch::Sender<PeerConfig>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -815,13 +829,27 @@ pub async fn run(
             }
             last_problems = problems;
         }
-        // Stop sessions no longer wanted, or whose session parameters changed (a reset is
-        // unavoidable for those: ASN, address, timers are negotiated in OPEN).
+        // Stop sessions no longer wanted, or whose session parameters changed in a way that
+        // needs a new session (what OPEN negotiates or the TCP connection carries; see
+        // `PeerConfig::needs_reset`). Other changes go to the running session.
         let stale: Vec<String> = running
             .iter()
-            .filter(|(k, r)| want.get(*k).is_none_or(|d| d.cfg != r.cfg || d.listen_port != r.listen_port))
+            .filter(|(k, r)| want.get(*k).is_none_or(|d| r.cfg.needs_reset(&d.cfg) || d.listen_port != r.listen_port))
             .map(|(k, _)| k.clone())
             .collect();
+        for (k, r) in running.iter_mut() {
+            if let Some(d) = want.get(k)
+                && d.cfg != r.cfg
+                && !stale.contains(k)
+            {
+                tracing::info!(peer = %k, "BGP peer settings changed: applied to the running session (no reset)");
+                r.cfg = d.cfg.clone();
+                let _ = r.update.send(d.cfg.clone());
+                if let Some(entry) = statuses.lock().unwrap_or_else(|e| e.into_inner()).get_mut(k) {
+                    entry.0 = d.cfg.clone();
+                }
+            }
+        }
         for k in stale {
             if let Some(r) = running.remove(&k) {
                 tracing::info!(peer = %k, "BGP peer removed or reconfigured: stopping its session");
@@ -886,16 +914,21 @@ pub async fn run(
                         incoming.lock().unwrap_or_else(|e| e.into_inner()).insert(d.cfg.address, tx);
                         rx
                     });
+                    let (update_tx, update_rx) = watch::channel(d.cfg.clone());
                     let ch = PeerChannels {
                         routes: routes_rx.into(),
                         status,
                         stop: stop_rx,
                         incoming: accept,
                         learned: Some(learned.clone()),
+                        update: Some(update_rx),
                     };
                     let task = tokio::spawn(run_peer(d.cfg.clone(), ch));
                     let listen_port = d.listen_port;
-                    running.insert(k, Running { cfg: d.cfg, listen_port, routes: routes_tx, stop: stop_tx, task });
+                    running.insert(
+                        k,
+                        Running { cfg: d.cfg, listen_port, routes: routes_tx, update: update_tx, stop: stop_tx, task },
+                    );
                 }
             }
         }
@@ -1198,6 +1231,87 @@ spec:
         let (peers, _) = desired(&snapshot(&both), "n1", &settings());
         assert_eq!(peers["main/router"].routes.len(), 2);
         assert!(peers["main/router"].routes.contains_key(&prefix("fd00:244:1::/64")));
+    }
+
+    /// ClusterIP advertisements, and the traffic policies: with `Local`, only a node with a
+    /// ready endpoint of the service advertises it (LB IPs for `externalTrafficPolicy`,
+    /// ClusterIPs for `internalTrafficPolicy`).
+    #[test]
+    fn cluster_ips_and_local_traffic_policies() {
+        let services = r#"
+---
+apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata: {name: lb}
+spec: {blocks: [{cidr: 172.20.0.0/28}]}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPAdvertisement
+metadata: {name: svc, labels: {advertise: bgp}}
+spec:
+  advertisements:
+    - advertisementType: Service
+      service: {addresses: [LoadBalancerIP, ClusterIP]}
+      selector: {matchLabels: {bgp: "on"}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cluster, namespace: default, labels: {bgp: "on"}}
+spec: {type: LoadBalancer, clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10], ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: here, namespace: default, labels: {bgp: "on"}}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.11
+  externalTrafficPolicy: Local
+  internalTrafficPolicy: Local
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: elsewhere, namespace: default, labels: {bgp: "on"}}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.12
+  externalTrafficPolicy: Local
+  internalTrafficPolicy: Local
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: headless, namespace: default, labels: {bgp: "on"}}
+spec: {clusterIP: None, ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: here-1, namespace: default, labels: {kubernetes.io/service-name: here}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.1.5], nodeName: n1, conditions: {ready: true}}]
+ports: [{port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: elsewhere-1, namespace: default, labels: {kubernetes.io/service-name: elsewhere}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.2.5], nodeName: n2, conditions: {ready: true}}]
+ports: [{port: 80}]
+"#;
+        let yaml = format!("{}{services}", POD_CIDR.replace("name: pods, labels: {advertise: bgp}", "name: pods"));
+        let snap = snapshot(&yaml);
+        let (peers, problems) = desired(&snap, "n1", &settings());
+        assert!(problems.is_empty(), "{problems:?}");
+        let routes: Vec<String> = peers["main/router"].routes.keys().map(|p| p.to_string()).collect();
+        let ip = |name: &str| snap.lb.services[&halyard_ipam::ServiceKey::new("default", name)].ips[0].ip;
+        let mut want = vec![
+            "10.96.0.10/32".to_string(),
+            "10.96.0.11/32".to_string(),
+            format!("{}/32", ip("cluster")),
+            format!("{}/32", ip("here")),
+        ];
+        want.sort_by_key(|p| p.parse::<Prefix>().unwrap());
+        assert_eq!(routes, want, "elsewhere (Local, no endpoint on n1) and headless are not advertised");
     }
 
     #[test]

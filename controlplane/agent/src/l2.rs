@@ -95,14 +95,7 @@ pub type SharedL2Status = Arc<Mutex<L2Status>>;
 /// only a node with a ready endpoint of the service (traffic must stay on the node it reaches,
 /// so a node without one would black-hole it).
 fn may_announce(model: &halyard_model::Model, svc: &halyard_model::Service, node: &str) -> bool {
-    if svc.spec.external_traffic_policy != Some(halyard_model::TrafficPolicy::Local) {
-        return true;
-    }
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    let key = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
-    model.endpoint_slices_for(&key).any(|slice| {
-        slice.endpoints.iter().any(|ep| ep.conditions.ready != Some(false) && ep.node_name.as_deref() == Some(node))
-    })
+    crate::translate::may_advertise(model, svc, node, false)
 }
 
 /// Computes the announcements. Bad interface regexes are reported, and that policy is skipped.

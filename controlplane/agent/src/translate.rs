@@ -195,6 +195,34 @@ pub fn node_internal_ipv6(model: &Model, node: &str) -> Option<std::net::Ipv6Add
     })
 }
 
+/// The Service's cluster IPs (`spec.clusterIPs`, else `spec.clusterIP`), none when headless.
+pub fn cluster_ips(svc: &Service) -> Vec<std::net::IpAddr> {
+    let from_list: Vec<_> = svc.spec.cluster_ips.iter().filter_map(|c| c.addr()).collect();
+    if !from_list.is_empty() {
+        return from_list;
+    }
+    svc.spec.cluster_ip.as_ref().and_then(|c| c.addr()).into_iter().collect()
+}
+
+/// Whether `node` has a ready endpoint of `svc` (by the EndpointSlices' `nodeName`).
+pub fn has_local_endpoint(model: &Model, svc: &Service, node: &str) -> bool {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let key = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
+    model.endpoint_slices_for(&key).any(|slice| {
+        slice.endpoints.iter().any(|ep| ep.conditions.ready != Some(false) && ep.node_name.as_deref() == Some(node))
+    })
+}
+
+/// Whether `node` may attract traffic for `svc`'s addresses (announce them over BGP or ARP):
+/// always for the `Cluster` policies; for `externalTrafficPolicy: Local` (LoadBalancer and
+/// external IPs) or `internalTrafficPolicy: Local` (`cluster_ip`), only with a ready endpoint
+/// on the node, since the traffic must stay on the node it reaches (Cilium and MetalLB do the
+/// same).
+pub fn may_advertise(model: &Model, svc: &Service, node: &str, cluster_ip: bool) -> bool {
+    let policy = if cluster_ip { svc.spec.internal_traffic_policy } else { svc.spec.external_traffic_policy };
+    policy != Some(TrafficPolicy::Local) || has_local_endpoint(model, svc, node)
+}
+
 pub fn selector_labels(svc: &Service) -> std::collections::BTreeMap<String, String> {
     let mut labels = svc.metadata.labels.clone();
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");

@@ -360,7 +360,11 @@ fn scan_paths_reads_only_the_given_files_and_declines_what_it_cannot_handle() {
     got.sort();
     assert_eq!(
         got,
-        [("blue".into(), "10.0.9.0/24".into()), ("green".into(), "10.0.1.0/24".into()), ("red".into(), "10.0.2.0/24".into())]
+        [
+            ("blue".into(), "10.0.9.0/24".into()),
+            ("green".into(), "10.0.1.0/24".into()),
+            ("red".into(), "10.0.2.0/24".into())
+        ]
     );
 
     // A removed file.
