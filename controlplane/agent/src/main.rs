@@ -157,6 +157,7 @@ fn spawn_reconcile_loop(
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(ev) => {
             for fe in classify(&ev) {
+                tracing::trace!(kind = ?ev.kind, event = ?fe, "manifest directory event");
                 let _ = tx.send(fe);
             }
         }
@@ -214,9 +215,7 @@ fn spawn_reconcile_loop(
                 Err(e) => tracing::error!("reconcile failed: {e:#}"),
             }
             // Published first, made durable right after (see `Reconciler::commit`).
-            if let Err(e) = rec.commit() {
-                tracing::error!("saving the state failed, will retry: {e:#}");
-            }
+            rec.commit();
         }
     })?;
     Ok(watcher)
@@ -227,7 +226,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut rec = Reconciler::open(cfg.clone())?;
     let metrics = Arc::new(Metrics::new());
     let first = rec.step(true)?.context("first reconcile produced no snapshot")?;
-    rec.commit()?;
+    rec.commit();
     metrics.reconciles.inc();
     metrics.observe(&first);
     let (snap_tx, snap_rx) = tokio::sync::watch::channel(first);

@@ -45,8 +45,12 @@ pub struct Reconciler {
     unsatisfied: BTreeMap<ServiceKey, String>,
     /// The last reconcile's state, written but not yet committed ([`Reconciler::commit`]).
     staged: Option<state::Staged>,
-    /// `state` is not on disk yet (staged, or its commit failed and must be redone).
+    /// `state` must be staged again (its commit failed).
     unsaved: bool,
+    /// Commits staged states off the reconcile path.
+    writer: state::Writer,
+    /// Numbers the staged states' temporary files.
+    stage_seq: u64,
     /// How long the last scan took (logged with the reconcile).
     scan_time: std::time::Duration,
 }
@@ -58,6 +62,7 @@ impl Reconciler {
         let mut dir = ManifestDir::open(&cfg.manifest_dir)
             .map_err(|e| anyhow::anyhow!("manifest directory: {e} (set --manifest-dir or HALYARD_MANIFEST_DIR)"))?;
         let state = state::load(&cfg.state_file())?;
+        state::remove_stale_temporaries(&cfg.state_file());
         // The versions in force before the restart stay in force for files that are broken now.
         for (rel, text) in &state.manifests {
             let rel_path = std::path::Path::new(rel);
@@ -85,6 +90,8 @@ impl Reconciler {
             unsatisfied: BTreeMap::new(),
             staged: None,
             unsaved: false,
+            writer: state::Writer::start(),
+            stage_seq: 0,
             scan_time: Default::default(),
         })
     }
@@ -102,6 +109,10 @@ impl Reconciler {
         force: bool,
         touched: Option<&std::collections::BTreeSet<std::path::PathBuf>>,
     ) -> anyhow::Result<Option<Arc<Snapshot>>> {
+        if self.writer.take_failed() {
+            self.unsaved = true;
+            self.retry = true;
+        }
         let t = Instant::now();
         let report = match touched.and_then(|t| self.dir.scan_paths(t)) {
             Some(r) => r,
@@ -134,22 +145,18 @@ impl Reconciler {
         Ok(Some(Arc::new(snap)))
     }
 
-    /// Makes the state of the last [`Reconciler::step`] durable and puts it in place. The
-    /// caller publishes the snapshot between the two, so the fsyncs (most of a reconcile's time
-    /// on disk) are not on the path from a manifest change to the routers. That order loses
-    /// nothing: the state was written before publishing, so a full disk or a broken state
-    /// directory still publishes nothing; and an agent that dies before the commit restarts from
-    /// the previous state, from which LB-IPAM, being deterministic, derives the same assignments
-    /// for the same manifests. A failed commit is retried at the next step.
-    pub fn commit(&mut self) -> anyhow::Result<()> {
+    /// Makes the state of the last [`Reconciler::step`] durable and puts it in place, on the
+    /// state writer's thread. The caller publishes the snapshot between the two, so the fsyncs
+    /// (most of a reconcile's time on disk, and 100 ms on a busy one) are not on the path from
+    /// a manifest change to the routers. That order loses nothing: the state was written before
+    /// publishing, so a full disk or a broken state directory still publishes nothing; and an
+    /// agent that dies before the commit restarts from the previous state, from which LB-IPAM,
+    /// being deterministic, derives the same assignments for the same manifests. A failed
+    /// commit is staged and committed again at the next step.
+    pub fn commit(&mut self) {
         if let Some(staged) = self.staged.take() {
-            if let Err(e) = staged.commit() {
-                self.retry = true;
-                return Err(e.into());
-            }
-            self.unsaved = false;
+            self.writer.submit(staged);
         }
-        Ok(())
     }
 
     fn reconcile(&mut self) -> anyhow::Result<Snapshot> {
@@ -194,8 +201,11 @@ impl Reconciler {
         let t_state = started.elapsed();
         if new_state != self.state || self.unsaved {
             log_assigned(&self.state.lbipam, &lb);
-            self.staged = Some(state::stage(&self.cfg.state_file(), &new_state)?);
-            self.unsaved = true;
+            self.stage_seq += 1;
+            if let Some(old) = self.staged.replace(state::stage(&self.cfg.state_file(), &new_state, self.stage_seq)?) {
+                old.discard();
+            }
+            self.unsaved = false;
             self.state = new_state;
         }
         let t_write = started.elapsed();

@@ -65,7 +65,7 @@ pub fn load(path: &Path) -> Result<PersistedState, StateError> {
 /// Saves the state atomically: [`stage`], then [`Staged::commit`].
 #[cfg(test)]
 pub fn save(path: &Path, state: &PersistedState) -> Result<(), StateError> {
-    stage(path, state)?.commit()
+    stage(path, state, 0)?.commit()
 }
 
 /// A new state written to its temporary file but not yet durable nor in place.
@@ -80,11 +80,13 @@ pub struct Staged {
 /// Writes `state` to the temporary file next to `path`. Everything that can fail for want of
 /// space or permission fails here (create, write); what is left for [`Staged::commit`] is
 /// making it durable and putting it in place.
-pub fn stage(path: &Path, state: &PersistedState) -> Result<Staged, StateError> {
+/// Each staged state has its own temporary file (`state.json.<seq>.tmp`), so that one can be
+/// written while an older one is being committed.
+pub fn stage(path: &Path, state: &PersistedState, seq: u64) -> Result<Staged, StateError> {
     let err = |source| StateError::Write { path: path.into(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
-    let tmp = path.with_extension("json.tmp");
+    let tmp = path.with_extension(format!("json.{seq}.tmp"));
     let mut text = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
     text.push(b'\n');
     let mut file = std::fs::File::create(&tmp).map_err(err)?;
@@ -97,12 +99,78 @@ impl Staged {
     /// leaves the old file or the new one, never a torn one.
     pub fn commit(self) -> Result<(), StateError> {
         let err = |source| StateError::Write { path: self.path.clone(), source };
-        self.file.sync_all().map_err(err)?;
-        drop(self.file);
-        std::fs::rename(&self.tmp, &self.path).map_err(err)?;
+        let res = self.file.sync_all().and_then(|()| std::fs::rename(&self.tmp, &self.path));
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(err(e));
+        }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
         Ok(())
+    }
+
+    /// Drops a staged state that a newer one replaces.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Removes temporary files a previous run left (it died between staging and committing).
+pub fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let Some(n) = n.to_str() else { continue };
+        if n.starts_with(&format!("{name}.")) && n.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Commits staged states on a thread of its own, in order, so the reconcile loop never waits
+/// for an fsync (on a busy disk one can take 100 ms). When several are queued only the newest
+/// is committed: each is a whole state.
+#[derive(Debug)]
+pub struct Writer {
+    tx: std::sync::mpsc::Sender<Staged>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Writer {
+    pub fn start() -> Writer {
+        let (tx, rx) = std::sync::mpsc::channel::<Staged>();
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = failed.clone();
+        let spawned = std::thread::Builder::new().name("state-writer".into()).spawn(move || {
+            while let Ok(mut staged) = rx.recv() {
+                while let Ok(newer) = rx.try_recv() {
+                    std::mem::replace(&mut staged, newer).discard();
+                }
+                if let Err(e) = staged.commit() {
+                    tracing::error!("saving the state failed, will retry: {e}");
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            // Without the thread every submit fails and is retried: reported, never silent.
+            tracing::error!("cannot start the state writer thread: {e}");
+        }
+        Writer { tx, failed }
+    }
+
+    /// Queues `staged` for commit.
+    pub fn submit(&self, staged: Staged) {
+        if let Err(e) = self.tx.send(staged) {
+            e.0.discard();
+            self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a commit failed since the last call (the state must be staged again).
+    pub fn take_failed(&self) -> bool {
+        self.failed.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -110,6 +178,43 @@ impl Staged {
 mod tests {
     use super::*;
     use halyard_ipam::{Assignment, ServiceKey};
+
+    #[test]
+    fn the_writer_commits_the_newest_state_and_reports_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut s = PersistedState { version: STATE_VERSION, ..Default::default() };
+        let w = Writer::start();
+        for i in 0..5u8 {
+            s.pod_cidrs.insert(format!("node-{i}"), vec![]);
+            w.submit(stage(&path, &s, u64::from(i)).unwrap());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while load(&path).map(|l| l != s).unwrap_or(true) {
+            assert!(std::time::Instant::now() < deadline, "the newest state never landed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!w.take_failed());
+        // No temporary file is left behind.
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, ["state.json"]);
+        // A directory in the way: the commit fails and says so; its temporary file goes.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        w.submit(stage(&path, &s, 9).unwrap());
+        while !w.take_failed() {
+            assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(5), "no failure reported");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!dir.path().join("state.json.9.tmp").exists());
+        // Leftovers of a run that died between staging and committing are removed at start.
+        std::fs::write(dir.path().join("state.json.3.tmp"), "x").unwrap();
+        std::fs::write(dir.path().join("other.tmp"), "x").unwrap();
+        remove_stale_temporaries(&path);
+        assert!(!dir.path().join("state.json.3.tmp").exists());
+        assert!(dir.path().join("other.tmp").exists());
+    }
 
     #[test]
     fn round_trip_and_missing_file() {
