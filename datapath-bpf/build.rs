@@ -5,7 +5,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["xdp_lb", "tc_lb", "tc_decap", "xdp_pass", "xdp_gen", "tc_overlay"];
+const PROGRAMS: &[&str] = &["xdp_lb", "tc_lb", "tc_decap", "xdp_pass", "xdp_gen", "tc_overlay", "tc_svc"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -10,8 +10,10 @@
 
 pub mod hash;
 pub mod lb;
+pub mod lb6;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
 pub mod murmur3;
 pub mod overlay;
+pub mod svc;

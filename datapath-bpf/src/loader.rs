@@ -6,7 +6,7 @@
 //! the new program into the pinned link atomically (BPF_LINK_UPDATE), so established flows see
 //! no gap. `uninstall` removes links and pins.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
@@ -72,11 +72,23 @@ pub struct DatapathConfig {
     /// Maglev flow-hash seed (bytes 4–7 of the 12-byte cluster seed, as Cilium splits it).
     pub hash_seed: u32,
     pub geneve_vni: u32,
+    /// This node's IPv6 address: outer source of DSR encapsulation and SNAT address for IPv6
+    /// services (unspecified: IPv6 frontends are not forwarded).
+    pub node_ipv6: Ipv6Addr,
+    /// IPv6 flow-hash seed (bytes 8–11 of the 12-byte cluster seed, Cilium's `HASH_INIT6_SEED`).
+    pub hash_seed6: u32,
 }
 
 impl Default for DatapathConfig {
     fn default() -> Self {
-        Self { pin_dir: PathBuf::from(DEFAULT_PIN_DIR), node_ipv4: Ipv4Addr::UNSPECIFIED, hash_seed: 0, geneve_vni: 2 }
+        Self {
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            node_ipv4: Ipv4Addr::UNSPECIFIED,
+            hash_seed: 0,
+            geneve_vni: 2,
+            node_ipv6: Ipv6Addr::UNSPECIFIED,
+            hash_seed6: 0,
+        }
     }
 }
 
@@ -130,6 +142,11 @@ impl Datapath {
     /// Typed handles on the (pinned) LB maps.
     pub fn maps(&self) -> Result<LbMaps, DatapathError> {
         Ok(LbMaps::open(&self.cfg.pin_dir)?)
+    }
+
+    /// Typed handles on the (pinned) IPv6 LB maps.
+    pub fn maps6(&self) -> Result<crate::lb6::Lb6Maps, DatapathError> {
+        Ok(crate::lb6::Lb6Maps::open(&self.cfg.pin_dir)?)
     }
 
     pub fn xdp_lb(&mut self) -> Result<&mut Xdp, DatapathError> {
@@ -281,6 +298,35 @@ pub(crate) fn attach_tc(
     Ok("tcx")
 }
 
+/// Like [`attach_tc`], at either tc hook and at a chosen place in its TCX chain (a new link
+/// only: a link pinned by an earlier run gets the program swapped in and keeps its place).
+pub(crate) fn attach_tcx(
+    prog: &mut SchedClassifier,
+    name: &'static str,
+    ifname: &str,
+    path: &Path,
+    hook: TcAttachType,
+    order: aya::programs::LinkOrder,
+) -> Result<&'static str, DatapathError> {
+    let reused = reuse_pinned_link(name, path, "tc", SchedClassifierLink::try_from, |link| {
+        prog.attach_to_link(link).map(|id| drop(prog.take_link(id)))
+    })?;
+    if reused {
+        return Ok("replaced");
+    }
+    let id = prog
+        .attach_with_options(ifname, hook, aya::programs::tc::TcAttachOptions::TcxOrder(order))
+        .map_err(prog_err(name, format!("attach to {ifname} {hook:?}")))?;
+    let link = prog.take_link(id).map_err(prog_err(name, "take link"))?;
+    let fd = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+        program: name,
+        what: format!("tc link on {ifname} is not a bpf_link (kernel < 6.6?): {e}"),
+    })?;
+    fd.pin(path)
+        .map_err(|e| DatapathError::Link { program: name, what: format!("pinning link at {}: {e}", path.display()) })?;
+    Ok("tcx")
+}
+
 /// Attaches the XDP_PASS program to `ifname` (native mode) and pins the link at `pin`, so it stays
 /// after this process exits. For the bridge-side veth of an LB node in labs and tests.
 pub fn attach_veth_xdp_pass(ifname: &str, pin: &Path) -> Result<(), DatapathError> {
@@ -346,6 +392,8 @@ fn load_object(cfg: &DatapathConfig, object: &'static str, bytes: &[u8]) -> Resu
         .override_global("CFG_HASH_SEED", &cfg.hash_seed, true)
         .override_global("CFG_NODE_IPV4", &node, object != "tc_decap.bpf.o")
         .override_global("CFG_GENEVE_VNI", &cfg.geneve_vni, object != "tc_decap.bpf.o")
+        .override_global("CFG_NODE_IPV6", &cfg.node_ipv6.octets(), false)
+        .override_global("CFG_HASH_SEED6", &cfg.hash_seed6, false)
         .load(bytes)
         .map_err(|source| DatapathError::Load { object, source: Box::new(source) })
 }

@@ -9,7 +9,7 @@
 //! by build.rs from bpf/layout.c).
 
 use std::mem::{offset_of, size_of};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 include!(concat!(env!("OUT_DIR"), "/c_layout.rs"));
 
@@ -184,6 +184,29 @@ impl DsrOpt4 {
     }
 }
 
+mirror! {
+    /// `struct svc4_rev_value`: what a pod connected to (ClusterIP and service port), in the
+    /// `hl_ew4_rev` map keyed by the backend's reply ([`Ct4Key`]: backend -> client).
+    #[repr(align(4))]
+    Svc4RevValue { vip: [u8; 4], vport: [u8; 2], pad: [u8; 2] }
+}
+
+pub const SVC4_REV_VALUE_LEN: usize = size_of::<Svc4RevValue>();
+/// Number of ClusterIP counters (`HL_EW_CNT_MAX`).
+pub const EW_COUNTERS: u32 = C_EW_COUNTERS;
+
+impl Svc4RevValue {
+    pub fn new(vip: Ipv4Addr, port: u16) -> Self {
+        Self { vip: vip.octets(), vport: port.to_be_bytes(), pad: [0; 2] }
+    }
+    pub fn vip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.vip)
+    }
+    pub fn port(&self) -> u16 {
+        u16::from_be_bytes(self.vport)
+    }
+}
+
 pub const TUNNEL4_VALUE_LEN: usize = size_of::<Tunnel4Value>();
 /// `HL_TUN_F_LOCAL`: this node's own pod CIDR (never encapsulated).
 pub const TUN_F_LOCAL: u8 = 0x01;
@@ -214,14 +237,17 @@ pub const IPPROTO_UDP: u8 = 17;
 /// Forwarding modes (`HL_MODE_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ForwardingMode {
-    /// Outer IPv4 (protocol 4, RFC 2003) to the backend, removed there by `tc_decap`.
+    /// Outer IPv4 (protocol 4, RFC 2003) to the backend, removed there by `tc_decap`; for IPv6
+    /// services outer IPv6 (next header 41, RFC 2473).
     DsrIpip = 1,
-    /// Outer IPv4/UDP/Geneve (RFC 8926) with Cilium's DSR option (class 0x014B, type 0x81).
+    /// Outer IPv4/UDP/Geneve (RFC 8926) with Cilium's DSR option (class 0x014B, type 0x81); for
+    /// IPv6 services outer IPv6 with the option's IPv6 form.
     DsrGeneve = 2,
     /// DNAT to the backend and SNAT to this node (DSR off): replies come back through this node.
     Snat = 3,
     /// DNAT to the backend plus Cilium's IPv4 DSR option ([`DsrOpt4`]: service address and port)
-    /// after the IPv4 header, on every packet; `tc_decap` puts the service address back.
+    /// after the IPv4 header (IPv6: its Destination Options header, [`DsrOpt6`]), on every packet;
+    /// `tc_decap` puts the service address back.
     DsrOpt = 4,
 }
 
@@ -290,6 +316,136 @@ impl std::fmt::Display for Lb4Backend {
 
 impl Ct4Key {
     pub fn new(saddr: Ipv4Addr, sport: u16, daddr: Ipv4Addr, dport: u16, proto: u8) -> Self {
+        Self {
+            saddr: saddr.octets(),
+            daddr: daddr.octets(),
+            sport: sport.to_be_bytes(),
+            dport: dport.to_be_bytes(),
+            proto,
+            pad: [0; 3],
+        }
+    }
+}
+
+// ===== IPv6 load balancing: the mirrors of `lb6_key`, `lb6_backend`, `ct6_key`, `nat6_rev_key`,
+// `nat6_rev_val` and `hl_dsr_opt6`. The service value is [`Lb4Service`] and the conntrack value
+// [`Ct4Entry`], as in C; Maglev tables share `hl_lb4_maglev` (ids from one space). =====
+
+mirror! {
+    /// `struct lb6_key`: an IPv6 service frontend.
+    #[repr(align(4))]
+    Lb6Key { vip: [u8; 16], dport: [u8; 2], proto: u8, pad: u8 }
+}
+
+mirror! {
+    /// `struct lb6_backend`.
+    #[repr(align(4))]
+    Lb6Backend {
+        addr: [u8; 16],
+        port: [u8; 2],
+        flags: u8,
+        pad: u8,
+        nh_mac: [u8; 6],
+        pad2: u16,
+        nh_ifindex: u32,
+    }
+}
+
+mirror! {
+    /// `struct ct6_key`: an IPv6 flow as the client sent it.
+    #[repr(align(4))]
+    Ct6Key { saddr: [u8; 16], daddr: [u8; 16], sport: [u8; 2], dport: [u8; 2], proto: u8, pad: [u8; 3] }
+}
+
+mirror! {
+    /// `struct nat6_rev_key`: a backend's reply to an IPv6 SNAT flow.
+    #[repr(align(4))]
+    Nat6RevKey { backend: [u8; 16], node: [u8; 16], bport: [u8; 2], nport: [u8; 2], proto: u8, pad: [u8; 3] }
+}
+
+mirror! {
+    /// `struct nat6_rev_val`: the IPv6 client flow it translates back to.
+    #[repr(align(4))]
+    Nat6RevVal { client: [u8; 16], vip: [u8; 16], cport: [u8; 2], vport: [u8; 2], pad: u32 }
+}
+
+mirror! {
+    /// `struct hl_dsr_opt6`: Cilium's IPv6 DSR extension header (`struct dsr_opt_v6`): a
+    /// Destination Options header with one option of type 0x1B, as it sits after the fixed IPv6
+    /// header in [`ForwardingMode::DsrOpt`] for IPv6 services. Not a map entry: mirrored so the
+    /// layout test pins its bytes down.
+    #[repr(align(4))]
+    DsrOpt6 { nexthdr: u8, hdrlen: u8, opt_type: u8, opt_len: u8, addr: [u8; 16], port: [u8; 2], pad: u16 }
+}
+
+/// `HL_DSR_IPV6_OPT_TYPE`: Cilium's `DSR_IPV6_OPT_TYPE` (skip if unknown, not changed en route).
+pub const DSR_IPV6_OPT_TYPE: u8 = 0x1b;
+/// `HL_DSR_IPV6_OPT_LEN`: the option's data length (address, port, padding).
+pub const DSR_IPV6_OPT_LEN: u8 = 20;
+/// `HL_DSR_IPV6_EXT_LEN`: the whole extension header's length in bytes.
+pub const DSR_IPV6_EXT_LEN: u8 = 24;
+
+pub const LB6_KEY_LEN: usize = size_of::<Lb6Key>();
+pub const LB6_BACKEND_LEN: usize = size_of::<Lb6Backend>();
+pub const CT6_KEY_LEN: usize = size_of::<Ct6Key>();
+pub const NAT6_REV_KEY_LEN: usize = size_of::<Nat6RevKey>();
+pub const NAT6_REV_VAL_LEN: usize = size_of::<Nat6RevVal>();
+
+impl DsrOpt6 {
+    /// The extension header for service `[vip]:port` in front of upper-layer protocol `nexthdr`.
+    pub fn new(nexthdr: u8, vip: Ipv6Addr, port: u16) -> Self {
+        Self {
+            nexthdr,
+            hdrlen: (DSR_IPV6_EXT_LEN - 8) / 8,
+            opt_type: DSR_IPV6_OPT_TYPE,
+            opt_len: DSR_IPV6_OPT_LEN,
+            addr: vip.octets(),
+            port: port.to_be_bytes(),
+            pad: 0,
+        }
+    }
+}
+
+impl Lb6Key {
+    pub fn new(vip: Ipv6Addr, port: u16, proto: u8) -> Self {
+        Self { vip: vip.octets(), dport: port.to_be_bytes(), proto, pad: 0 }
+    }
+    pub fn vip(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.vip)
+    }
+    pub fn port(&self) -> u16 {
+        u16::from_be_bytes(self.dport)
+    }
+}
+
+impl Lb6Backend {
+    pub fn new(addr: Ipv6Addr, port: u16) -> Self {
+        Self { addr: addr.octets(), port: port.to_be_bytes(), ..Default::default() }
+    }
+    /// Send to this MAC (out of `ifindex`, 0 = the ingress device) instead of asking the FIB.
+    pub fn with_static_next_hop(mut self, mac: [u8; 6], ifindex: u32) -> Self {
+        self.flags |= BE_F_STATIC_NH;
+        self.nh_mac = mac;
+        self.nh_ifindex = ifindex;
+        self
+    }
+    pub fn addr(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.addr)
+    }
+    pub fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
+}
+
+/// `[address]:port`, as the CLI and the agent's names show an IPv6 backend.
+impl std::fmt::Display for Lb6Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}]:{}", self.addr(), self.port())
+    }
+}
+
+impl Ct6Key {
+    pub fn new(saddr: Ipv6Addr, sport: u16, daddr: Ipv6Addr, dport: u16, proto: u8) -> Self {
         Self {
             saddr: saddr.octets(),
             daddr: daddr.octets(),
@@ -407,6 +563,41 @@ mod tests {
         check("tunnel4_value", size_of::<Tunnel4Value>(), align_of::<Tunnel4Value>(), Tunnel4Value::fields());
         assert_eq!(size_of::<Tunnel4Key>(), size_of::<aya::maps::lpm_trie::Key<[u8; 4]>>());
         check("hl_dsr_opt4", size_of::<DsrOpt4>(), align_of::<DsrOpt4>(), DsrOpt4::fields());
+    }
+
+    #[test]
+    fn cluster_ip_layout_matches_c() {
+        check("svc4_rev_value", size_of::<Svc4RevValue>(), align_of::<Svc4RevValue>(), Svc4RevValue::fields());
+        let v = Svc4RevValue::new(Ipv4Addr::new(10, 96, 0, 10), 80);
+        assert_eq!(v.to_bytes(), [10, 96, 0, 10, 0, 80, 0, 0]);
+        assert_eq!((Svc4RevValue::from_bytes(&v.to_bytes()).vip(), v.port()), (Ipv4Addr::new(10, 96, 0, 10), 80));
+    }
+
+    #[test]
+    fn ipv6_layout_and_dsr_extension_header_match_c() {
+        check("lb6_key", size_of::<Lb6Key>(), align_of::<Lb6Key>(), Lb6Key::fields());
+        check("lb6_backend", size_of::<Lb6Backend>(), align_of::<Lb6Backend>(), Lb6Backend::fields());
+        check("ct6_key", size_of::<Ct6Key>(), align_of::<Ct6Key>(), Ct6Key::fields());
+        check("nat6_rev_key", size_of::<Nat6RevKey>(), align_of::<Nat6RevKey>(), Nat6RevKey::fields());
+        check("nat6_rev_val", size_of::<Nat6RevVal>(), align_of::<Nat6RevVal>(), Nat6RevVal::fields());
+        check("hl_dsr_opt6", size_of::<DsrOpt6>(), align_of::<DsrOpt6>(), DsrOpt6::fields());
+        assert_eq!(
+            (DSR_IPV6_OPT_TYPE, DSR_IPV6_OPT_LEN, DSR_IPV6_EXT_LEN),
+            (C_DSR_IPV6_OPT_TYPE, C_DSR_IPV6_OPT_LEN, C_DSR_IPV6_EXT_LEN)
+        );
+        assert_eq!(DSR_IPV6_EXT_LEN as usize, size_of::<DsrOpt6>());
+        // Cilium's bytes: next header, hdrlen 2, type 0x1B, length 20, address, port, padding.
+        let vip: Ipv6Addr = "fd00:96::10".parse().unwrap();
+        let mut want = vec![IPPROTO_TCP, 2, 0x1b, 20];
+        want.extend_from_slice(&vip.octets());
+        want.extend_from_slice(&[0, 80, 0, 0]);
+        assert_eq!(DsrOpt6::new(IPPROTO_TCP, vip, 80).to_bytes().to_vec(), want);
+        let k = Lb6Key::new(vip, 443, IPPROTO_UDP);
+        assert_eq!(Lb6Key::from_bytes(&k.to_bytes()), k);
+        assert_eq!((k.vip(), k.port()), (vip, 443));
+        let b = Lb6Backend::new("fd00::7".parse().unwrap(), 8080).with_static_next_hop([1, 2, 3, 4, 5, 6], 9);
+        assert_eq!(Lb6Backend::from_bytes(&b.to_bytes()), b);
+        assert_eq!(b.to_string(), "[fd00::7]:8080");
     }
 
     #[test]

@@ -4,16 +4,19 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 #[allow(unused_imports)]
 use common::tcp_packet_flags;
 use common::*;
-use halyard_datapath::hash::flow_hash;
+use halyard_datapath::hash::{flow_hash, flow_hash6};
 use halyard_datapath::lb::LbMaps;
+use halyard_datapath::lb6::Lb6Maps;
 use halyard_datapath::loader::{Datapath, DatapathConfig};
 use halyard_datapath::maglev::{L4Proto, MaglevBackend, MaglevSeed, build_table};
-use halyard_datapath::maps::{Counter, ForwardingMode, IPPROTO_TCP, Lb4Backend, Lb4Key, Lb4Service, MAGLEV_M};
+use halyard_datapath::maps::{
+    CT_F_CLOSING, Counter, ForwardingMode, IPPROTO_TCP, Lb4Backend, Lb4Key, Lb4Service, Lb6Backend, Lb6Key, MAGLEV_M,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -23,19 +26,38 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 60, 7);
 const SEED: u32 = 0x1234_5678;
+const SEED6: u32 = 0x9abc_def0;
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10);
+const NODE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x50, 0, 0, 0, 0, 0, 2);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x60, 0, 0, 0, 0, 7);
 
 struct Lab {
     _fs: Bpffs,
     dp: Datapath,
     maps: LbMaps,
+    maps6: Lb6Maps,
 }
 
 fn lab(tag: &str) -> Lab {
+    lab_with(tag, NODE6)
+}
+
+/// A datapath with this node's IPv4 address `NODE` and IPv6 address `node6` (unspecified: no
+/// IPv6 address), the IPv4 seed `SEED` and the IPv6 one `SEED6`.
+fn lab_with(tag: &str, node6: Ipv6Addr) -> Lab {
     let fs = Bpffs::new(tag);
-    let cfg = DatapathConfig { pin_dir: fs.pin_dir(), node_ipv4: NODE, hash_seed: SEED, geneve_vni: 2 };
+    let cfg = DatapathConfig {
+        pin_dir: fs.pin_dir(),
+        node_ipv4: NODE,
+        hash_seed: SEED,
+        geneve_vni: 2,
+        node_ipv6: node6,
+        hash_seed6: SEED6,
+    };
     let dp = Datapath::load(cfg).expect("load datapath");
     let maps = dp.maps().expect("open maps");
-    Lab { _fs: fs, dp, maps }
+    let maps6 = dp.maps6().expect("open IPv6 maps");
+    Lab { _fs: fs, dp, maps, maps6 }
 }
 
 fn backend_ip(i: u32) -> Ipv4Addr {
@@ -804,7 +826,8 @@ fn tc_snat_real_tcp_over_veth(tag: &str, offload: bool) {
     );
 
     let fs = Bpffs::new(&format!("veth-{tag}"));
-    let cfg = DatapathConfig { pin_dir: fs.pin_dir(), node_ipv4: node, hash_seed: SEED, geneve_vni: 2 };
+    let cfg =
+        DatapathConfig { pin_dir: fs.pin_dir(), node_ipv4: node, hash_seed: SEED, geneve_vni: 2, ..Default::default() };
     let mut dp = Datapath::load(cfg).expect("load datapath");
     let mut maps = dp.maps().unwrap();
     maps.upsert_backend(1, &Lb4Backend::new(backend_ip(1), 8080)).unwrap();
@@ -1174,7 +1197,8 @@ fn tc_dsr_opt_real_tcp_over_veth(tag: &str, offload: bool) {
     );
 
     let fs = Bpffs::new(&format!("veth-{tag}"));
-    let cfg = DatapathConfig { pin_dir: fs.pin_dir(), node_ipv4: node, hash_seed: SEED, geneve_vni: 2 };
+    let cfg =
+        DatapathConfig { pin_dir: fs.pin_dir(), node_ipv4: node, hash_seed: SEED, geneve_vni: 2, ..Default::default() };
     let mut dp = Datapath::load(cfg).expect("load datapath");
     let mut maps = dp.maps().unwrap();
     maps.upsert_backend(1, &Lb4Backend::new(backend_ip(1), 8080)).unwrap();
@@ -1191,7 +1215,13 @@ fn tc_dsr_opt_real_tcp_over_veth(tag: &str, offload: bool) {
     let be_pin = be_fs.pin_dir();
     let be_maps = be
         .spawn(move || {
-            let cfg = DatapathConfig { pin_dir: be_pin, node_ipv4: Ipv4Addr::UNSPECIFIED, hash_seed: 0, geneve_vni: 2 };
+            let cfg = DatapathConfig {
+                pin_dir: be_pin,
+                node_ipv4: Ipv4Addr::UNSPECIFIED,
+                hash_seed: 0,
+                geneve_vni: 2,
+                ..Default::default()
+            };
             let mut dp = Datapath::load(cfg).expect("load the backend's datapath");
             dp.attach_tc_decap("be0").expect("attach tc_decap");
             dp.maps().unwrap()
@@ -1240,4 +1270,713 @@ fn tc_dsr_opt_real_tcp_over_veth(tag: &str, offload: bool) {
     assert_eq!(c(&be_maps, Counter::DropEncap), 0);
     drop(dp);
     drop(lbns);
+}
+
+// ===== IPv6: frontends, backends, conntrack and SNAT in their own maps, Maglev tables shared =====
+
+/// IPv6 service id: in the same id space (and the same Maglev outer map) as the IPv4 ones.
+const SVC6: u32 = 7;
+
+/// IPv6 backend `i` (ids 11.. in these tests, beside the IPv4 ids 1..: one id space).
+fn backend6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, i as u16)
+}
+
+fn table6_for(ids: &[u32], proto: L4Proto) -> Vec<u32> {
+    let backends: Vec<_> = ids.iter().map(|&i| MaglevBackend::new(i, backend6(i).into(), 8080, proto)).collect();
+    build_table(&backends, MAGLEV_M as u32, &MaglevSeed::default()).unwrap()
+}
+
+/// Service SVC6 on [VIP6]:80/TCP with IPv6 backends `ids` (port 8080, static next hop).
+fn add_service6(l: &mut Lab, mode: ForwardingMode, ids: &[u32]) -> Vec<u32> {
+    for &i in ids {
+        l.maps6.upsert_backend(i, &Lb6Backend::new(backend6(i), 8080).with_static_next_hop(NH_MAC, 0)).unwrap();
+    }
+    let table = table6_for(ids, L4Proto::Tcp);
+    l.maps.set_maglev(SVC6, &table).unwrap();
+    l.maps6
+        .upsert_service(
+            &Lb6Key::new(VIP6, 80, IPPROTO_TCP),
+            &Lb4Service { svc_id: SVC6, backends: ids.len() as u16, mode: mode as u8, flags: 0 },
+        )
+        .unwrap();
+    table
+}
+
+/// Service `svc_id` on [VIP6]:`port`/UDP over the same IPv6 backend entries.
+fn add_udp_service6(l: &mut Lab, svc_id: u32, port: u16, mode: ForwardingMode, ids: &[u32]) {
+    l.maps.set_maglev(svc_id, &table6_for(ids, L4Proto::Udp)).unwrap();
+    l.maps6
+        .upsert_service(
+            &Lb6Key::new(VIP6, port, halyard_datapath::maps::IPPROTO_UDP),
+            &Lb4Service { svc_id, backends: ids.len() as u16, mode: mode as u8, flags: 0 },
+        )
+        .unwrap();
+}
+
+/// Which backend the datapath must pick for a new IPv6 flow from CLIENT6:`sport`, computed in Rust.
+fn expected_backend6(table: &[u32], sport: u16, dport: u16, proto: u8) -> u32 {
+    let h = flow_hash6(CLIENT6, sport, dport, proto, SEED6);
+    table[(h % MAGLEV_M as u32) as usize]
+}
+
+/// A 40-byte IPv6 header.
+fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, nexthdr: u8, payload_len: usize, tclass: u8, flow: u32) -> Vec<u8> {
+    let w0 = (6u32 << 28) | ((tclass as u32) << 20) | (flow & 0xfffff);
+    let mut ip = w0.to_be_bytes().to_vec();
+    ip.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    ip.extend_from_slice(&[nexthdr, 64]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip
+}
+
+/// The RFC 1071 sum of the IPv6 pseudo-header (RFC 8200 §8.1) and `l4` (0 when it verifies).
+fn sum6(src: &[u8], dst: &[u8], nexthdr: u8, l4: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(src);
+    pseudo.extend_from_slice(dst);
+    pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, nexthdr]);
+    pseudo.extend_from_slice(l4);
+    csum(&pseudo)
+}
+
+/// Ethernet (0x86DD) + `ip` + `l4`.
+fn frame6(ip: Vec<u8>, l4: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&LB_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(l4);
+    f
+}
+
+/// Ethernet + IPv6 (traffic class 0x28, flow label 0x12345) + TCP with `flags` and a valid
+/// checksum + `payload`.
+fn tcp6_packet_flags(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&sport.to_be_bytes());
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&1u32.to_be_bytes());
+    tcp.extend_from_slice(&0u32.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    tcp.extend_from_slice(payload);
+    let c = sum6(&src.octets(), &dst.octets(), 6, &tcp);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    frame6(ipv6_header(src, dst, 6, tcp.len(), 0x28, 0x12345), &tcp)
+}
+
+fn tcp6_packet(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    tcp6_packet_flags(src, sport, dst, dport, 0x02, payload)
+}
+
+/// Ethernet + IPv6 + UDP with a valid checksum (mandatory over IPv6) + `payload`.
+fn udp6_packet(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let c = match sum6(&src.octets(), &dst.octets(), 17, &udp) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    frame6(ipv6_header(src, dst, 17, udp.len(), 0, 0), &udp)
+}
+
+/// Whether the TCP/UDP checksum of an IPv6 frame verifies; the upper-layer header starts at
+/// `l4_off` (54 without extension headers) and is protocol `proto`.
+fn l4_ok6(frame: &[u8], l4_off: usize, proto: u8) -> bool {
+    sum6(&frame[22..38], &frame[38..54], proto, &frame[l4_off..]) == 0
+}
+
+fn ports6(frame: &[u8]) -> (u16, u16) {
+    (u16::from_be_bytes([frame[54], frame[55]]), u16::from_be_bytes([frame[56], frame[57]]))
+}
+
+/// The backend id in the last byte of an IPv6 frame's destination (the outer one if encapsulated).
+fn chosen6(out: &[u8]) -> u32 {
+    out[53] as u32
+}
+
+/// The frame's first 32-bit IPv6 word: (traffic class, flow label).
+fn class_and_label(frame: &[u8]) -> (u8, u32) {
+    let w = u32::from_be_bytes([frame[14], frame[15], frame[16], frame[17]]);
+    assert_eq!(w >> 28, 6, "IPv6");
+    (((w >> 20) & 0xff) as u8, w & 0xfffff)
+}
+
+/// What the LB must send for `pkt` in IP6IP6 mode, built here: to the next hop, from us; an outer
+/// IPv6 header (the inner traffic class, the flow label from the flow hash, next header 41, hop
+/// limit 64, this node to the backend) in front of the client's packet, unchanged.
+fn ip6ip6_expected(pkt: &[u8], be: Ipv6Addr, hash: u32) -> Vec<u8> {
+    let inner = &pkt[14..];
+    let (tclass, _) = class_and_label(pkt);
+    let mut want = NH_MAC.to_vec();
+    want.extend_from_slice(&LB_MAC);
+    want.extend_from_slice(&[0x86, 0xdd]);
+    want.extend_from_slice(&ipv6_header(NODE6, be, 41, inner.len(), tclass, hash & 0xfffff));
+    want.extend_from_slice(inner);
+    want
+}
+
+/// The same in Geneve mode: outer IPv6 (next header UDP), UDP from the flow hash's port to 6081
+/// with the checksum computed here over the whole datagram, the Geneve base header (version 0,
+/// 6 option words, C bit, protocol 0x86DD, VNI 2), Cilium's IPv6 DSR option (class 0x014B, type
+/// 0x81, 5 words: the VIP, the port, padding), then the client's packet.
+fn geneve6_expected(pkt: &[u8], be: Ipv6Addr, hash: u32, vport: u16) -> Vec<u8> {
+    let inner = &pkt[14..];
+    let (tclass, _) = class_and_label(pkt);
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&(((hash & 0x3fff) | 0xc000) as u16).to_be_bytes());
+    udp.extend_from_slice(&6081u16.to_be_bytes());
+    udp.extend_from_slice(&((8 + 8 + 24 + inner.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&[0x06, 0x40, 0x86, 0xdd, 0x00, 0x00, 0x02, 0x00]);
+    udp.extend_from_slice(&[0x01, 0x4b, 0x81, 0x05]);
+    udp.extend_from_slice(&VIP6.octets());
+    udp.extend_from_slice(&vport.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(inner);
+    let c = match sum6(&NODE6.octets(), &be.octets(), 17, &udp) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    let mut want = NH_MAC.to_vec();
+    want.extend_from_slice(&LB_MAC);
+    want.extend_from_slice(&[0x86, 0xdd]);
+    want.extend_from_slice(&ipv6_header(NODE6, be, 17, udp.len(), tclass, hash & 0xfffff));
+    want.extend_from_slice(&udp);
+    want
+}
+
+#[test]
+fn ipv6_ip6ip6_dsr_frame_byte_by_byte_in_xdp_and_tc() {
+    let Some(()) = require_root("ipv6_ip6ip6_dsr_frame_byte_by_byte_in_xdp_and_tc") else { return };
+    let mut x = lab("v6-ipip-x");
+    let mut t = lab("v6-ipip-t");
+    let table = add_service6(&mut x, ForwardingMode::DsrIpip, &[11, 12, 13]);
+    add_service6(&mut t, ForwardingMode::DsrIpip, &[11, 12, 13]);
+    for (sport, flags, payload) in [(40001u16, 0x02, &b""[..]), (40002, 0x18, b"GET / HTTP/1.1\r\n\r\n")] {
+        let pkt = tcp6_packet_flags(CLIENT6, sport, VIP6, 80, flags, payload);
+        let (rc, out) = same_on_both(&mut x, &mut t, &pkt, &format!("tcp from {sport}"));
+        assert_eq!(rc, XDP_TX);
+        let be = expected_backend6(&table, sport, 80, IPPROTO_TCP);
+        let h = flow_hash6(CLIENT6, sport, 80, IPPROTO_TCP, SEED6);
+        assert_eq!(out, ip6ip6_expected(&pkt, backend6(be), h), "IP6IP6 frame from {sport} differs");
+        // The same facts, one by one.
+        assert_eq!(out.len(), pkt.len() + 40);
+        assert_eq!(u16::from_be_bytes([out[18], out[19]]) as usize, pkt.len() - 14, "outer payload length");
+        assert_eq!((out[20], out[21]), (41, 64), "next header IPv6, hop limit 64");
+        assert_eq!(class_and_label(&out), (0x28, h & 0xfffff), "inner traffic class, flow label from the hash");
+        assert_eq!((&out[22..38], &out[38..54]), (&NODE6.octets()[..], &backend6(be).octets()[..]));
+        assert_eq!(&out[54..], &pkt[14..], "the client's packet, unchanged (DSR)");
+    }
+    assert_eq!(counter(&x, Counter::Tx), 2);
+    assert_eq!(counter(&x, Counter::CtNew), 2);
+    assert_eq!(counter(&t, Counter::Redirect), 2);
+}
+
+#[test]
+fn ipv6_geneve_dsr_frame_byte_by_byte_in_xdp_and_tc() {
+    let Some(()) = require_root("ipv6_geneve_dsr_frame_byte_by_byte_in_xdp_and_tc") else { return };
+    let mut x = lab("v6-gen-x");
+    let mut t = lab("v6-gen-t");
+    for l in [&mut x, &mut t] {
+        add_service6(l, ForwardingMode::DsrGeneve, &[11, 12, 13]);
+        add_udp_service6(l, 8, 53, ForwardingMode::DsrGeneve, &[11, 12, 13]);
+    }
+    let tcp_table = table6_for(&[11, 12, 13], L4Proto::Tcp);
+    let udp_table = table6_for(&[11, 12, 13], L4Proto::Udp);
+    let cases = [
+        (tcp6_packet(CLIENT6, 41000, VIP6, 80, b"hello"), 41000u16, 80u16, IPPROTO_TCP, &tcp_table),
+        (tcp6_packet_flags(CLIENT6, 41001, VIP6, 80, 0x18, &[0xab; 301]), 41001, 80, IPPROTO_TCP, &tcp_table),
+        (udp6_packet(CLIENT6, 41002, VIP6, 53, b"query"), 41002, 53, 17, &udp_table),
+        (udp6_packet(CLIENT6, 41003, VIP6, 53, b"odd"), 41003, 53, 17, &udp_table),
+    ];
+    for (pkt, sport, vport, proto, table) in cases {
+        let (rc, out) = same_on_both(&mut x, &mut t, &pkt, &format!("from {sport}"));
+        assert_eq!(rc, XDP_TX);
+        let be = expected_backend6(table, sport, vport, proto);
+        let h = flow_hash6(CLIENT6, sport, vport, proto, SEED6);
+        assert_eq!(out, geneve6_expected(&pkt, backend6(be), h, vport), "Geneve frame from {sport} differs");
+        // One by one: lengths, next header, hop limit, and a UDP checksum that verifies over the
+        // IPv6 pseudo-header and the whole datagram (the inner segment included).
+        let udp_len = 8 + 8 + 24 + pkt.len() - 14;
+        assert_eq!(u16::from_be_bytes([out[18], out[19]]) as usize, udp_len, "outer payload length");
+        assert_eq!((out[20], out[21]), (17, 64), "next header UDP, hop limit 64");
+        assert_eq!(u16::from_be_bytes([out[58], out[59]]) as usize, udp_len, "UDP length");
+        assert_eq!(u16::from_be_bytes([out[56], out[57]]), 6081);
+        assert_ne!(&out[60..62], &[0, 0], "a UDP checksum is mandatory over IPv6");
+        assert!(l4_ok6(&out, 54, 17), "outer UDP checksum from {sport}");
+        assert_eq!(&out[62..66], &[0x06, 0x40, 0x86, 0xdd]);
+        assert_eq!(&out[70..74], &[0x01, 0x4b, 0x81, 0x05], "Cilium's DSR option, 5 words");
+        assert_eq!((&out[74..90], &out[90..92]), (&VIP6.octets()[..], &vport.to_be_bytes()[..]));
+        assert_eq!(&out[94..], &pkt[14..]);
+    }
+}
+
+#[test]
+fn ipv6_maglev_selection_matches_rust_and_spreads() {
+    let Some(()) = require_root("ipv6_maglev_selection_matches_rust_and_spreads") else { return };
+    let mut l = lab("v6-spread");
+    let table = add_service6(&mut l, ForwardingMode::DsrIpip, &[11, 12, 13]);
+    let mut counts = std::collections::BTreeMap::<u32, u32>::new();
+    for sport in 20000..23000u16 {
+        let (rc, out) = run(&mut l, &tcp6_packet(CLIENT6, sport, VIP6, 80, b""));
+        assert_eq!(rc, XDP_TX);
+        let b = chosen6(&out);
+        assert_eq!(b, expected_backend6(&table, sport, 80, IPPROTO_TCP), "flow from port {sport}");
+        *counts.entry(b).or_default() += 1;
+    }
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec![11, 12, 13]);
+    for (b, c) in &counts {
+        assert!((850..=1150).contains(c), "backend {b} got {c} of 3000 flows: {counts:?}");
+    }
+    // Other clients too: the whole source address is hashed.
+    for i in 0..300u16 {
+        let src = Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, i.wrapping_mul(7919));
+        let (_, out) = run(&mut l, &tcp6_packet(src, 50000, VIP6, 80, b""));
+        let h = flow_hash6(src, 50000, 80, IPPROTO_TCP, SEED6);
+        assert_eq!(chosen6(&out), table[(h % MAGLEV_M as u32) as usize], "client {src}");
+    }
+}
+
+#[test]
+fn ipv6_established_flow_keeps_its_backend_after_removal_from_the_table() {
+    let Some(()) = require_root("ipv6_established_flow_keeps_its_backend") else { return };
+    let mut l = lab("v6-ct");
+    add_service6(&mut l, ForwardingMode::DsrIpip, &[11, 12, 13]);
+    let flows: Vec<u16> =
+        (30000..30200u16).filter(|&p| chosen6(&run(&mut l, &tcp6_packet(CLIENT6, p, VIP6, 80, b"")).1) == 12).collect();
+    assert!(!flows.is_empty());
+    assert_eq!(l.maps6.ct_entries().unwrap().len(), 200, "one IPv6 conntrack entry per flow");
+    assert!(l.maps.ct_entries().unwrap().is_empty(), "none in the IPv4 table");
+    // Backend 12 leaves the service (draining: its entry stays).
+    l.maps.set_maglev(SVC6, &table6_for(&[11, 13], L4Proto::Tcp)).unwrap();
+    for &p in &flows {
+        let ack = tcp6_packet_flags(CLIENT6, p, VIP6, 80, 0x10, b"more");
+        assert_eq!(chosen6(&run(&mut l, &ack).1), 12, "established flow {p} moved");
+    }
+    assert!(counter(&l, Counter::CtHit) >= flows.len() as u64);
+    for p in 40000..40300u16 {
+        assert_ne!(chosen6(&run(&mut l, &tcp6_packet(CLIENT6, p, VIP6, 80, b"")).1), 12);
+    }
+    // Once the backend is deleted its flows are re-balanced, not black-holed.
+    l.maps6.remove_backend(12).unwrap();
+    for &p in &flows {
+        let (rc, out) = run(&mut l, &tcp6_packet_flags(CLIENT6, p, VIP6, 80, 0x10, b""));
+        assert_eq!(rc, XDP_TX);
+        assert_ne!(chosen6(&out), 12);
+    }
+    // FIN marks a flow closing; the agent's aging removes it.
+    let p = flows[0];
+    run(&mut l, &tcp6_packet_flags(CLIENT6, p, VIP6, 80, 0x11, b""));
+    let closing = l.maps6.ct_entries().unwrap().into_iter().filter(|(_, e)| e.flags & CT_F_CLOSING != 0).count();
+    assert_eq!(closing, 1);
+    let t = halyard_datapath::lb::CtTimeouts {
+        tcp: std::time::Duration::from_secs(3600),
+        closing: std::time::Duration::ZERO,
+        other: std::time::Duration::ZERO,
+    };
+    let now = halyard_datapath::lb::monotonic_ns();
+    let before = l.maps6.ct_entries().unwrap().len();
+    assert_eq!(l.maps6.ct_expire(now + 1_000_000_000, &t).unwrap(), 1, "only the closing flow");
+    assert_eq!(l.maps6.ct_entries().unwrap().len(), before - 1);
+}
+
+#[test]
+fn ipv6_icmpv6_ndp_extension_headers_and_fragments_pass_untouched() {
+    let Some(()) = require_root("ipv6_icmpv6_ndp_extension_headers_and_fragments_pass_untouched") else { return };
+    let mut x = lab("v6-pass-x");
+    let mut t = lab("v6-pass-t");
+    add_service6(&mut x, ForwardingMode::DsrGeneve, &[11]);
+    add_service6(&mut t, ForwardingMode::DsrGeneve, &[11]);
+    let tcp = &tcp6_packet(CLIENT6, 5000, VIP6, 80, b"x")[54..];
+    // An extension header (8 bytes, next header TCP) in front of a TCP segment to the service.
+    let with_ext = |nh: u8| {
+        let mut ext = vec![6, 0, 1, 4, 0, 0, 0, 0];
+        if nh == 44 {
+            ext = vec![6, 0, 0, 0, 0, 0, 0, 1]; // Fragment: offset 0, M flag set
+        }
+        let mut l4 = ext;
+        l4.extend_from_slice(tcp);
+        frame6(ipv6_header(CLIENT6, VIP6, nh, l4.len(), 0, 0), &l4)
+    };
+    let icmp_echo = frame6(ipv6_header(CLIENT6, VIP6, 58, 8, 0, 0), &[128, 0, 0, 0, 0, 1, 0, 1]);
+    // A neighbour solicitation for the VIP (RFC 4861 §4.3) to its solicited-node address.
+    let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    ns.extend_from_slice(&VIP6.octets());
+    let snm = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0x0010);
+    let ndp = frame6(ipv6_header(CLIENT6, snm, 58, ns.len(), 0, 0), &ns);
+    // A non-first fragment (offset 8, no ports).
+    let mut later = vec![6, 0, 0, 0x40, 0, 0, 0, 1];
+    later.extend_from_slice(&[0; 16]);
+    let frag_later = frame6(ipv6_header(CLIENT6, VIP6, 44, later.len(), 0, 0), &later);
+    let mut truncated = tcp6_packet(CLIENT6, 5001, VIP6, 80, b"");
+    truncated.truncate(14 + 40 + 3);
+    let mut short_ip = tcp6_packet(CLIENT6, 5002, VIP6, 80, b"");
+    short_ip.truncate(14 + 30);
+    let cases = [
+        ("ICMPv6 echo to the VIP", icmp_echo),
+        ("NDP neighbour solicitation", ndp),
+        ("Hop-by-Hop options", with_ext(0)),
+        ("Routing header", with_ext(43)),
+        ("Destination options", with_ext(60)),
+        ("first fragment", with_ext(44)),
+        ("later fragment", frag_later),
+        ("no next header", frame6(ipv6_header(CLIENT6, VIP6, 59, 0, 0, 0), &[])),
+        ("truncated TCP header", truncated),
+    ];
+    for (what, f) in &cases {
+        let (rc, out) = same_on_both(&mut x, &mut t, f, what);
+        assert_eq!((rc, &out), (XDP_PASS, f), "{what}: passed untouched");
+    }
+    // A frame cut inside the IPv6 header (XDP only: BPF_PROG_TEST_RUN builds no skb from it).
+    assert_eq!(run(&mut x, &short_ip), (XDP_PASS, short_ip.clone()));
+    for l in [&x, &t] {
+        assert_eq!(counter(l, Counter::PassNoService), 3, "ICMPv6, NDP, no next header");
+        assert_eq!(counter(l, Counter::PassIpOptions), 3, "extension headers");
+        assert_eq!(counter(l, Counter::PassFragment), 2);
+        assert_eq!(counter(l, Counter::Tx) + counter(l, Counter::Redirect) + counter(l, Counter::CtNew), 0);
+    }
+    assert_eq!(
+        (counter(&x, Counter::DropMalformed), counter(&t, Counter::DropMalformed)),
+        (2, 1),
+        "truncated (passed)"
+    );
+    // Still the service, on the right port and protocol only.
+    assert_eq!(run(&mut x, &tcp6_packet(CLIENT6, 5003, VIP6, 81, b"")).0, XDP_PASS);
+    assert_eq!(run(&mut x, &udp6_packet(CLIENT6, 5004, VIP6, 80, b"")).0, XDP_PASS);
+    let other_vip = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x11);
+    assert_eq!(run(&mut x, &tcp6_packet(CLIENT6, 5005, other_vip, 80, b"")).0, XDP_PASS);
+    assert_eq!(counter(&x, Counter::PassNoService), 6);
+}
+
+#[test]
+fn ipv4_and_ipv6_services_share_ids_and_the_maglev_map_without_mixing() {
+    let Some(()) = require_root("ipv4_and_ipv6_services_share_ids_and_the_maglev_map") else { return };
+    // Both families on one node: IPv4 service 1 (backends 1..3) and IPv6 service 7 (backends
+    // 11..13), tables in the one Maglev map. Each family finds only its own backends.
+    let mut l = lab("v6-mixed");
+    let t4 = add_service(&mut l, ForwardingMode::DsrIpip, &[1, 2, 3]);
+    let t6 = add_service6(&mut l, ForwardingMode::DsrIpip, &[11, 12, 13]);
+    let mut ids = l.maps.maglev_ids().unwrap();
+    ids.sort();
+    assert_eq!(ids, vec![1, SVC6]);
+    for sport in 42000..42100u16 {
+        let (rc, out4) = run(&mut l, &tcp_packet(CLIENT, sport, VIP, 80, b""));
+        assert_eq!((rc, chosen(&out4)), (XDP_TX, expected_backend(&t4, sport)));
+        let (rc, out6) = run(&mut l, &tcp6_packet(CLIENT6, sport, VIP6, 80, b""));
+        assert_eq!((rc, chosen6(&out6)), (XDP_TX, expected_backend6(&t6, sport, 80, IPPROTO_TCP)));
+    }
+    assert_eq!((l.maps.ct_entries().unwrap().len(), l.maps6.ct_entries().unwrap().len()), (100, 100));
+    // An IPv6 frontend whose table names IPv4 backend slots finds no IPv6 backend there: dropped
+    // (counted), never sent to an address of the wrong family.
+    l.maps.set_maglev(SVC6, &table_for(&[1, 2, 3])).unwrap();
+    let (rc, _) = run(&mut l, &tcp6_packet(CLIENT6, 43000, VIP6, 80, b""));
+    assert_eq!(rc, XDP_DROP);
+    assert_eq!(counter(&l, Counter::DropNoBackend), 1);
+    // A service without backends drops, as for IPv4.
+    l.maps6
+        .upsert_service(
+            &Lb6Key::new(VIP6, 443, IPPROTO_TCP),
+            &Lb4Service { svc_id: 9, backends: 0, mode: ForwardingMode::DsrIpip as u8, flags: 0 },
+        )
+        .unwrap();
+    assert_eq!(run(&mut l, &tcp6_packet(CLIENT6, 1, VIP6, 443, b"")).0, XDP_DROP);
+    assert_eq!(counter(&l, Counter::DropNoBackend), 2);
+}
+
+#[test]
+fn ipv6_frontend_without_a_node_address_is_dropped() {
+    let Some(()) = require_root("ipv6_frontend_without_a_node_address_is_dropped") else { return };
+    // No IPv6 address for this node: it could neither encapsulate nor SNAT (the agent programs no
+    // IPv6 frontend then; the datapath refuses anyway).
+    let mut l = lab_with("v6-nonode", Ipv6Addr::UNSPECIFIED);
+    add_service6(&mut l, ForwardingMode::DsrGeneve, &[11]);
+    assert_eq!(run(&mut l, &tcp6_packet(CLIENT6, 1, VIP6, 80, b"")).0, XDP_DROP);
+    assert_eq!(run_tc(&mut l, &tcp6_packet(CLIENT6, 2, VIP6, 80, b"")).0, TC_ACT_SHOT);
+    assert_eq!(counter(&l, Counter::DropEncap), 2);
+    // IPv4 is unaffected.
+    add_service(&mut l, ForwardingMode::DsrGeneve, &[1]);
+    assert_eq!(run(&mut l, &tcp_packet(CLIENT, 1, VIP, 80, b"")).0, XDP_TX);
+}
+
+#[test]
+fn ipv6_snat_translates_both_ways_like_xdp() {
+    let Some(()) = require_root("ipv6_snat_translates_both_ways_like_xdp") else { return };
+    // Hybrid as the agent programs it: TCP/80 SNAT here (UDP/53 too); XDP in one datapath, tc in
+    // the other: the same backend, port, bytes and reverse entries.
+    let mut x = lab("v6-snat-x");
+    let mut t = lab("v6-snat-t");
+    for l in [&mut x, &mut t] {
+        add_service6(l, ForwardingMode::Snat, &[11, 12, 13]);
+        add_udp_service6(l, 8, 53, ForwardingMode::Snat, &[11, 12, 13]);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in 44000..44012u16 {
+        for udp in [false, true] {
+            let (proto, vport) = if udp { (17u8, 53u16) } else { (IPPROTO_TCP, 80) };
+            let pkt = if udp {
+                udp6_packet(CLIENT6, sport, VIP6, 53, b"query")
+            } else {
+                tcp6_packet(CLIENT6, sport, VIP6, 80, b"GET /")
+            };
+            let what = format!("{} request from {sport}", if udp { "UDP" } else { "TCP" });
+            let (rc, out) = same_on_both(&mut x, &mut t, &pkt, &what);
+            assert_eq!(rc, XDP_TX, "{what}");
+            assert_eq!(out.len(), pkt.len(), "SNAT changes no length");
+            let be = chosen6(&out);
+            seen.insert(be);
+            assert_eq!(&out[..6], &NH_MAC);
+            assert_eq!(&out[22..38], &NODE6.octets(), "{what}: source is this node");
+            assert_eq!(&out[38..54], &backend6(be).octets());
+            let (nport, bport) = ports6(&out);
+            assert_eq!(bport, 8080, "DNAT to the backend's port");
+            assert!((32768..61000).contains(&nport), "SNAT port {nport}");
+            assert!(l4_ok6(&out, 54, proto), "{what}: checksum after SNAT");
+            assert_eq!((out[20], out[21]), (pkt[20], pkt[21]), "next header and hop limit kept");
+            // The reply: backend:8080 -> node:nport becomes VIP:vport -> client:sport.
+            let reply = if udp {
+                udp6_packet(backend6(be), 8080, NODE6, nport, b"answer")
+            } else {
+                tcp6_packet_flags(backend6(be), 8080, NODE6, nport, 0x12, b"200 OK")
+            };
+            let (_, back) = same_on_both(&mut x, &mut t, &reply, &format!("reply to {what}"));
+            assert_eq!((&back[22..38], &back[38..54]), (&VIP6.octets()[..], &CLIENT6.octets()[..]));
+            assert_eq!(ports6(&back), (vport, sport));
+            assert!(l4_ok6(&back, 54, proto), "{what}: checksum after reverse SNAT");
+            assert_eq!(&back[54 + if udp { 8 } else { 20 }..], if udp { &b"answer"[..] } else { b"200 OK" });
+        }
+    }
+    assert!(seen.len() >= 2, "flows spread: {seen:?}");
+    let (mut xn, mut tn) = (x.maps6.nat_entries().unwrap(), t.maps6.nat_entries().unwrap());
+    xn.sort_by_key(|(k, _)| format!("{k:?}"));
+    tn.sort_by_key(|(k, _)| format!("{k:?}"));
+    assert_eq!(format!("{xn:?}"), format!("{tn:?}"), "reverse entries");
+    assert_eq!(tn.len(), 24);
+    assert!(tn.iter().all(|(k, _)| k.node == NODE6.octets()));
+    assert!(x.maps.nat_entries().unwrap().is_empty(), "none in the IPv4 map");
+    assert_eq!(counter(&t, Counter::SnatReply), 24);
+    // An established flow keeps its port and backend.
+    let (_, first) = run(&mut x, &tcp6_packet(CLIENT6, 44000, VIP6, 80, b""));
+    let (_, again) = run(&mut x, &tcp6_packet_flags(CLIENT6, 44000, VIP6, 80, 0x10, b"more"));
+    assert_eq!((ports6(&again).0, chosen6(&again)), (ports6(&first).0, chosen6(&first)));
+    // A packet to this node's address that is no SNAT reply passes untouched.
+    let other = tcp6_packet(backend6(11), 8080, NODE6, 22, b"");
+    assert_eq!(run(&mut x, &other), (XDP_PASS, other.clone()));
+    assert_eq!(run_tc(&mut t, &other), (TC_ACT_OK, other.clone()));
+    // The agent's aging frees a flow's port with it.
+    let now = halyard_datapath::lb::monotonic_ns();
+    let zero = halyard_datapath::lb::CtTimeouts {
+        tcp: std::time::Duration::ZERO,
+        closing: std::time::Duration::ZERO,
+        other: std::time::Duration::ZERO,
+    };
+    assert_eq!(t.maps6.ct_expire(now + 1_000_000_000, &zero).unwrap(), 24);
+    assert!(t.maps6.nat_entries().unwrap().is_empty(), "SNAT ports released");
+}
+
+/// What the LB must send for `pkt` (an IPv6 frame, TCP or UDP) in DsrOpt mode, built here: to the
+/// next hop, from us; the destination DNATed to `be`:8080 with the checksum computed anew; then
+/// Cilium's Destination Options header (next header 60 in the IPv6 header, payload_len + 24: the
+/// upper-layer protocol, hdrlen 2, type 0x1B, length 20, the VIP, the port, padding).
+fn dsr_opt6_expected(pkt: &[u8], be: Ipv6Addr, vport: u16) -> Vec<u8> {
+    let proto = pkt[20];
+    let mut ip = pkt[14..54].to_vec();
+    let plen = u16::from_be_bytes([ip[4], ip[5]]) + 24;
+    ip[4..6].copy_from_slice(&plen.to_be_bytes());
+    ip[6] = 60;
+    ip[24..40].copy_from_slice(&be.octets());
+    let mut l4 = pkt[54..].to_vec();
+    l4[2..4].copy_from_slice(&8080u16.to_be_bytes());
+    let at = if proto == 6 { 16 } else { 6 };
+    l4[at..at + 2].copy_from_slice(&[0, 0]);
+    let c = match sum6(&ip[8..24], &be.octets(), proto, &l4) {
+        0 if proto == 17 => 0xffff,
+        c => c,
+    };
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    let mut want = NH_MAC.to_vec();
+    want.extend_from_slice(&LB_MAC);
+    want.extend_from_slice(&[0x86, 0xdd]);
+    want.extend_from_slice(&ip);
+    want.extend_from_slice(&[proto, 2, 0x1b, 20]);
+    want.extend_from_slice(&VIP6.octets());
+    want.extend_from_slice(&vport.to_be_bytes());
+    want.extend_from_slice(&[0, 0]);
+    want.extend_from_slice(&l4);
+    want
+}
+
+#[test]
+fn ipv6_dsr_extension_header_frames_byte_by_byte_in_xdp_and_tc() {
+    let Some(()) = require_root("ipv6_dsr_extension_header_frames_byte_by_byte_in_xdp_and_tc") else { return };
+    let mut x = lab("v6-opt-x");
+    let mut t = lab("v6-opt-t");
+    for l in [&mut x, &mut t] {
+        add_service6(l, ForwardingMode::DsrOpt, &[11, 12, 13]);
+        add_udp_service6(l, 8, 53, ForwardingMode::DsrOpt, &[11, 12, 13]);
+    }
+    let tcp_table = table6_for(&[11, 12, 13], L4Proto::Tcp);
+    let udp_table = table6_for(&[11, 12, 13], L4Proto::Udp);
+    let cases = [
+        (tcp6_packet(CLIENT6, 45000, VIP6, 80, b""), 45000u16, 80u16, IPPROTO_TCP, &tcp_table),
+        (
+            tcp6_packet_flags(CLIENT6, 45001, VIP6, 80, 0x18, b"GET / HTTP/1.1\r\n\r\n"),
+            45001,
+            80,
+            IPPROTO_TCP,
+            &tcp_table,
+        ),
+        (udp6_packet(CLIENT6, 45002, VIP6, 53, b"query"), 45002, 53, 17, &udp_table),
+    ];
+    for (pkt, sport, vport, proto, table) in cases {
+        let (rc, out) = same_on_both(&mut x, &mut t, &pkt, &format!("from {sport}"));
+        assert_eq!(rc, XDP_TX);
+        let be = expected_backend6(table, sport, vport, proto);
+        assert_eq!(out, dsr_opt6_expected(&pkt, backend6(be), vport), "DSR extension header frame from {sport}");
+        assert_eq!(out.len(), pkt.len() + 24);
+        assert_eq!(u16::from_be_bytes([out[18], out[19]]) as usize, out.len() - 54, "payload length");
+        assert_eq!((out[20], out[21]), (60, 64), "next header: Destination Options; hop limit kept");
+        assert_eq!(&out[22..38], &CLIENT6.octets(), "the client stays the source (DSR)");
+        assert_eq!(&out[54..58], &[proto, 2, 0x1b, 20]);
+        assert!(l4_ok6(&out, 78, proto), "L4 checksum over the pseudo-header to the backend");
+        assert_eq!(u16::from_be_bytes([out[80], out[81]]), 8080);
+    }
+    assert_eq!(counter(&x, Counter::Tx), 3);
+    // A packet arriving with the extension header (ours included) is the stack's at the LB.
+    let (_, wire) = run(&mut x, &tcp6_packet(CLIENT6, 45003, VIP6, 80, b""));
+    let mut to_vip = wire.clone();
+    to_vip[38..54].copy_from_slice(&VIP6.octets());
+    assert_eq!(run(&mut x, &to_vip), (XDP_PASS, to_vip.clone()));
+}
+
+#[test]
+fn tc_decap_turns_ipv6_dsr_frames_back_into_the_client_packet() {
+    let Some(()) = require_root("tc_decap_turns_ipv6_dsr_frames_back_into_the_client_packet") else { return };
+    for mode in [ForwardingMode::DsrIpip, ForwardingMode::DsrGeneve, ForwardingMode::DsrOpt] {
+        let mut l = lab(&format!("v6-decap-{}", mode.as_str()));
+        add_service6(&mut l, mode, &[11, 12, 13]);
+        add_udp_service6(&mut l, 8, 53, mode, &[11, 12, 13]);
+        let packets = [
+            tcp6_packet(CLIENT6, 46000, VIP6, 80, b""),
+            tcp6_packet_flags(CLIENT6, 46001, VIP6, 80, 0x18, b"hello, backend"),
+            udp6_packet(CLIENT6, 46002, VIP6, 53, b"query"),
+        ];
+        for (i, pkt) in packets.iter().enumerate() {
+            let (rc, wire) = run(&mut l, pkt);
+            assert_eq!(rc, XDP_TX, "{}: packet {i} through the LB", mode.as_str());
+            assert_ne!(wire[14..], pkt[14..]);
+            let (rc, back) = run_decap(&mut l, &wire);
+            assert_eq!(rc, TC_ACT_OK, "{}: packet {i} handed to the stack", mode.as_str());
+            // The client's packet exactly, in the frame it arrived in.
+            let mut want = wire[..14].to_vec();
+            want.extend_from_slice(&pkt[14..]);
+            assert_eq!(back, want, "{}: packet {i} is not the client's packet again", mode.as_str());
+            assert!(l4_ok6(&back, 54, back[20]));
+        }
+        assert_eq!(counter(&l, Counter::Decap), packets.len() as u64, "{}", mode.as_str());
+    }
+    // Left alone: IPv6 to a local port, Geneve carrying IPv4 (not IPv6) over IPv6, another
+    // Destination Options header, a truncated one, ICMPv6.
+    let mut l = lab("v6-decap-other");
+    add_service6(&mut l, ForwardingMode::DsrOpt, &[11]);
+    let plain = tcp6_packet(CLIENT6, 46010, backend6(11), 22, b"");
+    let (_, wire) = run(&mut l, &tcp6_packet(CLIENT6, 46011, VIP6, 80, b"data"));
+    let mut other_opt = wire.clone();
+    other_opt[56] = 0x1e; // another option type
+    let mut short = wire.clone();
+    short.truncate(14 + 40 + 20);
+    let icmp = frame6(ipv6_header(CLIENT6, backend6(11), 58, 8, 0, 0), &[128, 0, 0, 0, 0, 1, 0, 1]);
+    let mut geneve_v4 = udp6_packet(NODE6, 50000, backend6(11), 6081, &[0, 0, 0x08, 0x00, 0, 0, 2, 0, 0x45]);
+    geneve_v4[60..62].copy_from_slice(&[0, 0]);
+    for f in [plain, other_opt, short, icmp, geneve_v4] {
+        assert_eq!(run_decap(&mut l, &f), (TC_ACT_OK, f.clone()));
+    }
+    assert_eq!(counter(&l, Counter::Decap), 0);
+}
+
+#[test]
+fn ipv6_next_hops_by_fib_like_xdp() {
+    let Some(()) = require_root("ipv6_next_hops_by_fib_like_xdp") else { return };
+    // Backends without a static next hop and replies to clients: bpf_fib_lookup(AF_INET6). A
+    // private namespace: an uplink with this node's address and the backends on-link, clients
+    // behind a gateway, permanent neighbours; one client prefix's gateway has none.
+    let ns = ThreadNetns::enter("v6-fib");
+    let gw: Ipv6Addr = "fd00:50::1".parse().unwrap();
+    let gw_mac = [0x02, 0, 0, 0, 0, 0x0a];
+    let be_mac = |i: u32| [0x02, 0, 0, 0, 1, i as u8];
+    let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    ns.sh("ip", &["link", "add", "ul0", "type", "veth", "peer", "name", "ul1"]);
+    ns.sh("ip", &["link", "set", "ul0", "address", &mac(LB_MAC)]);
+    for d in ["lo", "ul0", "ul1"] {
+        ns.sh("ip", &["link", "set", d, "up"]);
+    }
+    ns.sh("ip", &["-6", "addr", "add", &format!("{NODE6}/64"), "dev", "ul0", "nodad"]);
+    // The programs run on lo here: the FIB answers only for a forwarding ingress device.
+    ns.sh("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
+    ns.sh("ip", &["-6", "route", "add", "fd00:1::/64", "dev", "ul0"]);
+    ns.sh("ip", &["-6", "route", "add", "2001:db8:60::/48", "via", &gw.to_string(), "dev", "ul0"]);
+    ns.sh("ip", &["-6", "route", "add", "2001:db8:61::/48", "via", "fd00:50::9", "dev", "ul0"]);
+    ns.sh("ip", &["-6", "neigh", "replace", &gw.to_string(), "lladdr", &mac(gw_mac), "dev", "ul0", "nud", "permanent"]);
+    for i in 11..=13 {
+        let a = backend6(i).to_string();
+        ns.sh("ip", &["-6", "neigh", "replace", &a, "lladdr", &mac(be_mac(i)), "dev", "ul0", "nud", "permanent"]);
+    }
+    let mut x = lab("v6-fib-x");
+    let mut t = lab("v6-fib-t");
+    for l in [&mut x, &mut t] {
+        for i in 11..=13 {
+            l.maps6.upsert_backend(i, &Lb6Backend::new(backend6(i), 8080)).unwrap();
+        }
+        l.maps.set_maglev(SVC6, &table6_for(&[11, 12, 13], L4Proto::Tcp)).unwrap();
+        l.maps6
+            .upsert_service(
+                &Lb6Key::new(VIP6, 80, IPPROTO_TCP),
+                &Lb4Service { svc_id: SVC6, backends: 3, mode: ForwardingMode::Snat as u8, flags: 0 },
+            )
+            .unwrap();
+        l.maps.set_maglev(8, &table6_for(&[11, 12, 13], L4Proto::Tcp)).unwrap();
+        l.maps6
+            .upsert_service(
+                &Lb6Key::new(VIP6, 8443, IPPROTO_TCP),
+                &Lb4Service { svc_id: 8, backends: 3, mode: ForwardingMode::DsrIpip as u8, flags: 0 },
+            )
+            .unwrap();
+    }
+    for sport in 47000..47006u16 {
+        let (rc, out) =
+            same_on_both(&mut x, &mut t, &tcp6_packet(CLIENT6, sport, VIP6, 80, b"req"), &format!("request {sport}"));
+        assert_eq!(rc, XDP_REDIRECT, "to ul0");
+        let be = chosen6(&out);
+        assert_eq!((&out[..6], &out[6..12]), (&be_mac(be)[..], &LB_MAC[..]), "MACs from the FIB");
+        assert!(l4_ok6(&out, 54, IPPROTO_TCP));
+        let reply = tcp6_packet_flags(backend6(be), 8080, NODE6, ports6(&out).0, 0x12, b"resp");
+        let (rc, back) = same_on_both(&mut x, &mut t, &reply, &format!("reply {sport}"));
+        assert_eq!(rc, XDP_REDIRECT);
+        assert_eq!((&back[..6], &back[6..12]), (&gw_mac[..], &LB_MAC[..]), "to the client's gateway");
+        assert_eq!(ports6(&back), (80, sport));
+        assert!(l4_ok6(&back, 54, IPPROTO_TCP));
+        // IP6IP6 DSR to the same backends, by the FIB as well.
+        let (rc, enc) = same_on_both(&mut x, &mut t, &tcp6_packet(CLIENT6, sport, VIP6, 8443, b""), "ip6ip6");
+        assert_eq!(rc, XDP_REDIRECT);
+        assert_eq!(&enc[..6], &be_mac(chosen6(&enc))[..]);
+    }
+    // A client whose gateway is unresolved: the translated reply goes to the stack.
+    let far: Ipv6Addr = "2001:db8:61::7".parse().unwrap();
+    let (_, out) = same_on_both(&mut x, &mut t, &tcp6_packet(far, 47100, VIP6, 80, b""), "far request");
+    let reply = tcp6_packet_flags(backend6(chosen6(&out)), 8080, NODE6, ports6(&out).0, 0x12, b"");
+    let (rc, back) = same_on_both(&mut x, &mut t, &reply, "far reply");
+    assert_eq!(rc, XDP_PASS);
+    assert_eq!((&back[38..54], ports6(&back)), (&far.octets()[..], (80, 47100)));
+    assert!(l4_ok6(&back, 54, IPPROTO_TCP));
+    assert_eq!(counter(&t, Counter::PassNoNeigh), 1);
+    drop(ns);
 }

@@ -114,6 +114,10 @@ impl halyard_api::Agent for AgentApi {
                     let proto = if u.proto == halyard_datapath::maps::IPPROTO_UDP { "UDP" } else { "TCP" };
                     b.iter().map(move |(a, p)| (a.to_string(), *p, proto))
                 })
+                .chain(lb.units6.iter().filter(|(u, _)| u.service == name).flat_map(|(u, b)| {
+                    let proto = if u.proto == halyard_datapath::maps::IPPROTO_UDP { "UDP" } else { "TCP" };
+                    b.iter().map(move |(a, p)| (format!("[{a}]"), *p, proto))
+                }))
                 .map(|(a, p, proto)| match remote_of.get(&a) {
                     Some(c) => format!("{a}:{p}/{proto} ({c})"),
                     None => format!("{a}:{p}/{proto}"),

@@ -112,6 +112,10 @@ pub struct Flags {
     /// Outer source address of DSR packets (default: the Node's IPv4 InternalIP).
     #[arg(long, env = "HALYARD_NODE_IPV4")]
     pub node_ipv4: Option<std::net::Ipv4Addr>,
+    /// Outer source address of DSR packets to IPv6 backends and the SNAT address of IPv6
+    /// services (default: the Node's IPv6 InternalIP; without one, IPv6 frontends are skipped).
+    #[arg(long, env = "HALYARD_NODE_IPV6")]
+    pub node_ipv6: Option<std::net::Ipv6Addr>,
     /// Maglev seed, 12 bytes in base64; every node must use the same (Cilium's default if unset).
     #[arg(long, env = "HALYARD_MAGLEV_SEED")]
     pub maglev_seed: Option<String>,
@@ -186,6 +190,11 @@ pub struct Flags {
     /// holding the node's IPv4).
     #[arg(long, env = "HALYARD_OVERLAY_UPLINK")]
     pub overlay_uplink: Option<String>,
+    /// Translate pods' connections to Service ClusterIPs in tc on the pod interfaces
+    /// (`overlay-interfaces`): east-west load balancing. Default: on when routing-mode is
+    /// `tunnel` or `native`.
+    #[arg(long, env = "HALYARD_ENABLE_CLUSTER_IP_LB", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub enable_cluster_ip_lb: Option<bool>,
     /// Validate the configuration and the manifest directory, print what is wrong, and exit.
     #[arg(long)]
     pub check: bool,
@@ -226,6 +235,7 @@ struct FileConfig {
     bpf_lb_acceleration: Option<String>,
     bpf_pin_dir: Option<PathBuf>,
     node_ipv4: Option<std::net::Ipv4Addr>,
+    node_ipv6: Option<std::net::Ipv6Addr>,
     maglev_seed: Option<String>,
     l2_election: Option<String>,
     l2_etcd_endpoints: Option<Vec<String>>,
@@ -247,6 +257,7 @@ struct FileConfig {
     tunnel_port: Option<u16>,
     overlay_interfaces: Option<Vec<String>>,
     overlay_uplink: Option<String>,
+    enable_cluster_ip_lb: Option<bool>,
 }
 
 /// What the agent was asked to do.
@@ -283,6 +294,7 @@ pub struct AgentConfig {
     pub datapath: crate::datapath::DatapathSettings,
     pub mesh: crate::clustermesh::MeshSettings,
     pub overlay: crate::overlay::OverlaySettings,
+    pub cluster_ip: crate::cluster_ip::ClusterIpSettings,
     pub l2_election: crate::l2::ElectionSettings,
     /// Each setting's rendered value and where it came from, in key order.
     pub entries: BTreeMap<&'static str, (String, String)>,
@@ -514,6 +526,9 @@ impl AgentConfig {
         let node_ipv4 = l.pick("node-ipv4", flags.node_ipv4.map(Some), file.node_ipv4.map(Some), None, |v| {
             v.map(|a| a.to_string()).unwrap_or_default()
         });
+        let node_ipv6 = l.pick("node-ipv6", flags.node_ipv6.map(Some), file.node_ipv6.map(Some), None, |v| {
+            v.map(|a| a.to_string()).unwrap_or_default()
+        });
         let seed_text = l.pick(
             "maglev-seed",
             flags.maglev_seed,
@@ -681,6 +696,19 @@ impl AgentConfig {
             l.pick("overlay-uplink", flags.overlay_uplink.map(Some), file.overlay_uplink.map(Some), None, |v| {
                 v.clone().unwrap_or_default()
             });
+        let cluster_ip = crate::cluster_ip::ClusterIpSettings {
+            enabled: l.pick(
+                "enable-cluster-ip-lb",
+                flags.enable_cluster_ip_lb,
+                file.enable_cluster_ip_lb,
+                routing_mode != crate::overlay::RoutingMode::Off,
+                bool::to_string,
+            ),
+            interfaces: overlay_interfaces.clone(),
+            pin_dir: pin_dir.clone(),
+            seed,
+            names_file: state_dir.join(crate::cluster_ip::NAMES_FILE),
+        };
         let overlay = crate::overlay::OverlaySettings {
             mode: routing_mode,
             protocol: tunnel_protocol,
@@ -720,6 +748,7 @@ impl AgentConfig {
                 lb_at_tc,
                 pin_dir,
                 node_ipv4,
+                node_ipv6,
                 seed,
                 names_file: names_file.clone(),
             },
@@ -731,6 +760,7 @@ impl AgentConfig {
                 stale_ttl: std::time::Duration::from_secs(stale_ttl),
             },
             overlay,
+            cluster_ip,
             entries: l.entries,
         })
     }
@@ -815,6 +845,29 @@ mod tests {
         assert_eq!(load(&["--tunnel-protocol", "geneve", "--tunnel-port", "7000"]).unwrap().overlay.port, 7000);
         assert!(load(&["--routing-mode", "bgp"]).unwrap_err().to_string().contains("routing-mode"));
         assert!(load(&["--tunnel-protocol", "ipip"]).unwrap_err().to_string().contains("tunnel-protocol"));
+    }
+
+    #[test]
+    fn cluster_ip_lb_follows_the_routing_mode_unless_set() {
+        assert!(!load(&[]).unwrap().cluster_ip.enabled);
+        let c = load(&["--routing-mode", "native"]).unwrap();
+        assert!(c.cluster_ip.enabled);
+        assert_eq!(c.cluster_ip.interfaces, vec!["lxc*".to_string()]);
+        assert_eq!(c.entries["enable-cluster-ip-lb"], ("true".to_string(), "default".to_string()));
+        assert!(load(&["--routing-mode", "tunnel"]).unwrap().cluster_ip.enabled);
+        assert!(!load(&["--routing-mode", "tunnel", "--enable-cluster-ip-lb=false"]).unwrap().cluster_ip.enabled);
+        let c = load(&["--enable-cluster-ip-lb", "--overlay-interfaces", "veth*"]).unwrap();
+        assert!(c.cluster_ip.enabled);
+        assert_eq!(c.cluster_ip.interfaces, vec!["veth*".to_string()]);
+    }
+
+    #[test]
+    fn node_ipv6_is_a_datapath_setting() {
+        assert_eq!(load(&[]).unwrap().datapath.node_ipv6, None);
+        let c = load(&["--node-ipv6", "fd00:93::2"]).unwrap();
+        assert_eq!(c.datapath.node_ipv6, Some("fd00:93::2".parse().unwrap()));
+        assert_eq!(c.entries["node-ipv6"], ("fd00:93::2".to_string(), "flag".to_string()));
+        assert!(load(&["--node-ipv6", "10.0.0.1"]).is_err(), "an IPv4 address is no --node-ipv6");
     }
 
     #[test]

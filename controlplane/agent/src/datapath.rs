@@ -3,6 +3,10 @@
 //! service port), diffed against what the maps hold so a restart or an unrelated change touches
 //! nothing that is already right.
 //!
+//! IPv6 LoadBalancer IPs and ExternalIPs become IPv6 frontends with the service's IPv6 endpoints
+//! as backends (their own maps, `hl_lb6_*`); a dual-stack service port has one Maglev table per
+//! family, under two service ids from the one id space both families share (as do backend ids).
+//!
 //! Ids are node-local and stable: a frontend keeps its service id and a backend address keeps its
 //! backend id for as long as they exist (restarts included, since ids are read back from the
 //! pinned maps). A backend that leaves a service drains: it leaves the Maglev table at once (no new
@@ -10,15 +14,18 @@
 //! connections end where they started.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use halyard_datapath::lb::LbMaps;
+use halyard_datapath::lb6::Lb6Maps;
 use halyard_datapath::loader::{Datapath, DatapathConfig};
 use halyard_datapath::maglev::{L4Proto, MaglevBackend, MaglevSeed, build_table};
-use halyard_datapath::maps::{ForwardingMode, IPPROTO_TCP, IPPROTO_UDP, Lb4Backend, Lb4Key, Lb4Service, MAGLEV_M};
+use halyard_datapath::maps::{
+    ForwardingMode, IPPROTO_TCP, IPPROTO_UDP, Lb4Backend, Lb4Key, Lb4Service, Lb6Backend, Lb6Key, MAGLEV_M,
+};
 use halyard_model::{Model, Protocol, TargetPort};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -38,6 +45,9 @@ pub struct DatapathSettings {
     pub lb_at_tc: bool,
     pub pin_dir: PathBuf,
     pub node_ipv4: Option<Ipv4Addr>,
+    /// This node's IPv6 address (`--node-ipv6`, else the Node's IPv6 InternalIP): needed for IPv6
+    /// frontends (outer source of DSR, SNAT address).
+    pub node_ipv6: Option<Ipv6Addr>,
     pub seed: MaglevSeed,
     /// Names of services and backends, for `halyard bpf` (the maps hold only ids).
     pub names_file: PathBuf,
@@ -95,6 +105,11 @@ pub struct Desired {
     pub units: BTreeMap<Unit, BTreeSet<(Ipv4Addr, u16)>>,
     /// Services skipped, with the reason (shown in logs).
     pub skipped: Vec<String>,
+    /// IPv6 frontends ([VIP], port, proto) -> unit: the service's IPv6 LoadBalancer IPs and
+    /// ExternalIPs.
+    pub frontends6: BTreeMap<Lb6Key, Unit>,
+    /// Unit -> its IPv6 backends, for the units that have IPv6 frontends.
+    pub units6: BTreeMap<Unit, BTreeSet<(Ipv6Addr, u16)>>,
 }
 
 fn proto_num(p: Protocol) -> Option<u8> {
@@ -212,7 +227,82 @@ pub fn desired_from(
             out.units.insert(unit, backends);
         }
     }
+    desired6_into(model, node, &lb_ips, &mut out);
     out
+}
+
+/// The port an EndpointSlice gives for service port `sp`: the slice names its ports after the
+/// service's, and an unnamed single port matches the unnamed service port.
+fn slice_port(slice: &halyard_model::EndpointSlice, sp: &halyard_model::ServicePort) -> Option<u16> {
+    slice.ports.iter().find(|p| p.name == sp.name && p.protocol == sp.protocol).and_then(|p| p.port).or(
+        match sp.target_port() {
+            TargetPort::Number(n) => Some(n),
+            TargetPort::Name(_) => None,
+        },
+    )
+}
+
+/// The IPv6 half of [`desired_from`]: IPv6 LoadBalancer IPs and ExternalIPs become frontends,
+/// the ready endpoints of the service's IPv6 EndpointSlices their backends, with the same port
+/// and `externalTrafficPolicy` rules. Remote clusters' backends are IPv4 only (ClusterMesh has no
+/// IPv6 backends yet), so an IPv6 frontend gets this cluster's backends.
+fn desired6_into(
+    model: &Model,
+    node: &str,
+    lb_ips: &impl Fn(&halyard_ipam::ServiceKey) -> Vec<IpAddr>,
+    out: &mut Desired,
+) {
+    for svc in model.services.values() {
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let key = halyard_ipam::ServiceKey::new(ns, svc.metadata.name.clone());
+        let mut vips: Vec<Ipv6Addr> = lb_ips(&key)
+            .into_iter()
+            .chain(svc.spec.external_ips.iter().copied())
+            .filter_map(|ip| match ip {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        vips.sort();
+        vips.dedup();
+        if vips.is_empty() {
+            continue;
+        }
+        let slices: Vec<_> = model.endpoint_slices_for(&key).collect();
+        let local_only = svc.spec.external_traffic_policy == Some(halyard_model::TrafficPolicy::Local);
+        for sp in &svc.spec.ports {
+            let Some(proto) = proto_num(sp.protocol) else {
+                out.skipped.push(format!("{key}: port {} is SCTP, which the datapath does not balance", sp.port));
+                continue;
+            };
+            let unit = Unit { service: key.to_string(), port: sp.port, proto };
+            let mut backends = BTreeSet::new();
+            for slice in slices.iter().filter(|s| s.address_type == halyard_model::AddressType::IPv6) {
+                let Some(port) = slice_port(slice, sp) else { continue };
+                for ep in &slice.endpoints {
+                    if ep.conditions.ready == Some(false) || (local_only && ep.node_name.as_deref() != Some(node)) {
+                        continue;
+                    }
+                    for ip in ep.ip_addresses() {
+                        if let IpAddr::V6(v6) = ip {
+                            backends.insert((v6, port));
+                        }
+                    }
+                }
+            }
+            if backends.is_empty() {
+                out.skipped.push(format!(
+                    "{key}: port {}: IPv6 frontends {vips:?} and no ready IPv6 endpoint{}: no backends",
+                    sp.port,
+                    if local_only { " on this node (externalTrafficPolicy Local)" } else { "" }
+                ));
+            }
+            for vip in &vips {
+                out.frontends6.insert(Lb6Key::new(*vip, sp.port, proto), unit.clone());
+            }
+            out.units6.insert(unit, backends);
+        }
+    }
 }
 
 /// A service shared across the mesh (`service.cilium.io/global`, or the legacy
@@ -242,6 +332,11 @@ struct Applied {
     backends: BTreeMap<u32, Lb4Backend>,
     tables: BTreeMap<u32, Vec<u32>>,
     draining: BTreeSet<u32>,
+    frontends6: BTreeMap<Lb6Key, Lb4Service>,
+    /// IPv6 units' service ids (their own tables: a dual-stack unit has one id per family).
+    unit_ids6: BTreeMap<Unit, u32>,
+    backend_ids6: BTreeMap<(Ipv6Addr, u16), u32>,
+    backends6: BTreeMap<u32, Lb6Backend>,
 }
 
 /// Counts of what one apply changed (all zero when nothing needed doing).
@@ -264,6 +359,8 @@ impl ApplyStats {
 /// Drives the LB maps towards [`Desired`].
 pub struct LbReconciler {
     maps: LbMaps,
+    /// The IPv6 maps (None: IPv6 frontends are not programmed).
+    maps6: Option<Lb6Maps>,
     applied: Applied,
     mode: ForwardingMode,
     lb_mode: LbMode,
@@ -282,9 +379,10 @@ fn lowest_free(used: impl Iterator<Item = u32>) -> u32 {
 }
 
 impl LbReconciler {
-    /// Reads back what earlier runs left in the (pinned) maps.
+    /// Reads back what earlier runs left in the (pinned) maps, IPv6 ones included when given.
     pub fn new(
         maps: LbMaps,
+        maps6: Option<Lb6Maps>,
         mode: ForwardingMode,
         lb_mode: LbMode,
         seed: MaglevSeed,
@@ -293,6 +391,13 @@ impl LbReconciler {
         let mut applied = Applied { frontends: maps.services()?, backends: maps.backends()?, ..Default::default() };
         for (id, be) in &applied.backends {
             applied.backend_ids.insert((be.addr(), be.port()), *id);
+        }
+        if let Some(m6) = &maps6 {
+            applied.frontends6 = m6.services()?;
+            applied.backends6 = m6.backends()?;
+            for (id, be) in &applied.backends6 {
+                applied.backend_ids6.insert((be.addr(), be.port()), *id);
+            }
         }
         for id in maps.maglev_ids()? {
             if let Some(t) = maps.maglev(id)? {
@@ -304,11 +409,17 @@ impl LbReconciler {
             for (id, unit) in n.services {
                 if applied.frontends.values().any(|s| s.svc_id == id) {
                     applied.unit_ids.insert(unit, id);
+                } else if applied.frontends6.values().any(|s| s.svc_id == id) {
+                    applied.unit_ids6.insert(unit, id);
                 }
             }
-            applied.draining = n.draining.into_iter().filter(|id| applied.backends.contains_key(id)).collect();
+            applied.draining = n
+                .draining
+                .into_iter()
+                .filter(|id| applied.backends.contains_key(id) || applied.backends6.contains_key(id))
+                .collect();
         }
-        Ok(Self { maps, applied, mode, lb_mode, seed })
+        Ok(Self { maps, maps6, applied, mode, lb_mode, seed })
     }
 
     /// Makes the maps match `want`. Order: backends, tables, frontends, then removals, so a
@@ -319,16 +430,42 @@ impl LbReconciler {
         for (fe, unit) in &want.frontends {
             if !self.applied.unit_ids.contains_key(unit)
                 && let Some(svc) = self.applied.frontends.get(fe)
-                && !self.applied.unit_ids.values().any(|id| *id == svc.svc_id)
+                && !self.applied.unit_ids.values().chain(self.applied.unit_ids6.values()).any(|id| *id == svc.svc_id)
             {
                 self.applied.unit_ids.insert(unit.clone(), svc.svc_id);
             }
         }
+        // IPv6 units the same way, before any new id is handed out (one id space).
+        let v6 = self.maps6.is_some();
+        let (frontends6, units6) =
+            if v6 { (&want.frontends6, &want.units6) } else { (&BTreeMap::new(), &BTreeMap::new()) };
+        for (fe, unit) in frontends6 {
+            if !self.applied.unit_ids6.contains_key(unit)
+                && let Some(svc) = self.applied.frontends6.get(fe)
+                && !self.applied.unit_ids.values().chain(self.applied.unit_ids6.values()).any(|id| *id == svc.svc_id)
+            {
+                self.applied.unit_ids6.insert(unit.clone(), svc.svc_id);
+            }
+        }
         self.applied.unit_ids.retain(|u, _| want.units.contains_key(u));
+        self.applied.unit_ids6.retain(|u, _| units6.contains_key(u));
+        // Not yet removed IPv6 frontends keep their ids until they go (below).
+        let held6: BTreeSet<u32> = self.applied.frontends6.values().map(|s| s.svc_id).collect();
         for unit in want.units.keys() {
             if !self.applied.unit_ids.contains_key(unit) {
-                let id = lowest_free(self.applied.unit_ids.values().copied());
+                let id = lowest_free(
+                    self.applied.unit_ids.values().chain(self.applied.unit_ids6.values()).chain(held6.iter()).copied(),
+                );
                 self.applied.unit_ids.insert(unit.clone(), id);
+            }
+        }
+        for unit in units6.keys() {
+            if !self.applied.unit_ids6.contains_key(unit) {
+                let held4 = self.applied.frontends.values().map(|s| s.svc_id);
+                let id = lowest_free(
+                    self.applied.unit_ids.values().chain(self.applied.unit_ids6.values()).copied().chain(held4),
+                );
+                self.applied.unit_ids6.insert(unit.clone(), id);
             }
         }
 
@@ -338,7 +475,7 @@ impl LbReconciler {
             let id = match self.applied.backend_ids.get(&(addr, port)) {
                 Some(id) => *id,
                 None => {
-                    let id = lowest_free(self.applied.backends.keys().copied());
+                    let id = lowest_free(self.applied.backends.keys().chain(self.applied.backends6.keys()).copied());
                     self.applied.backend_ids.insert((addr, port), id);
                     id
                 }
@@ -349,6 +486,27 @@ impl LbReconciler {
                 self.maps.upsert_backend(id, &be)?;
                 self.applied.backends.insert(id, be);
                 st.backends_written += 1;
+            }
+        }
+        let wanted_backends6: BTreeSet<(Ipv6Addr, u16)> = units6.values().flatten().copied().collect();
+        if let Some(maps6) = self.maps6.as_mut() {
+            for &(addr, port) in &wanted_backends6 {
+                let id = match self.applied.backend_ids6.get(&(addr, port)) {
+                    Some(id) => *id,
+                    None => {
+                        let id =
+                            lowest_free(self.applied.backends.keys().chain(self.applied.backends6.keys()).copied());
+                        self.applied.backend_ids6.insert((addr, port), id);
+                        id
+                    }
+                };
+                self.applied.draining.remove(&id);
+                let be = Lb6Backend::new(addr, port);
+                if self.applied.backends6.get(&id) != Some(&be) {
+                    maps6.upsert_backend(id, &be)?;
+                    self.applied.backends6.insert(id, be);
+                    st.backends_written += 1;
+                }
             }
         }
 
@@ -376,6 +534,28 @@ impl LbReconciler {
                 st.tables_written += 1;
             }
         }
+        // IPv6 tables: the same builder and outer map, over the unit's IPv6 backends.
+        for (unit, backends) in units6 {
+            let svc_id = self.applied.unit_ids6[unit];
+            if backends.is_empty() {
+                if self.applied.tables.remove(&svc_id).is_some() {
+                    self.maps.remove_maglev(svc_id)?;
+                    st.tables_removed += 1;
+                }
+                continue;
+            }
+            let proto = if unit.proto == IPPROTO_UDP { L4Proto::Udp } else { L4Proto::Tcp };
+            let mb: Vec<MaglevBackend> = backends
+                .iter()
+                .map(|(a, p)| MaglevBackend::new(self.applied.backend_ids6[&(*a, *p)], IpAddr::V6(*a), *p, proto))
+                .collect();
+            let table = build_table(&mb, MAGLEV_M as u32, &self.seed)?;
+            if self.applied.tables.get(&svc_id) != Some(&table) {
+                self.maps.set_maglev(svc_id, &table)?;
+                self.applied.tables.insert(svc_id, table);
+                st.tables_written += 1;
+            }
+        }
 
         // Frontends.
         for (fe, unit) in &want.frontends {
@@ -391,6 +571,28 @@ impl LbReconciler {
                 st.frontends_written += 1;
             }
         }
+        if let Some(maps6) = self.maps6.as_mut() {
+            for (fe, unit) in frontends6 {
+                let svc = Lb4Service {
+                    svc_id: self.applied.unit_ids6[unit],
+                    backends: units6[unit].len().min(u16::MAX as usize) as u16,
+                    mode: self.lb_mode.forwarding(self.mode, fe.proto) as u8,
+                    flags: 0,
+                };
+                if self.applied.frontends6.get(fe) != Some(&svc) {
+                    maps6.upsert_service(fe, &svc)?;
+                    self.applied.frontends6.insert(*fe, svc);
+                    st.frontends_written += 1;
+                }
+            }
+            let stale6: Vec<Lb6Key> =
+                self.applied.frontends6.keys().filter(|k| !frontends6.contains_key(k)).copied().collect();
+            for k in stale6 {
+                maps6.remove_service(&k)?;
+                self.applied.frontends6.remove(&k);
+                st.frontends_removed += 1;
+            }
+        }
 
         // Removals.
         let stale: Vec<Lb4Key> =
@@ -400,7 +602,8 @@ impl LbReconciler {
             self.applied.frontends.remove(&k);
             st.frontends_removed += 1;
         }
-        let live_ids: BTreeSet<u32> = self.applied.unit_ids.values().copied().collect();
+        let live_ids: BTreeSet<u32> =
+            self.applied.unit_ids.values().chain(self.applied.unit_ids6.values()).copied().collect();
         let stale_tables: Vec<u32> = self.applied.tables.keys().filter(|id| !live_ids.contains(id)).copied().collect();
         for id in stale_tables {
             self.maps.remove_maglev(id)?;
@@ -412,6 +615,11 @@ impl LbReconciler {
                 self.applied.draining.insert(*id);
             }
         }
+        for (key, id) in &self.applied.backend_ids6 {
+            if !wanted_backends6.contains(key) {
+                self.applied.draining.insert(*id);
+            }
+        }
         st.backends_removed += self.collect_drained()?;
         Ok(st)
     }
@@ -419,7 +627,12 @@ impl LbReconciler {
     /// Ages out idle conntrack entries (so drained backends can go). Returns how many.
     pub fn expire_ct(&mut self) -> anyhow::Result<usize> {
         let now = halyard_datapath::lb::monotonic_ns();
-        Ok(self.maps.ct_expire(now, &halyard_datapath::lb::CtTimeouts::default())?)
+        let t = halyard_datapath::lb::CtTimeouts::default();
+        let v6 = match self.maps6.as_mut() {
+            Some(m) => m.ct_expire(now, &t)?,
+            None => 0,
+        };
+        Ok(self.maps.ct_expire(now, &t)? + v6)
     }
 
     /// Deletes draining backends no conntrack entry refers to any more. Returns how many.
@@ -427,21 +640,44 @@ impl LbReconciler {
         if self.applied.draining.is_empty() {
             return Ok(0);
         }
-        let in_use: BTreeSet<u32> = self.maps.ct_entries()?.into_iter().map(|(_, e)| e.backend_id).collect();
+        let mut in_use: BTreeSet<u32> = self.maps.ct_entries()?.into_iter().map(|(_, e)| e.backend_id).collect();
+        if let Some(m) = &self.maps6 {
+            in_use.extend(m.ct_entries()?.into_iter().map(|(_, e)| e.backend_id));
+        }
         let gone: Vec<u32> = self.applied.draining.iter().filter(|id| !in_use.contains(id)).copied().collect();
         for id in &gone {
-            self.maps.remove_backend(*id)?;
+            if self.applied.backends6.contains_key(id) {
+                if let Some(m) = self.maps6.as_mut() {
+                    m.remove_backend(*id)?;
+                }
+                self.applied.backends6.remove(id);
+                self.applied.backend_ids6.retain(|_, v| v != id);
+            } else {
+                self.maps.remove_backend(*id)?;
+                self.applied.backends.remove(id);
+                self.applied.backend_ids.retain(|_, v| v != id);
+            }
             self.applied.draining.remove(id);
-            self.applied.backends.remove(id);
-            self.applied.backend_ids.retain(|_, v| v != id);
         }
         Ok(gone.len())
     }
 
     pub fn names(&self, interfaces: &[String]) -> Names {
         Names {
-            services: self.applied.unit_ids.iter().map(|(u, id)| (*id, u.clone())).collect(),
-            backends: self.applied.backends.iter().map(|(id, b)| (*id, b.to_string())).collect(),
+            services: self
+                .applied
+                .unit_ids
+                .iter()
+                .chain(self.applied.unit_ids6.iter())
+                .map(|(u, id)| (*id, u.clone()))
+                .collect(),
+            backends: self
+                .applied
+                .backends
+                .iter()
+                .map(|(id, b)| (*id, b.to_string()))
+                .chain(self.applied.backends6.iter().map(|(id, b)| (*id, b.to_string())))
+                .collect(),
             draining: self.applied.draining.clone(),
             dispatch: match self.lb_mode {
                 LbMode::Dsr => self.mode.as_str().to_string(),
@@ -475,6 +711,10 @@ fn node_ipv4(settings: &DatapathSettings, model: &Model, node: &str) -> Option<I
     settings.node_ipv4.or_else(|| crate::translate::node_internal_ipv4(model, node))
 }
 
+fn node_ipv6(settings: &DatapathSettings, model: &Model, node: &str) -> Option<Ipv6Addr> {
+    settings.node_ipv6.or_else(|| crate::translate::node_internal_ipv6(model, node))
+}
+
 /// Loads and attaches the programs, then keeps the maps in step with the snapshots. Runs on a
 /// blocking thread (map updates are syscalls).
 pub fn run_blocking(
@@ -490,9 +730,11 @@ pub fn run_blocking(
     };
     let first = snapshots.borrow_and_update().clone();
     let node_ip = node_ipv4(&settings, &first.model, &node);
-    if !settings.lb_interfaces.is_empty() && node_ip.is_none() {
+    let node_ip6 = node_ipv6(&settings, &first.model, &node);
+    if !settings.lb_interfaces.is_empty() && node_ip.is_none() && node_ip6.is_none() {
         set_error(format!(
-            "no IPv4 address for DSR encapsulation: set --node-ipv4, or give Node {node} an IPv4 InternalIP"
+            "no address for DSR encapsulation and SNAT: set --node-ipv4 (and --node-ipv6 for IPv6 services), \
+             or give Node {node} an InternalIP"
         ));
         return;
     }
@@ -501,6 +743,8 @@ pub fn run_blocking(
         node_ipv4: node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
         hash_seed: settings.seed.jhash0,
         geneve_vni: 2,
+        node_ipv6: node_ip6.unwrap_or(Ipv6Addr::UNSPECIFIED),
+        hash_seed6: settings.seed.jhash1,
     };
     let mut dp = match Datapath::load(cfg) {
         Ok(dp) => dp,
@@ -518,6 +762,15 @@ pub fn run_blocking(
                 }
                 Err(e) => return set_error(format!("enabling IPv4 forwarding on {ifname} ({sysctl}): {e}")),
             },
+        }
+        // The same for IPv6 (bpf_fib_lookup with AF_INET6), when this node has an IPv6 address.
+        // A forwarding interface ignores router advertisements unless accept_ra is 2.
+        let sysctl6 = format!("/proc/sys/net/ipv6/conf/{ifname}/forwarding");
+        if node_ip6.is_some() && std::fs::read_to_string(&sysctl6).map(|v| v.trim() != "1").unwrap_or(true) {
+            match std::fs::write(&sysctl6, "1") {
+                Ok(()) => tracing::info!(interface = %ifname, "enabled IPv6 forwarding (needed by the load balancer)"),
+                Err(e) => tracing::warn!("datapath: enabling IPv6 forwarding on {ifname} ({sysctl6}): {e}"),
+            }
         }
         let (hook, result) =
             if settings.lb_at_tc { ("tc", dp.attach_tc_lb(ifname)) } else { ("XDP", dp.attach_xdp_lb(ifname)) };
@@ -556,18 +809,46 @@ pub fn run_blocking(
         Ok(m) => m,
         Err(e) => return set_error(format!("opening the LB maps: {e}")),
     };
-    let mut rec = match LbReconciler::new(maps, settings.dispatch, settings.lb_mode, settings.seed, names) {
+    let maps6 = match dp.maps6() {
+        Ok(m) => m,
+        Err(e) => return set_error(format!("opening the IPv6 LB maps: {e}")),
+    };
+    let mut rec = match LbReconciler::new(maps, Some(maps6), settings.dispatch, settings.lb_mode, settings.seed, names)
+    {
         Ok(r) => r,
         Err(e) => return set_error(format!("reading the LB maps: {e:#}")),
     };
     let mut snap = first;
     let mut neighbours = BTreeSet::new();
+    let mut warned = BTreeSet::new();
     loop {
-        let want = {
+        let mut want = {
             let mesh = remote.mesh.lock().unwrap();
             desired(&snap, &node, Some(&mesh))
         };
-        let added = ensure_neighbours(want.units.values().flatten().map(|(a, _)| *a), &mut neighbours);
+        // A family without a node address cannot be forwarded (no DSR source, no SNAT address).
+        if node_ip.is_none() && !want.frontends.is_empty() && warned.insert("v4") {
+            tracing::warn!("datapath: IPv4 frontends skipped: no node IPv4 (set --node-ipv4 or an InternalIP)");
+        }
+        if node_ip6.is_none() && !want.frontends6.is_empty() && warned.insert("v6") {
+            tracing::warn!("datapath: IPv6 frontends skipped: no node IPv6 (set --node-ipv6 or an IPv6 InternalIP)");
+        }
+        if node_ip.is_none() {
+            want.frontends.clear();
+            want.units.clear();
+        }
+        if node_ip6.is_none() {
+            want.frontends6.clear();
+            want.units6.clear();
+        }
+        let added = ensure_neighbours(
+            want.units
+                .values()
+                .flatten()
+                .map(|(a, _)| IpAddr::V4(*a))
+                .chain(want.units6.values().flatten().map(|(a, _)| IpAddr::V6(*a))),
+            &mut neighbours,
+        );
         if !added.is_empty() {
             tracing::info!(next_hops = ?added, "managed neighbour entries for backends");
         }
@@ -577,7 +858,12 @@ pub fn run_blocking(
         match rec.apply(&want) {
             Ok(st) => {
                 if !st.is_noop() {
-                    tracing::info!(?st, frontends = want.frontends.len(), "LB maps updated");
+                    tracing::info!(
+                        ?st,
+                        frontends = want.frontends.len(),
+                        frontends6 = want.frontends6.len(),
+                        "LB maps updated"
+                    );
                 }
                 let names = rec.names(&settings.lb_interfaces);
                 if let Err(e) = write_names(&settings.names_file, &names) {
@@ -626,10 +912,11 @@ pub fn run_blocking(
 }
 
 /// Makes the kernel keep a resolved neighbour entry for each backend's next hop (`managed`,
-/// Linux >= 5.16), so `bpf_fib_lookup` in XDP finds a MAC from the first packet on; without one,
+/// Linux >= 5.16; IPv4 and IPv6 alike), so `bpf_fib_lookup` in XDP finds a MAC from the first
+/// packet on; without one,
 /// the datapath passes the packet to the stack, which cannot forward it (its outer source is
 /// this node). Returns the next hops newly ensured.
-fn ensure_neighbours(backends: impl Iterator<Item = Ipv4Addr>, done: &mut BTreeSet<Ipv4Addr>) -> Vec<String> {
+fn ensure_neighbours(backends: impl Iterator<Item = IpAddr>, done: &mut BTreeSet<IpAddr>) -> Vec<String> {
     let mut added = Vec::new();
     for addr in backends {
         if done.contains(&addr) {
@@ -741,5 +1028,79 @@ endpoints:
         let (b, skipped) = backends(&local, "node-c");
         assert!(b.is_empty(), "no local endpoint, no remote ones: {b:?}");
         assert!(skipped.iter().any(|s| s.contains("externalTrafficPolicy Local")), "{skipped:?}");
+    }
+
+    #[test]
+    fn ipv6_lb_ips_external_ips_and_endpoints_become_ipv6_frontends_and_backends() {
+        let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: dual, namespace: default}
+spec:
+  type: LoadBalancer
+  externalIPs: ["10.9.0.2", "fd00:9::2"]
+  ports: [{name: http, port: 80}, {name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: dual-4, namespace: default, labels: {kubernetes.io/service-name: dual}}
+addressType: IPv4
+ports: [{name: http, port: 8080}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+  - addresses: ["10.1.0.5"]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: dual-6, namespace: default, labels: {kubernetes.io/service-name: dual}}
+addressType: IPv6
+ports: [{name: http, port: 8080}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+  - addresses: ["fd00:1::5"]
+    nodeName: node-a
+  - addresses: ["fd00:1::6"]
+    nodeName: node-b
+  - addresses: ["fd00:1::7"]
+    conditions: {ready: false}
+"#;
+        let m = model(yaml);
+        let lb_v6: Ipv6Addr = "fd00:96::10".parse().unwrap();
+        let lb_ips = |_: &halyard_ipam::ServiceKey| vec![IpAddr::V6(lb_v6)];
+        let d = desired_from(&m, "node-a", lb_ips, |_, _, _, _| Vec::new());
+        let http = Unit { service: "default/dual".into(), port: 80, proto: IPPROTO_TCP };
+        let dns = Unit { service: "default/dual".into(), port: 53, proto: IPPROTO_UDP };
+        // IPv4: the IPv4 ExternalIP only, IPv4 endpoints only.
+        assert_eq!(
+            d.frontends.keys().map(|k| (k.vip(), k.port())).collect::<Vec<_>>(),
+            vec![(Ipv4Addr::new(10, 9, 0, 2), 53), (Ipv4Addr::new(10, 9, 0, 2), 80)]
+        );
+        assert_eq!(d.units[&http], BTreeSet::from([(Ipv4Addr::new(10, 1, 0, 5), 8080)]));
+        // IPv6: the LB-IPAM address and the IPv6 ExternalIP, each port; ready IPv6 endpoints.
+        let mut fe6: Vec<_> = d.frontends6.iter().map(|(k, u)| (k.vip().to_string(), k.port(), k.proto, u)).collect();
+        fe6.sort();
+        assert_eq!(
+            fe6,
+            vec![
+                ("fd00:96::10".to_string(), 53, IPPROTO_UDP, &dns),
+                ("fd00:96::10".to_string(), 80, IPPROTO_TCP, &http),
+                ("fd00:9::2".to_string(), 53, IPPROTO_UDP, &dns),
+                ("fd00:9::2".to_string(), 80, IPPROTO_TCP, &http),
+            ]
+        );
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(d.units6[&http], BTreeSet::from([(v6("fd00:1::5"), 8080), (v6("fd00:1::6"), 8080)]));
+        assert_eq!(d.units6[&dns], BTreeSet::from([(v6("fd00:1::5"), 5353), (v6("fd00:1::6"), 5353)]));
+        // externalTrafficPolicy Local: this node's IPv6 endpoints only.
+        let local = model(&yaml.replace("type: LoadBalancer", "type: LoadBalancer\n  externalTrafficPolicy: Local"));
+        let d = desired_from(&local, "node-b", lb_ips, |_, _, _, _| Vec::new());
+        assert_eq!(d.units6[&http], BTreeSet::from([(v6("fd00:1::6"), 8080)]));
+        let d = desired_from(&local, "node-c", lb_ips, |_, _, _, _| Vec::new());
+        assert!(d.units6[&http].is_empty());
+        assert!(d.skipped.iter().any(|s| s.contains("no ready IPv6 endpoint")), "{:?}", d.skipped);
+        // A service with IPv4 addresses only has no IPv6 frontend.
+        let d = desired_from(&m, "node-a", |_| Vec::new(), |_, _, _, _| Vec::new());
+        assert!(d.frontends6.keys().all(|k| k.vip() == v6("fd00:9::2")));
+        let v4only = model(&yaml.replace(", \"fd00:9::2\"", ""));
+        let d = desired_from(&v4only, "node-a", |_| Vec::new(), |_, _, _, _| Vec::new());
+        assert!(d.frontends6.is_empty() && d.units6.is_empty());
     }
 }

@@ -9,6 +9,7 @@
 mod api;
 mod bgp;
 mod bgp_import;
+mod cluster_ip;
 mod clustermesh;
 mod config;
 mod datapath;
@@ -256,6 +257,15 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             .spawn(move || overlay::run_blocking(settings, node, rx))
             .context("starting the overlay thread")?;
     }
+    if cfg.cluster_ip.enabled {
+        let (settings, node, rx) = (cfg.cluster_ip.clone(), cfg.node_name.clone(), snap_rx.clone());
+        std::thread::Builder::new()
+            .name("cluster-ip".into())
+            .spawn(move || cluster_ip::run_blocking(settings, node, rx))
+            .context("starting the ClusterIP thread")?;
+    } else {
+        cluster_ip::detach(&cfg.cluster_ip);
+    }
     let l2_task = tokio::spawn(l2::run(
         snap_rx.clone(),
         cfg.node_name.clone(),
@@ -369,6 +379,7 @@ fn main() -> ExitCode {
         return match halyard_datapath::loader::uninstall(&cfg.datapath.pin_dir) {
             Ok(removed) => {
                 let _ = std::fs::remove_file(&cfg.datapath.names_file);
+                let _ = std::fs::remove_file(&cfg.cluster_ip.names_file);
                 println!(
                     "datapath uninstalled: {} pins removed from {}",
                     removed.len(),

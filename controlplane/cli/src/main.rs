@@ -1,6 +1,7 @@
 //! `halyard`: the command-line client of halyard-agent.
 
 mod bpf;
+mod cluster_ip;
 mod table;
 
 use std::path::PathBuf;
@@ -120,7 +121,7 @@ enum BpfCmd {
     /// The Maglev table of a service (namespace/name[:port[/proto]] or service id).
     Maglev {
         service: String,
-        /// Show which backend this client flow (IP:PORT) maps to.
+        /// Show which backend this client flow (IP:PORT, or [IPv6]:PORT for an IPv6 table) maps to.
         #[arg(long)]
         flow: Option<String>,
         #[command(flatten)]
@@ -137,6 +138,24 @@ enum BpfCmd {
     /// Pod overlay sub-commands (`--routing-mode tunnel`).
     #[command(subcommand)]
     Tunnel(BpfTunnelCmd),
+    /// East-west ClusterIP translation sub-commands (pods to Service ClusterIPs).
+    #[command(subcommand, name = "cluster-ip")]
+    ClusterIp(BpfClusterIpCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum BpfClusterIpCmd {
+    /// ClusterIP frontends with their backend pods and Maglev share, and the counters.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        at: PinDirArg,
+    },
+    /// Pods' flows to ClusterIPs and the backend each is pinned to.
+    Ct {
+        #[command(flatten)]
+        at: PinDirArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             }
             BpfCmd::Maglev { at, .. } => at.pin_dir.clone(),
             BpfCmd::Tunnel(BpfTunnelCmd::List { at }) => at.pin_dir.clone(),
+            BpfCmd::ClusterIp(BpfClusterIpCmd::List { at } | BpfClusterIpCmd::Ct { at }) => at.pin_dir.clone(),
         };
         let loc = bpf_locations(&cli.socket, pin.as_deref()).await?;
         return match cmd {
@@ -226,6 +246,8 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             BpfCmd::Ct(BpfCtCmd::List { .. }) => bpf::ct_list(&loc, json_out),
             BpfCmd::Counters { .. } => bpf::counters(&loc, json_out),
             BpfCmd::Tunnel(BpfTunnelCmd::List { .. }) => bpf_tunnel_list(&loc.pin_dir, json_out),
+            BpfCmd::ClusterIp(BpfClusterIpCmd::List { .. }) => cluster_ip::list(&loc, json_out),
+            BpfCmd::ClusterIp(BpfClusterIpCmd::Ct { .. }) => cluster_ip::ct(&loc, json_out),
         };
     }
     let mut client = halyard_api::connect(&cli.socket).await?;

@@ -94,6 +94,7 @@ pub(crate) fn load_with_backends(
         node_ipv4: Ipv4Addr::new(192, 168, 0, 2),
         hash_seed: MaglevSeed::default().jhash0,
         geneve_vni: 2,
+        ..Default::default()
     };
     let dp = Datapath::load(cfg)?;
     let mut maps = dp.maps()?;

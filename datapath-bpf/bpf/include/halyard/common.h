@@ -31,10 +31,12 @@
 #endif
 
 /* Service forwarding modes (lb4_service.mode). */
-#define HL_MODE_DSR_IPIP   1 /* outer IPv4 (proto 4) to the backend; decapsulated by tc_decap */
-#define HL_MODE_DSR_GENEVE 2 /* outer IPv4/UDP/Geneve with Cilium's DSR option (class 0x014B) */
+#define HL_MODE_DSR_IPIP   1 /* outer IPv4 (proto 4; IPv6: outer IPv6, next header 41) to the
+			       * backend; decapsulated by tc_decap */
+#define HL_MODE_DSR_GENEVE 2 /* outer IP/UDP/Geneve with Cilium's DSR option (class 0x014B) */
 #define HL_MODE_SNAT       3 /* DNAT to the backend and SNAT to this node; replies come back here */
-#define HL_MODE_DSR_OPT    4 /* DNAT to the backend + Cilium's IPv4 DSR option (dsr_opt.h) */
+#define HL_MODE_DSR_OPT    4 /* DNAT to the backend + Cilium's IPv4 DSR option or IPv6 DSR
+			       * extension header (dsr_opt.h) */
 
 /* SNAT source ports (this node's address), the range Cilium's NodePort SNAT uses by default. */
 #define HL_SNAT_PORT_MIN 32768
@@ -67,10 +69,10 @@ struct hl_dsr_opt4 {
 /* Counters (index into the per-CPU hl_stats array). Keep in sync with maps.rs `Counter`. */
 enum hl_counter {
 	HL_CNT_RX = 0,          /* packets seen */
-	HL_CNT_PASS_NOT_IPV4,   /* not IPv4 (or IPv6 without a service) */
+	HL_CNT_PASS_NOT_IPV4,   /* neither IPv4 nor IPv6 (ARP, ...) */
 	HL_CNT_PASS_NO_SERVICE, /* destination is not a service */
-	HL_CNT_PASS_FRAGMENT,   /* IPv4 fragment: passed to the stack */
-	HL_CNT_PASS_IP_OPTIONS, /* IPv4 header with options: passed to the stack */
+	HL_CNT_PASS_FRAGMENT,   /* IPv4 fragment, or IPv6 with a Fragment header: passed to the stack */
+	HL_CNT_PASS_IP_OPTIONS, /* IPv4 options, or IPv6 extension headers: passed to the stack */
 	HL_CNT_PASS_NO_NEIGH,   /* next hop has no neighbour entry yet: the kernel resolves it */
 	HL_CNT_DROP_NO_BACKEND, /* service without (usable) backends */
 	HL_CNT_DROP_MALFORMED,  /* truncated headers */
@@ -163,6 +165,83 @@ struct hl_stat {
 	__u64 bytes;
 };
 
+/* ===== IPv6 north-south load balancing (lb.h hl_lb6_*, maps hl_lb6_*, hl_ct6, hl_nat6_rev) =====
+ *
+ * Mirrors of the IPv4 structs with 16-byte addresses (four network-order words, so the hot path
+ * compares and copies words). What does not depend on the family is shared: a service's value is
+ * struct lb4_service, a flow's conntrack value struct ct4_entry, and Maglev tables live in
+ * hl_lb4_maglev under the service id (the agent hands out service ids and backend ids from one
+ * space for both families, so an id names one table and one backend slot).
+ */
+
+/* lb6_key: service frontend (IPv6). Value: struct lb4_service. */
+struct lb6_key {
+	__be32 vip[4];
+	__be16 dport;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct lb6_backend {
+	__be32 addr[4];
+	__be16 port;  /* backend port (network order) for DNAT; DSR keeps the service port */
+	__u8 flags;   /* HL_BE_F_* */
+	__u8 pad;
+	__u8 nh_mac[6];
+	__u16 pad2;
+	__u32 nh_ifindex;
+};
+
+/* ct6_key: the flow as the client sent it. Value: struct ct4_entry. */
+struct ct6_key {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* SNAT reverse translation (IPv6): a backend's reply (backend -> node:nat_port) to the client
+ * flow. */
+struct nat6_rev_key {
+	__be32 backend[4];
+	__be32 node[4];
+	__be16 bport;
+	__be16 nport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct nat6_rev_val {
+	__be32 client[4];
+	__be32 vip[4];
+	__be16 cport;
+	__be16 vport;
+	__u32 pad;
+};
+
+/*
+ * Cilium's IPv6 DSR extension header (bpf/lib/nodeport.h: struct dsr_opt_v6, DSR_IPV6_OPT_TYPE): a
+ * Destination Options header (RFC 8200 §4.6, next header 60) holding one option of type 0x1B
+ * (RFC 8200 §4.2: high bits 00, skip if unknown; bit 2 clear, data does not change en route;
+ * number 27, unassigned by IANA), option data length 20: service address, service port, 2 bytes
+ * of padding. 24 bytes in all (hdrlen 2: in 8-byte units, the first 8 not counted).
+ */
+#define HL_DSR_IPV6_OPT_TYPE 0x1B
+#define HL_DSR_IPV6_OPT_LEN  20
+#define HL_DSR_IPV6_EXT_LEN  24
+
+struct hl_dsr_opt6 {
+	__u8 nexthdr;  /* the upper-layer header after it (TCP or UDP) */
+	__u8 hdrlen;   /* (HL_DSR_IPV6_EXT_LEN - 8) / 8 */
+	__u8 opt_type; /* HL_DSR_IPV6_OPT_TYPE */
+	__u8 opt_len;  /* HL_DSR_IPV6_OPT_LEN */
+	__be32 addr[4]; /* service address (the VIP) */
+	__be16 port;   /* service port */
+	__u16 pad;
+};
+
 /* ===== Pod overlay (tc_overlay.bpf.c, overlay.h) ===== */
 
 #ifndef HL_MAX_TUNNELS
@@ -202,6 +281,34 @@ enum hl_ovl_counter {
 	HL_OVL_DECAP_GENEVE,      /* rx: Geneve header stripped */
 	HL_OVL_DROP_CRITICAL,     /* rx: Geneve packet with critical options we do not know */
 	HL_OVL_CNT_MAX,
+};
+
+/* ===== East-west: ClusterIP translation at the pod veths (tc_svc.bpf.c, svc.h) ===== */
+
+/*
+ * The ClusterIP maps reuse the LB's layouts (lb4_key, lb4_service, lb4_backend, ct4_key,
+ * ct4_entry, one-entry Maglev inner arrays) on maps of their own (hl_ew4_*), so the agent's LB
+ * and ClusterIP reconcilers never share an id space. The reverse map is keyed by the reply as it
+ * leaves the backend (a ct4_key: backend -> client) and holds what the client connected to.
+ */
+struct svc4_rev_value {
+	__be32 vip;   /* the ClusterIP */
+	__be16 vport; /* the service port */
+	__u8 pad[2];
+};
+
+/* ClusterIP counters (index into the per-CPU hl_ew_stats array). Keep in sync with svc.rs. */
+enum hl_ew_counter {
+	HL_EW_PASS_OTHER = 0, /* from a pod: not IPv4 TCP/UDP, a fragment, or IP options */
+	HL_EW_PASS_NO_SERVICE, /* from a pod: not to a ClusterIP */
+	HL_EW_DNAT,            /* from a pod: translated to a backend */
+	HL_EW_CT_HIT,          /* the flow's conntrack entry kept its backend */
+	HL_EW_CT_NEW,          /* new flow (or its backend gone): Maglev chose */
+	HL_EW_DROP_NO_BACKEND, /* ClusterIP without (usable) backends */
+	HL_EW_DROP_REWRITE,    /* a header could not be rewritten (truncated packet) */
+	HL_EW_REV_NAT,         /* to a pod: a backend's reply given the ClusterIP as source */
+	HL_EW_PASS_NO_REV,     /* to a pod: not a reply to a translated flow */
+	HL_EW_CNT_MAX,
 };
 
 #endif

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * DSR dispatch by IPv4 option (HL_MODE_DSR_OPT, `--dsr-dispatch opt`).
+ * DSR dispatch by IPv4 option (HL_MODE_DSR_OPT, `--dsr-dispatch opt`); for IPv6 services by
+ * Cilium's Destination Options extension header (at the end of this file).
  *
  *  LB node: | IPv4 (ihl 7) client -> backend | DSR option (8) | TCP/UDP :backend port ... |
  *  backend: | IPv4 (ihl 5) client -> VIP     | TCP/UDP :service port ...                  |
@@ -30,6 +31,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -187,6 +189,137 @@ static __always_inline enum hl_dsr_opt_rc hl_skb_dsr_opt4_restore(struct __sk_bu
 	if (bpf_skb_adjust_room(skb, -HL_DSR_IPV4_OPT_LEN, BPF_ADJ_ROOM_NET, 0))
 		return HL_DSR_OPT_FAILED;
 	hl_dsr_opt4_strip(&ip, &h);
+	if (bpf_skb_store_bytes(skb, ip_off, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM))
+		return HL_DSR_OPT_FAILED;
+	return HL_DSR_OPT_RESTORED;
+}
+
+/* ===== IPv6: Cilium's DSR extension header (struct hl_dsr_opt6, common.h) =====
+ *
+ *  LB node: | IPv6 client -> backend, nexthdr 60 | Dest. Options (24) | TCP/UDP :backend port |
+ *  backend: | IPv6 client -> VIP, nexthdr TCP/UDP                      | TCP/UDP :service port |
+ *
+ * The LB node DNATs the packet (hl_rewrite6 / hl_rewrite6_skb: the checksum follows the new
+ * destination and port) and inserts Cilium's Destination Options header right after the fixed
+ * IPv6 header: next header = the upper layer's, hdrlen 2, then the option (type 0x1B, data length
+ * 20: service address, service port, 2 bytes of padding), so the IPv6 header gets next header 60
+ * and payload_len + 24. The L4 checksum is unchanged by the insertion: its pseudo-header has the
+ * final destination and the upper-layer length (RFC 8200 §8.1), neither of which the header
+ * changes. Every packet of a flow carries it, as with IPv4 (above), so the backend stays
+ * stateless: its tc_decap takes a packet whose only extension header is exactly this one, puts the
+ * service address and port back and removes it. Anything else is left to the stack.
+ */
+
+/* The IPv6 header with the extension header, as the LB node sends it. */
+struct hl_ipv6_dsr {
+	struct ipv6hdr ip;
+	struct hl_dsr_opt6 opt;
+};
+
+#define HL_IPV6_NEXTHDR_DSTOPTS 60
+
+/* Fills `out` with the (DNATed) header `ip` followed by Cilium's option for vip:vport. */
+static __always_inline void hl_dsr_opt6_build(struct hl_ipv6_dsr *out, const struct ipv6hdr *ip,
+					      const __be32 *vip, __be16 vport)
+{
+	out->ip = *ip;
+	out->ip.payload_len = bpf_htons(bpf_ntohs(ip->payload_len) + HL_DSR_IPV6_EXT_LEN);
+	out->ip.nexthdr = HL_IPV6_NEXTHDR_DSTOPTS;
+	out->opt.nexthdr = ip->nexthdr;
+	out->opt.hdrlen = (HL_DSR_IPV6_EXT_LEN - 8) / 8;
+	out->opt.opt_type = HL_DSR_IPV6_OPT_TYPE;
+	out->opt.opt_len = HL_DSR_IPV6_OPT_LEN;
+	hl_ip6_copy(out->opt.addr, vip);
+	out->opt.port = vport;
+	out->opt.pad = 0;
+}
+
+/* Whether `h` (64 bytes readable) is an IPv6 header followed by exactly our extension header,
+ * then TCP or UDP. */
+static __always_inline int hl_is_dsr_opt6(const struct hl_ipv6_dsr *h)
+{
+	return h->ip.version == 6 && h->ip.nexthdr == HL_IPV6_NEXTHDR_DSTOPTS &&
+	       h->opt.hdrlen == (HL_DSR_IPV6_EXT_LEN - 8) / 8 &&
+	       h->opt.opt_type == HL_DSR_IPV6_OPT_TYPE &&
+	       h->opt.opt_len == HL_DSR_IPV6_OPT_LEN &&
+	       (h->opt.nexthdr == IPPROTO_TCP || h->opt.nexthdr == IPPROTO_UDP) &&
+	       bpf_ntohs(h->ip.payload_len) >= HL_DSR_IPV6_EXT_LEN;
+}
+
+/* The 40-byte header the backend's stack must see: destination back to the VIP, no extension. */
+static __always_inline void hl_dsr_opt6_strip(struct ipv6hdr *out, const struct hl_ipv6_dsr *h)
+{
+	*out = h->ip;
+	out->payload_len = bpf_htons(bpf_ntohs(h->ip.payload_len) - HL_DSR_IPV6_EXT_LEN);
+	out->nexthdr = h->opt.nexthdr;
+	hl_ip6_copy((__be32 *)&out->daddr, h->opt.addr);
+}
+
+/*
+ * tc, LB node: adds the extension header to the (already DNATed) packet. bpf_skb_adjust_room at
+ * BPF_ADJ_ROOM_NET opens the room right after the fixed 40-byte IPv6 header (GSO size reduced to
+ * match); the IPv6 header and the extension header are then written whole with
+ * BPF_F_RECOMPUTE_CSUM. Invalidates direct packet pointers. A BPF-to-BPF call: its 104 bytes of
+ * headers stay out of the caller's frame (lb.h: hl_lb6_decide).
+ */
+static __attribute__((noinline, unused)) int
+hl_skb_dsr_opt6_insert(struct __sk_buff *skb, const __be32 *vip, __be16 vport)
+{
+	const __u32 ip_off = sizeof(struct ethhdr);
+	struct hl_ipv6_dsr h;
+	struct ipv6hdr ip;
+
+	if (bpf_skb_load_bytes(skb, ip_off, &ip, sizeof(ip)))
+		return -1;
+	hl_dsr_opt6_build(&h, &ip, vip, vport);
+	if (bpf_skb_adjust_room(skb, HL_DSR_IPV6_EXT_LEN, BPF_ADJ_ROOM_NET, 0))
+		return -1;
+	if (bpf_skb_store_bytes(skb, ip_off, &h, sizeof(h), BPF_F_RECOMPUTE_CSUM))
+		return -1;
+	return 0;
+}
+
+/*
+ * tc, backend side (tc_decap): puts the service address and port back from the extension header
+ * and removes it. The address goes into the L4 checksum as a bpf_csum_diff (BPF_F_PSEUDO_HDR),
+ * the port as a 16-bit replacement (UDP with BPF_F_MARK_MANGLED_0), so CHECKSUM_PARTIAL and
+ * COMPLETE skbs stay right; bpf_skb_adjust_room(-24, BPF_ADJ_ROOM_NET) removes the 24 bytes after
+ * the fixed header and the 40-byte header is written back (next header TCP/UDP, payload_len - 24,
+ * the VIP) with BPF_F_RECOMPUTE_CSUM. Invalidates direct packet pointers.
+ */
+static __always_inline enum hl_dsr_opt_rc hl_skb_dsr_opt6_restore(struct __sk_buff *skb)
+{
+	const __u32 ip_off = sizeof(struct ethhdr);
+	const __u32 l4_off = ip_off + sizeof(struct hl_ipv6_dsr);
+	struct hl_ipv6_dsr h;
+	struct hl_ports ports;
+	struct ipv6hdr ip;
+	__u32 csum_off;
+	__u64 f = 0;
+
+	if (bpf_skb_load_bytes(skb, ip_off, &h, sizeof(h)) || !hl_is_dsr_opt6(&h))
+		return HL_DSR_OPT_NONE;
+	if (h.opt.nexthdr == IPPROTO_TCP) {
+		csum_off = l4_off + 16;
+	} else {
+		csum_off = l4_off + 6;
+		f = BPF_F_MARK_MANGLED_0;
+	}
+	if (bpf_skb_load_bytes(skb, l4_off, &ports, sizeof(ports)))
+		return HL_DSR_OPT_NONE;
+	__s64 diff = bpf_csum_diff((__be32 *)&h.ip.daddr, 16, h.opt.addr, 16, 0);
+	if (diff < 0)
+		return HL_DSR_OPT_NONE;
+	/* The L4 checksum first: if its field lies past the packet, nothing has changed yet. */
+	if (bpf_l4_csum_replace(skb, csum_off, 0, diff, f | BPF_F_PSEUDO_HDR))
+		return HL_DSR_OPT_NONE;
+	if (bpf_l4_csum_replace(skb, csum_off, ports.dest, h.opt.port, f | 2) ||
+	    bpf_skb_store_bytes(skb, l4_off + offsetof(struct hl_ports, dest), &h.opt.port,
+				sizeof(h.opt.port), 0))
+		return HL_DSR_OPT_FAILED;
+	if (bpf_skb_adjust_room(skb, -HL_DSR_IPV6_EXT_LEN, BPF_ADJ_ROOM_NET, 0))
+		return HL_DSR_OPT_FAILED;
+	hl_dsr_opt6_strip(&ip, &h);
 	if (bpf_skb_store_bytes(skb, ip_off, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM))
 		return HL_DSR_OPT_FAILED;
 	return HL_DSR_OPT_RESTORED;

@@ -9,17 +9,32 @@
  * The Geneve DSR option is Cilium's (bpf/lib/common.h, struct geneve_dsr_opt4): class 0x014B,
  * type 0x81 (critical bit set), length 2 words, body { be32 service address; be16 service port;
  * u16 pad }. The protocol type is 0x0800: the inner packet is IPv4 with no inner Ethernet header.
+ *
+ * IPv6 (backends of IPv6 services; the inner packet is the client's IPv6 packet, unchanged):
+ *
+ *  IP6IP6 (RFC 2473):  | outer IPv6 (next header 41) | inner IPv6 ... unchanged |
+ *  Geneve (RFC 8926):  | outer IPv6 (17) | UDP 6081 | Geneve (8) | DSR opt (4 + 20) | inner IPv6 |
+ *
+ * The IPv6 DSR option is Cilium's struct geneve_dsr_opt6 (bpf/lib/common.h): the same class and
+ * type, length 5 words, body { 16-byte service address; be16 service port; u16 pad }; protocol type
+ * 0x86DD. The outer header copies the inner traffic class, carries a flow label from the flow hash
+ * (RFC 6438: tunnel entry points label flows so the underlay can spread them) and hop limit 64.
+ * Over IPv6 the outer UDP checksum is not optional (RFC 8200 §8.1): it is computed without
+ * reading the payload (hl_geneve6_csum, the kernel's "local checksum offload" identity).
  */
 #ifndef HALYARD_ENCAP_H
 #define HALYARD_ENCAP_H
 
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/udp.h>
 #include <linux/in.h>
+#include <linux/if_ether.h>
 #include <bpf/bpf_endian.h>
 #include "common.h"
 #include "config.h"
 #include "csum.h"
+#include "parse.h"
 
 #define HL_IPIP_LEN (sizeof(struct iphdr))
 
@@ -103,6 +118,135 @@ static __always_inline int hl_write_ipip(void *p, void *data_end, __be32 backend
 	if ((void *)(inner + 1) > data_end)
 		return -1;
 	hl_write_outer_ip(outer, inner, IPPROTO_IPIP, HL_IPIP_LEN, backend);
+	return 0;
+}
+
+/* ===== IPv6 ===== */
+
+#define HL_IPV6_NEXTHDR_IPV6 41 /* IPv6 encapsulated in IPv6 (RFC 2473) */
+#define HL_IP6IP6_LEN (sizeof(struct ipv6hdr))
+
+struct hl_geneve_dsr_opt6 {
+	__be16 opt_class;
+	__u8 type;
+	__u8 length; /* reserved (3 bits) | length in 4-byte words (5 bits), header excluded: 5 */
+	__be32 addr[4];
+	__be16 port;
+	__u16 pad;
+};
+
+#define HL_GENEVE6_LEN \
+	(sizeof(struct ipv6hdr) + sizeof(struct udphdr) + sizeof(struct hl_geneve_hdr) + \
+	 sizeof(struct hl_geneve_dsr_opt6))
+
+/* The outer IPv6 header for `inner` (whose payload is TCP/UDP without extension headers):
+ * `extra` bytes of outer headers after this one. */
+static __always_inline void hl_write_outer_ip6(struct ipv6hdr *outer, const struct ipv6hdr *inner,
+					       __u8 nexthdr, __u16 extra, const __be32 *daddr,
+					       __u32 hash)
+{
+	/* version 6 | traffic class (the inner one) | flow label (20 bits of the flow hash) */
+	__u32 tclass = (bpf_ntohl(*(const __be32 *)inner) >> 20) & 0xff;
+	__be32 *w = (__be32 *)outer;
+
+	w[0] = bpf_htonl((6U << 28) | (tclass << 20) | (hash & 0xfffff));
+	outer->payload_len = bpf_htons(bpf_ntohs(inner->payload_len) + sizeof(struct ipv6hdr) + extra);
+	outer->nexthdr = nexthdr;
+	outer->hop_limit = 64;
+	w[2] = CFG_NODE_IPV6[0];
+	w[3] = CFG_NODE_IPV6[1];
+	w[4] = CFG_NODE_IPV6[2];
+	w[5] = CFG_NODE_IPV6[3];
+	w[6] = daddr[0];
+	w[7] = daddr[1];
+	w[8] = daddr[2];
+	w[9] = daddr[3];
+}
+
+/* `p` points at the room (HL_IP6IP6_LEN bytes) followed by the unchanged inner IPv6 header. */
+static __always_inline int hl_write_ip6ip6(void *p, void *data_end, const __be32 *backend,
+					   __u32 hash)
+{
+	struct ipv6hdr *outer = p;
+	struct ipv6hdr *inner = (void *)(outer + 1);
+
+	if ((void *)(inner + 1) > data_end)
+		return -1;
+	hl_write_outer_ip6(outer, inner, HL_IPV6_NEXTHDR_IPV6, 0, backend, hash);
+	return 0;
+}
+
+/*
+ * The outer UDP checksum of a Geneve-over-IPv6 frame, from headers only. The UDP payload is our
+ * headers, then the inner IPv6 header, then the inner TCP/UDP segment, whose own checksum makes
+ * the segment sum to the complement of the inner pseudo-header's sum (a valid segment sums to
+ * 0xffff with its pseudo-header; RFC 1071). So the segment never needs to be read: the sum is
+ * pseudo-header(outer) + UDP header + Geneve + option + inner header + ~pseudo-header(inner).
+ * That also holds for a CHECKSUM_PARTIAL inner segment (its field holds the pseudo-header sum
+ * until the device fills it in), as the kernel's lco_csum() relies on. Every offset from the UDP
+ * header is even, so the odd-length rule pads the same byte either way. The sums over packet
+ * bytes are bpf_csum_diff's (the kernel's csum_partial). A computed 0 is sent as 0xffff
+ * (RFC 8200 §8.1). Returns 0 if a helper fails (the caller then sends no checksum).
+ */
+static __always_inline __u16 hl_geneve6_csum(struct ipv6hdr *outer, struct udphdr *udp,
+					     struct ipv6hdr *inner)
+{
+	__s64 out, hdrs, in;
+	__u64 sum;
+
+	/* outer addresses; UDP, Geneve, option and inner IPv6 header (contiguous); inner addresses */
+	out = bpf_csum_diff(NULL, 0, (__be32 *)&outer->saddr, 32, 0);
+	hdrs = bpf_csum_diff(NULL, 0, (__be32 *)udp,
+			     sizeof(*udp) + sizeof(struct hl_geneve_hdr) +
+				     sizeof(struct hl_geneve_dsr_opt6) + sizeof(*inner),
+			     0);
+	in = bpf_csum_diff(NULL, 0, (__be32 *)&inner->saddr, 32, 0);
+	if (out < 0 || hdrs < 0 || in < 0)
+		return 0;
+	/* the pseudo-headers' length and next-header words */
+	sum = (__u64)(__u32)out + (__u32)hdrs + bpf_htonl(bpf_ntohs(udp->len)) + bpf_htonl(IPPROTO_UDP);
+	/* inner pseudo-header, complemented: the inner segment's own sum */
+	sum += hl_csum_fold((__u64)(__u32)in + bpf_htonl(bpf_ntohs(inner->payload_len)) +
+			    bpf_htonl(inner->nexthdr));
+	__u16 c = hl_csum_fold(sum);
+	return c ? c : 0xffff;
+}
+
+/* `p` points at the room (HL_GENEVE6_LEN bytes) followed by the unchanged inner IPv6 header.
+ * `csum`: compute the outer UDP checksum (else 0, RFC 6935/6936: the tc path's GSO packets). */
+static __always_inline int hl_write_geneve6(void *p, void *data_end, const __be32 *backend,
+					    const __be32 *vip, __be16 vport, __u32 hash, int csum)
+{
+	struct ipv6hdr *outer = p;
+	struct udphdr *udp = (void *)(outer + 1);
+	struct hl_geneve_hdr *gh = (void *)(udp + 1);
+	struct hl_geneve_dsr_opt6 *opt = (void *)(gh + 1);
+	struct ipv6hdr *inner = (void *)(opt + 1);
+
+	if ((void *)(inner + 1) > data_end)
+		return -1;
+	hl_write_outer_ip6(outer, inner, IPPROTO_UDP, HL_GENEVE6_LEN - sizeof(struct ipv6hdr), backend,
+			   hash);
+	udp->source = bpf_htons((hash & 0x3fff) | 0xc000);
+	udp->dest = bpf_htons(HL_GENEVE_PORT);
+	udp->len = bpf_htons(bpf_ntohs(inner->payload_len) + sizeof(struct ipv6hdr) + HL_GENEVE6_LEN -
+			     sizeof(struct ipv6hdr));
+	udp->check = 0;
+	gh->ver_optlen = sizeof(struct hl_geneve_dsr_opt6) / 4;
+	gh->flags = 0x40; /* C: the packet carries a critical option */
+	gh->proto = bpf_htons(ETH_P_IPV6);
+	gh->vni[0] = (CFG_GENEVE_VNI >> 16) & 0xff;
+	gh->vni[1] = (CFG_GENEVE_VNI >> 8) & 0xff;
+	gh->vni[2] = CFG_GENEVE_VNI & 0xff;
+	gh->reserved = 0;
+	opt->opt_class = bpf_htons(HL_GENEVE_DSR_CLASS);
+	opt->type = HL_GENEVE_DSR_TYPE;
+	opt->length = (sizeof(struct hl_geneve_dsr_opt6) - 4) / 4;
+	hl_ip6_copy(opt->addr, vip);
+	opt->port = vport;
+	opt->pad = 0;
+	if (csum)
+		udp->check = hl_geneve6_csum(outer, udp, inner);
 	return 0;
 }
 

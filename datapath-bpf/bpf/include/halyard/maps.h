@@ -71,6 +71,43 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hl_nat4_rev SEC(".maps");
 
+/* ===== IPv6 frontends, backends, conntrack and SNAT (Maglev tables: in hl_lb4_maglev) ===== */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb6_key);
+	__type(value, struct lb4_service);
+	__uint(max_entries, HL_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_lb6_svc SEC(".maps");
+
+/* Indexed by the same ids as hl_lb4_be (one id space); a slot whose address is all zero is
+ * empty. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb6_backend);
+	__uint(max_entries, HL_MAX_BACKENDS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_lb6_be SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct6_key);
+	__type(value, struct ct4_entry);
+	__uint(max_entries, HL_CT_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_ct6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct nat6_rev_key);
+	__type(value, struct nat6_rev_val);
+	__uint(max_entries, HL_CT_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hl_nat6_rev SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

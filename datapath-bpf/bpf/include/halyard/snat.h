@@ -11,6 +11,9 @@
  * access: XDP writes through pointers into linear data (hl_rewrite4), tc goes through the skb
  * helpers (hl_rewrite4_skb), which also keep skb->csum (CHECKSUM_COMPLETE) and offloaded
  * checksums (CHECKSUM_PARTIAL: only the pseudo-header part is in the field) right.
+ *
+ * IPv6 the same way (CFG_NODE_IPV6, hl_nat6_rev, hl_rewrite6 / hl_rewrite6_skb; no IP header
+ * checksum), at the end of this file.
  */
 #ifndef HALYARD_SNAT_H
 #define HALYARD_SNAT_H
@@ -18,11 +21,13 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/in.h>
 #include <bpf/bpf_endian.h>
 #include "common.h"
 #include "config.h"
 #include "csum.h"
+#include "lb.h"
 #include "maps.h"
 #include "parse.h"
 
@@ -158,6 +163,149 @@ static __always_inline int hl_rewrite4_skb(struct __sk_buff *skb, const struct c
 	__be16 ports[2] = { sport, dport };
 
 	if (bpf_skb_store_bytes(skb, ip_off + offsetof(struct iphdr, saddr), addrs, sizeof(addrs), 0) ||
+	    bpf_skb_store_bytes(skb, l4_off, ports, sizeof(ports), 0))
+		return -1;
+	return 0;
+}
+
+/* ===== IPv6 (CFG_NODE_IPV6; reverse entries in hl_nat6_rev). No IPv4 header checksum: only the
+ * TCP/UDP checksum, whose pseudo-header holds both 16-byte addresses (RFC 8200 §8.1). ===== */
+
+/* Rewrites (saddr, sport, daddr, dport) of the IPv6 packet at `ip` (TCP or UDP right after the
+ * fixed header, as the parser requires). RFC 1624 incremental update: the address change as one
+ * bpf_csum_diff over both addresses (old ones in the packet, new ones gathered here), the ports
+ * by hand. A UDP checksum of zero (invalid over IPv6) is left as it is; a computed zero becomes
+ * 0xffff. */
+static __always_inline int hl_rewrite6(struct ipv6hdr *ip, void *data_end, const __be32 *saddr,
+				       __be16 sport, const __be32 *daddr, __be16 dport)
+{
+	struct hl_ports *ports = (void *)(ip + 1);
+	__be32 *addrs = (__be32 *)&ip->saddr; /* saddr, then daddr */
+	__u16 *l4csum = NULL;
+	__be32 to[8];
+
+	if ((void *)(ports + 1) > data_end)
+		return -1;
+	if (ip->nexthdr == IPPROTO_TCP) {
+		if ((void *)(ip + 1) + 18 > data_end)
+			return -1;
+		l4csum = (void *)(ip + 1) + 16;
+	} else if (ip->nexthdr == IPPROTO_UDP) {
+		if ((void *)(ip + 1) + 8 > data_end)
+			return -1;
+		l4csum = (void *)(ip + 1) + 6;
+		if (*l4csum == 0)
+			l4csum = NULL;
+	} else {
+		return -1;
+	}
+	hl_ip6_copy(to, saddr);
+	hl_ip6_copy(to + 4, daddr);
+	if (l4csum) {
+		__s64 diff = bpf_csum_diff(addrs, sizeof(to), to, sizeof(to), 0);
+
+		if (diff < 0)
+			return -1;
+		__u64 sum = (__u16)~*l4csum;
+		sum += (__u32)diff;
+		sum += (__u16)~ports->source + (__u16)sport;
+		sum += (__u16)~ports->dest + (__u16)dport;
+		__u16 c = hl_csum_fold(sum);
+		if (ip->nexthdr == IPPROTO_UDP && c == 0)
+			c = 0xffff;
+		*l4csum = c;
+	}
+	__builtin_memcpy(addrs, to, sizeof(to));
+	ports->source = sport;
+	ports->dest = dport;
+	return 0;
+}
+
+/* hl_snat_claim for IPv6 flows (a BPF-to-BPF call: its keys stay out of the caller's frame). */
+static __attribute__((noinline, unused)) __be16
+hl_snat6_claim(const struct ct6_key *t, const struct lb6_backend *be, __u32 hash)
+{
+	struct nat6_rev_key rk = {
+		.bport = be->port,
+		.proto = t->proto,
+	};
+	struct nat6_rev_val rv = {
+		.cport = t->sport,
+		.vport = t->dport,
+	};
+
+	hl_ip6_copy(rk.backend, be->addr);
+	hl_node_ipv6(rk.node);
+	hl_ip6_copy(rv.client, t->saddr);
+	hl_ip6_copy(rv.vip, t->daddr);
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		rk.nport = bpf_htons(HL_SNAT_PORT_MIN + ((hash + i * 7919) % HL_SNAT_PORT_SPAN));
+		if (bpf_map_update_elem(&hl_nat6_rev, &rk, &rv, BPF_NOEXIST) == 0)
+			return rk.nport;
+	}
+	return 0;
+}
+
+/* hl_snat_port for IPv6 flows (the port kept in the flow's hl_ct6 entry). */
+static __always_inline enum hl_snat_port_rc hl_snat6_port(const struct ct6_key *t,
+							  const struct lb6_backend *be, __u32 hash,
+							  __be16 *nport)
+{
+	struct ct4_entry *ct = bpf_map_lookup_elem(&hl_ct6, t);
+
+	if (!ct)
+		return HL_SNAT_PORT_NO_CT;
+	__be16 p = ct->nat_port;
+	if (!p) {
+		p = hl_snat6_claim(t, be, hash);
+		if (!p)
+			return HL_SNAT_PORT_NO_FREE;
+		ct->nat_port = p;
+	}
+	*nport = p;
+	return HL_SNAT_PORT_OK;
+}
+
+/*
+ * tc: hl_rewrite6 through the skb helpers, for the IPv6 packet after the Ethernet header (TCP or
+ * UDP after the fixed header), whose current values are `old`. The address change goes into the
+ * L4 checksum as one bpf_csum_diff over both addresses (BPF_F_PSEUDO_HDR), the ports as two 16-bit
+ * replacements; UDP with BPF_F_MARK_MANGLED_0 (a zero checksum stays, a computed zero becomes
+ * 0xffff), so the bytes equal hl_rewrite6's. Invalidates direct packet pointers.
+ */
+static __always_inline int hl_rewrite6_skb(struct __sk_buff *skb, const struct ct6_key *old,
+					   const __be32 *saddr, __be16 sport, const __be32 *daddr,
+					   __be16 dport)
+{
+	const __u32 ip_off = sizeof(struct ethhdr);
+	const __u32 l4_off = ip_off + sizeof(struct ipv6hdr);
+	__be32 to[8];
+	__u32 csum_off;
+	__u64 f = 0;
+
+	if (old->proto == IPPROTO_TCP) {
+		csum_off = l4_off + 16;
+	} else if (old->proto == IPPROTO_UDP) {
+		csum_off = l4_off + 6;
+		f = BPF_F_MARK_MANGLED_0;
+	} else {
+		return -1;
+	}
+	hl_ip6_copy(to, saddr);
+	hl_ip6_copy(to + 4, daddr);
+	/* The old addresses are adjacent in the tuple (saddr, daddr), as in the packet. */
+	__s64 diff = bpf_csum_diff((__be32 *)old->saddr, sizeof(to), to, sizeof(to), 0);
+	if (diff < 0)
+		return -1;
+	/* The L4 checksum first: if its field lies past the packet, nothing has changed yet. */
+	if (bpf_l4_csum_replace(skb, csum_off, 0, diff, f | BPF_F_PSEUDO_HDR) ||
+	    bpf_l4_csum_replace(skb, csum_off, old->sport, sport, f | 2) ||
+	    bpf_l4_csum_replace(skb, csum_off, old->dport, dport, f | 2))
+		return -1;
+	__be16 ports[2] = { sport, dport };
+
+	if (bpf_skb_store_bytes(skb, ip_off + offsetof(struct ipv6hdr, saddr), to, sizeof(to), 0) ||
 	    bpf_skb_store_bytes(skb, l4_off, ports, sizeof(ports), 0))
 		return -1;
 	return 0;
