@@ -160,9 +160,15 @@ protocol bgp lab_node {
   neighbor 10.90.0.2 as 65001;
   hold time 9;
   connect delay time 1; connect retry time 1; error wait time 1, 5;
-  ipv4 { import all; export none; };
+  ipv4 { import all; export where proto = "upstream"; };
+}
+# A network behind the router, sent to the node (which installs it with --bgp-import).
+protocol static upstream {
+  ipv4;
+  route 10.250.0.0/24 blackhole;
 }
 BIRD
+ip netns exec "$rtr" ip addr add 10.250.0.1/32 dev lo
 ip netns exec "$rtr" bird -f -c "$work/bird.conf" -s "$work/bird.ctl" >"$work/bird.log" 2>&1 &
 bird_pid=$!
 birdc() { command birdc -s "$work/bird.ctl" "$@"; }
@@ -174,7 +180,8 @@ start_agent() {
     ip netns exec "$node" "$bin/halyard-agent" --manifest-dir "$work/manifests" --state-dir "$work/state" \
         --socket "$sock" --metrics-addr "127.0.0.1:$metrics_port" --node-name lab-node \
         --datapath-interfaces eth1 --bpf-pin-dir "$work/bpffs/node" --node-ipv4 10.91.0.2 \
-        --cluster-name lab --cluster-id 1 --clustermesh-config "$work/mesh" >>"$work/agent.log" 2>&1 &
+        --cluster-name lab --cluster-id 1 --clustermesh-config "$work/mesh" \
+        --bgp-import --bgp-import-prefixes 10.250.0.0/16 >>"$work/agent.log" 2>&1 &
     agent_pid=$!
     for _ in $(seq 100); do
         halyard status >/dev/null 2>&1 && return 0
@@ -210,6 +217,12 @@ step "BGP: the router learned the LB IPs (birdc show route)"
 for _ in $(seq 50); do [ "$(birdc show route | grep -c '^172\.')" -ge 5 ] && break; sleep 0.1; done
 birdc show route
 birdc show route all 172.20.1.15/32 | grep -E 'BGP\.(as_path|community)'
+
+step "BGP import: the route the router sent, in the node's kernel (--bgp-import, protocol 73)"
+for _ in $(seq 50); do ip netns exec "$node" ip route show proto 73 | grep -q 10.250.0.0 && break; sleep 0.1; done
+halyard bgp routes received
+ip netns exec "$node" ip route show proto 73
+ip netns exec "$node" ping -c 1 -W 2 10.250.0.1 | grep -E 'bytes from|packet loss'
 
 step "L2: halyard l2 announcements (policy \"lan\" in announce.yaml: every ethN interface)"
 for _ in $(seq 50); do halyard l2 announcements | grep -q eth1 && break; sleep 0.1; done
