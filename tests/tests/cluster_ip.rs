@@ -111,7 +111,14 @@ fn lab(args: &[&str], offload: bool) -> Lab {
     for (i, n) in nodes.iter().enumerate() {
         let pin = fs.dir.join(format!("n{}", i + 1));
         let name = format!("n{}", i + 1);
-        let mut a = vec!["--node-name", name.as_str(), "--bpf-pin-dir", pin.to_str().unwrap()];
+        let mut a = vec![
+            "--node-name",
+            name.as_str(),
+            "--bpf-pin-dir",
+            pin.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:9897",
+        ];
         a.extend_from_slice(args);
         let files = [("nodes.yaml", nodes_yaml.as_str()), ("web.yaml", svc_yaml.as_str())];
         agents.push(Agent::start_in(n.name(), &files, &a).unwrap());
@@ -216,6 +223,14 @@ fn spread_and_replies_from_the_cluster_ip(l: &Lab, tag: &str) {
         table.contains("from_pod_translated") && table.contains("to_pod_reply_translated"),
         "{tag}: counters:\n{table}"
     );
+    // The same counters in the metrics (scraped inside node 1's namespace).
+    let metrics = l.nodes[0].run_ok(&["curl", "-fsS", "http://127.0.0.1:9897/metrics"]);
+    let value = |counter: &str| {
+        let prefix = format!("halyard_cluster_ip_packets{{counter=\"{counter}\"}} ");
+        metrics.lines().find_map(|line| line.strip_prefix(prefix.as_str())?.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    assert!(value("from_pod_translated") >= 60, "{tag}: metrics:\n{metrics}");
+    assert!(value("to_pod_reply_translated") >= 60, "{tag}: metrics:\n{metrics}");
 }
 
 #[test]

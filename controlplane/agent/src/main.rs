@@ -295,15 +295,15 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     ));
 
     if let Some(addr) = cfg.metrics_addr {
-        let serve = metrics::serve(
-            metrics::bind(addr).await?,
-            metrics.clone(),
-            bgp_peers.clone(),
-            bgp_rib.clone(),
-            l2_status.clone(),
-            datapath_status.clone(),
-            mesh.clone(),
-        );
+        let sources = metrics::Sources {
+            bgp_peers: bgp_peers.clone(),
+            bgp_rib: bgp_rib.clone(),
+            l2: l2_status.clone(),
+            datapath: datapath_status.clone(),
+            mesh: mesh.clone(),
+            cluster_ip_pins: cfg.cluster_ip.enabled.then(|| cfg.cluster_ip.pin_dir.clone()),
+        };
+        let serve = metrics::serve(metrics::bind(addr).await?, metrics.clone(), sources);
         tokio::spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!("metrics endpoint stopped: {e:#}");

@@ -51,6 +51,11 @@ pub struct DatapathLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CounterLabels {
+    pub counter: String,
+}
+
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the agent exports.
@@ -81,6 +86,9 @@ pub struct Metrics {
     pub l2_takeovers: Gauge,
     pub l2_election_seconds: Histogram,
     pub datapath_packets: Family<DatapathLabels, Gauge>,
+    /// ClusterIP translation in tc, by counter (`halyard bpf cluster-ip list` shows the same).
+    pub cluster_ip_packets: Family<CounterLabels, Gauge>,
+    pub cluster_ip_bytes: Family<CounterLabels, Gauge>,
     pub datapath_bytes: Family<DatapathLabels, Gauge>,
     pub datapath_up: Gauge,
     pub mesh_ready: Family<ClusterLabels, Gauge>,
@@ -119,6 +127,8 @@ impl Metrics {
             l2_takeovers: Gauge::default(),
             l2_election_seconds: Histogram::new([0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             datapath_packets: Family::default(),
+            cluster_ip_packets: Family::default(),
+            cluster_ip_bytes: Family::default(),
             datapath_bytes: Family::default(),
             datapath_up: Gauge::default(),
             mesh_ready: Family::default(),
@@ -195,6 +205,16 @@ impl Metrics {
             "bgp_updates_sent",
             "UPDATE messages sent in the current session (resets with the session)",
             m.bgp_updates_out.clone(),
+        );
+        registry.register(
+            "cluster_ip_packets",
+            "Packets the ClusterIP translation in tc handled, by counter (summed over CPUs)",
+            m.cluster_ip_packets.clone(),
+        );
+        registry.register(
+            "cluster_ip_bytes",
+            "Bytes the ClusterIP translation in tc handled, by counter",
+            m.cluster_ip_bytes.clone(),
         );
         registry.register(
             "datapath_packets",
@@ -356,6 +376,20 @@ impl Metrics {
         }
     }
 
+    /// Refreshes the ClusterIP counters from the pinned maps (at scrape time); nothing when the
+    /// ClusterIP translation is off or not loaded yet.
+    pub fn observe_cluster_ip(&self, pin_dir: Option<&std::path::Path>) {
+        self.cluster_ip_packets.clear();
+        self.cluster_ip_bytes.clear();
+        let Some(pin) = pin_dir else { return };
+        let Ok(counters) = halyard_datapath::svc::ClusterIpMaps::open(pin).and_then(|m| m.counters()) else { return };
+        for (counter, packets, bytes) in counters {
+            let l = CounterLabels { counter: counter.name().into() };
+            self.cluster_ip_packets.get_or_create(&l).set(packets as i64);
+            self.cluster_ip_bytes.get_or_create(&l).set(bytes as i64);
+        }
+    }
+
     /// Refreshes the per-remote-cluster gauges (at scrape time).
     pub fn observe_mesh(&self, mesh: &crate::clustermesh::SharedMesh) {
         let m = mesh.lock().unwrap_or_else(|e| e.into_inner());
@@ -401,16 +435,20 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))
 }
 
+/// What the gauges refreshed at scrape time are read from.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    pub bgp_peers: crate::bgp::PeerStatuses,
+    pub bgp_rib: crate::bgp_import::SharedRib,
+    pub l2: crate::l2::SharedL2Status,
+    pub datapath: crate::datapath::SharedDatapathStatus,
+    pub mesh: crate::clustermesh::SharedMesh,
+    /// The ClusterIP maps' pin directory, when the translation is on.
+    pub cluster_ip_pins: Option<std::path::PathBuf>,
+}
+
 /// Serves `/metrics` and `/healthz` until the process exits.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    bgp_peers: crate::bgp::PeerStatuses,
-    bgp_rib: crate::bgp_import::SharedRib,
-    l2: crate::l2::SharedL2Status,
-    datapath: crate::datapath::SharedDatapathStatus,
-    mesh: crate::clustermesh::SharedMesh,
-) -> anyhow::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, src: Sources) -> anyhow::Result<()> {
     use axum::routing::get;
     let app =
         axum::Router::new()
@@ -418,10 +456,11 @@ pub async fn serve(
                 "/metrics",
                 get(move || {
                     let m = metrics.clone();
-                    m.observe_bgp(&bgp_peers, &bgp_rib);
-                    m.observe_l2(&l2);
-                    m.observe_datapath(&datapath);
-                    m.observe_mesh(&mesh);
+                    m.observe_bgp(&src.bgp_peers, &src.bgp_rib);
+                    m.observe_l2(&src.l2);
+                    m.observe_datapath(&src.datapath);
+                    m.observe_cluster_ip(src.cluster_ip_pins.as_deref());
+                    m.observe_mesh(&src.mesh);
                     async move {
                         ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
                     }
