@@ -1,10 +1,10 @@
 //! Halyard's BGP-4 speaker.
 //!
-//! Work in progress (issue 3): [`wire`], the sans-IO message codec; [`fsm`], the RFC 4271 state
-//! machine with explicit time; [`session`], the tokio driver for one peer (active side); [`bfd`],
-//! single-hop BFD (RFC 5880/5881) that tears a session down when the path fails; [`gr`], the
-//! graceful-restart helper (receiving speaker) logic. The driver does TCP MD5 and GTSM. The RIB
-//! with best-path selection and passive peers follow.
+//! [`wire`], the sans-IO message codec; [`fsm`], the RFC 4271 state machine with explicit time;
+//! [`session`], the tokio driver for one peer (dialling out and accepting); [`rib`], best-path
+//! selection; [`bfd`], single-hop BFD (RFC 5880/5881) that tears a session down when the path
+//! fails; [`gr`], the graceful-restart helper (receiving speaker) logic. The driver does TCP MD5
+//! and GTSM.
 
 pub mod bfd;
 pub mod fsm;

@@ -363,7 +363,7 @@ pub struct PeerStatus {
     pub hold_time: Option<u16>,
     pub established_since: Option<SystemTime>,
     pub families: Vec<AfiSafi>,
-    /// Adj-RIB-In: prefixes the peer sent us (we import nothing into the kernel yet). Empty
+    /// Adj-RIB-In: prefixes the peer sent us. Empty
     /// when a RIB is attached ([`PeerChannels::learned`]): the RIB keeps them.
     pub received: BTreeMap<Prefix, ()>,
     /// Adj-RIB-Out as sent (shared with the driver, not copied). It may list prefixes of a

@@ -93,8 +93,9 @@ pub struct Flags {
     /// Interfaces where DSR packets for this node's backends are decapsulated (comma-separated).
     #[arg(long, env = "HALYARD_DATAPATH_DECAP_INTERFACES", value_delimiter = ',')]
     pub datapath_decap_interfaces: Option<Vec<String>>,
-    /// How the LB hands packets to backends in DSR: `geneve` (Cilium's Geneve DSR option), `ipip`,
-    /// or `opt` (DNAT to the backend plus Cilium's IPv4 DSR option on every packet).
+    /// How the LB hands packets to backends in DSR: `geneve` (Cilium's Geneve DSR option), `ipip`
+    /// (IPIP, or IP6IP6 for IPv6), or `opt` (DNAT to the backend plus Cilium's DSR option on every
+    /// packet: an IPv4 option, or an IPv6 Destination Options header).
     #[arg(long, env = "HALYARD_DSR_DISPATCH")]
     pub dsr_dispatch: Option<String>,
     /// Load-balancing mode: `dsr` (backends answer clients directly), `snat` (DNAT + SNAT, replies
