@@ -26,7 +26,7 @@ use halyard_datapath::lb::CtTimeouts;
 use halyard_datapath::maglev::{L4Proto, MaglevBackend, MaglevSeed, build_table};
 use halyard_datapath::maps::{IPPROTO_TCP, IPPROTO_UDP, Lb4Backend, Lb4Key, Lb4Service, MAGLEV_M, SVC_F_AFFINITY};
 use halyard_datapath::svc::{ClusterIp, ClusterIpConfig, ClusterIpMaps};
-use halyard_model::{Model, Protocol, TargetPort};
+use halyard_model::{Model, Protocol};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -105,35 +105,14 @@ pub fn desired_from(model: &Model, node: &str) -> Desired {
                 continue;
             };
             let unit = Unit { service: key.to_string(), port: sp.port, proto };
-            let mut backends = BTreeSet::new();
-            for slice in &slices {
-                if slice.address_type != halyard_model::AddressType::IPv4 {
-                    continue;
-                }
-                let port = slice
-                    .ports
-                    .iter()
-                    .find(|p| p.name == sp.name && p.protocol == sp.protocol)
-                    .and_then(|p| p.port)
-                    .or(match sp.target_port() {
-                        TargetPort::Number(n) => Some(n),
-                        TargetPort::Name(_) => None,
-                    });
-                let Some(port) = port else { continue };
-                for ep in &slice.endpoints {
-                    if ep.conditions.ready == Some(false) {
-                        continue;
-                    }
-                    if local_only && ep.node_name.as_deref() != Some(node) {
-                        continue;
-                    }
-                    for ip in ep.ip_addresses() {
-                        if let IpAddr::V4(v4) = ip {
-                            backends.insert((v4, port));
-                        }
-                    }
-                }
-            }
+            let only_on = local_only.then_some(node);
+            let backends = crate::datapath::ready_backends(
+                &slices,
+                halyard_model::AddressType::IPv4,
+                sp,
+                only_on,
+                crate::datapath::v4,
+            );
             if backends.is_empty() {
                 out.skipped.push(format!("{key}: port {}: no ready endpoint: connections are dropped", sp.port));
             }

@@ -174,37 +174,8 @@ pub fn desired_from(
                 continue;
             };
             let unit = Unit { service: key.to_string(), port: sp.port, proto };
-            let mut backends = BTreeSet::new();
-            for slice in &slices {
-                if slice.address_type != halyard_model::AddressType::IPv4 {
-                    continue;
-                }
-                // The slice names its ports after the service's; an unnamed single port matches
-                // the unnamed service port.
-                let port = slice
-                    .ports
-                    .iter()
-                    .find(|p| p.name == sp.name && p.protocol == sp.protocol)
-                    .and_then(|p| p.port)
-                    .or(match sp.target_port() {
-                        TargetPort::Number(n) => Some(n),
-                        TargetPort::Name(_) => None,
-                    });
-                let Some(port) = port else { continue };
-                for ep in &slice.endpoints {
-                    if ep.conditions.ready == Some(false) {
-                        continue;
-                    }
-                    if local_only && ep.node_name.as_deref() != Some(node) {
-                        continue;
-                    }
-                    for ip in ep.ip_addresses() {
-                        if let IpAddr::V4(v4) = ip {
-                            backends.insert((v4, port));
-                        }
-                    }
-                }
-            }
+            let only_on = local_only.then_some(node);
+            let mut backends = ready_backends(&slices, halyard_model::AddressType::IPv4, sp, only_on, v4);
             if local_only && backends.is_empty() {
                 out.skipped.push(format!(
                     "{key}: port {}: externalTrafficPolicy Local and no ready endpoint on this node: no backends",
@@ -242,6 +213,43 @@ fn slice_port(slice: &halyard_model::EndpointSlice, sp: &halyard_model::ServiceP
     )
 }
 
+/// The ready endpoints of `sp` in the slices of one address family, as (address, port):
+/// `pick` keeps the addresses of that family. With `only_on` set, only endpoints on that node
+/// (the `Local` traffic policies).
+pub(crate) fn ready_backends<A: Ord>(
+    slices: &[&halyard_model::EndpointSlice],
+    family: halyard_model::AddressType,
+    sp: &halyard_model::ServicePort,
+    only_on: Option<&str>,
+    pick: impl Fn(IpAddr) -> Option<A>,
+) -> BTreeSet<(A, u16)> {
+    let mut out = BTreeSet::new();
+    for slice in slices.iter().filter(|s| s.address_type == family) {
+        let Some(port) = slice_port(slice, sp) else { continue };
+        for ep in &slice.endpoints {
+            if ep.conditions.ready == Some(false) || only_on.is_some_and(|n| ep.node_name.as_deref() != Some(n)) {
+                continue;
+            }
+            out.extend(ep.ip_addresses().filter_map(&pick).map(|a| (a, port)));
+        }
+    }
+    out
+}
+
+pub(crate) fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6(ip: IpAddr) -> Option<Ipv6Addr> {
+    match ip {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    }
+}
+
 /// The IPv6 half of [`desired_from`]: IPv6 LoadBalancer IPs and ExternalIPs become frontends,
 /// the ready endpoints of the service's IPv6 EndpointSlices their backends, with the same port
 /// and `externalTrafficPolicy` rules. Remote clusters' backends are IPv4 only (ClusterMesh has no
@@ -276,20 +284,8 @@ fn desired6_into(
                 continue;
             };
             let unit = Unit { service: key.to_string(), port: sp.port, proto };
-            let mut backends = BTreeSet::new();
-            for slice in slices.iter().filter(|s| s.address_type == halyard_model::AddressType::IPv6) {
-                let Some(port) = slice_port(slice, sp) else { continue };
-                for ep in &slice.endpoints {
-                    if ep.conditions.ready == Some(false) || (local_only && ep.node_name.as_deref() != Some(node)) {
-                        continue;
-                    }
-                    for ip in ep.ip_addresses() {
-                        if let IpAddr::V6(v6) = ip {
-                            backends.insert((v6, port));
-                        }
-                    }
-                }
-            }
+            let only_on = local_only.then_some(node);
+            let backends = ready_backends(&slices, halyard_model::AddressType::IPv6, sp, only_on, v6);
             if backends.is_empty() {
                 out.skipped.push(format!(
                     "{key}: port {}: IPv6 frontends {vips:?} and no ready IPv6 endpoint{}: no backends",
