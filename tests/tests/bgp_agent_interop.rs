@@ -20,6 +20,8 @@
 //!   route is flushed and the other one is still there, no longer stale.
 //!
 //! ExaBGP sends the agent a malformed UPDATE (RFC 7606 treat-as-withdraw; the session stays).
+//! ExaBGP also receives the IPv6 LB IP over an IPv6 session and over an IPv4 one (next hop: the
+//! Node's IPv6 InternalIP), checked in its decoded JSON.
 //!
 //! Needs root, `frr`, `gobgpd` and `exabgp` (each test skips with a message when its daemon is
 //! missing). Each test uses its own /24 (`10.112.N.0/24`, `fd00:112:N::/64`; router `.1`, node
@@ -1092,4 +1094,168 @@ fn frr_gets_what_the_agent_lists_as_advertised_on_an_ipv4_session() {
     });
     assert!(same.is_some(), "listed {l:?}, FRR has {f:?}");
     assert_eq!(l.len(), 2, "{l:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ExaBGP: IPv6 LB IPs, over an IPv6 session and over an IPv4 one
+// ---------------------------------------------------------------------------------------------
+
+/// Two sessions to ExaBGP: `v4` over IPv4 with both families (the IPv6 route's next hop is the
+/// Node's IPv6 InternalIP) and `v6` over IPv6 with IPv6 only.
+fn exabgp_dual_stack_manifest(topo: &Topo) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Node
+metadata: {{name: e2e-node}}
+status:
+  addresses: [{{type: InternalIP, address: {node4}}}, {{type: InternalIP, address: "{node6}"}}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPClusterConfig
+metadata: {{name: interop}}
+spec:
+  bgpInstances:
+    - name: main
+      localASN: {AGENT_ASN}
+      peers:
+        - {{name: v4, peerASN: {ROUTER_ASN}, peerAddress: {router4}, peerConfigRef: {{name: both}}}}
+        - {{name: v6, peerASN: {ROUTER_ASN}, peerAddress: "{router6}", peerConfigRef: {{name: v6only}}}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPPeerConfig
+metadata: {{name: both}}
+spec:
+  timers: {{holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1}}
+  families:
+    - {{afi: ipv4, safi: unicast, advertisements: {{matchLabels: {{advertise: bgp}}}}}}
+    - {{afi: ipv6, safi: unicast, advertisements: {{matchLabels: {{advertise: bgp}}}}}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPPeerConfig
+metadata: {{name: v6only}}
+spec:
+  timers: {{holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1}}
+  families:
+    - {{afi: ipv6, safi: unicast, advertisements: {{matchLabels: {{advertise: bgp}}}}}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPAdvertisement
+metadata: {{name: lb, labels: {{advertise: bgp}}}}
+spec:
+  advertisements:
+    - advertisementType: Service
+      service: {{addresses: [LoadBalancerIP]}}
+      selector: {{matchLabels: {{bgp: announce}}}}
+      attributes:
+        communities: {{standard: ["65001:600"], wellKnown: [no-export], large: ["{AGENT_ASN}:6:1"]}}
+"#,
+        node4 = topo.node4(),
+        node6 = topo.node6(),
+        router4 = topo.router4(),
+        router6 = topo.router6(),
+    )
+}
+
+/// What ExaBGP decoded from the UPDATEs a neighbor sent: for each announced prefix of `family`
+/// (`"ipv4 unicast"`, `"ipv6 unicast"`), its next hop (the key ExaBGP files the NLRI under:
+/// NEXT_HOP for IPv4, MP_REACH_NLRI's next hop for IPv6) and the UPDATE's attributes. The
+/// latest announcement of a prefix wins; a withdrawal removes it.
+fn exabgp_rib(exa: &Exabgp, neighbor: &str, family: &str) -> BTreeMap<String, (String, Value)> {
+    let mut rib = BTreeMap::new();
+    for update in exa.received_updates(neighbor) {
+        for (next_hop, nlris) in update["announce"][family].as_object().into_iter().flatten() {
+            for nlri in nlris.as_array().into_iter().flatten() {
+                // ExaBGP 4.2: `{"nlri": "prefix"}`; older releases: the bare prefix.
+                let prefix = nlri["nlri"].as_str().or(nlri.as_str()).unwrap_or_else(|| panic!("NLRI {update:#}"));
+                rib.insert(prefix.to_string(), (next_hop.clone(), update["attribute"].clone()));
+            }
+        }
+        for nlri in update["withdraw"][family].as_array().into_iter().flatten() {
+            rib.remove(nlri["nlri"].as_str().or(nlri.as_str()).unwrap_or_default());
+        }
+    }
+    rib
+}
+
+/// ExaBGP (passive; the agent dials both sessions) receives the dual-stack Service's IPv6 LB
+/// IP over the IPv6 session and over the IPv4 session (next hop: the Node's IPv6 InternalIP),
+/// and its IPv4 LB IP over the IPv4 session only: exact prefixes, next hops, 4-byte AS path,
+/// communities and large communities, from ExaBGP's decoded JSON.
+#[test]
+fn exabgp_receives_ipv6_lb_ips_over_ipv6_and_ipv4_sessions() {
+    if !require_root() || !Exabgp::available() {
+        return;
+    }
+    let topo = Topo::new(7, "agiexa");
+    let (node4, router4, node6, router6) = (topo.node4(), topo.router4(), topo.node6(), topo.router6());
+    let neighbor = |ours: &str, local: &str| {
+        BgpNeighbor::new(ours, ROUTER_ASN, AGENT_ASN).local_address(local).hold_time(9).passive(true)
+    };
+    let cfg = ExabgpConfig::new(&router4).neighbor(neighbor(&node4, &router4)).neighbor(neighbor(&node6, &router6));
+    let exa = Exabgp::start(&topo.router, &cfg);
+    let files = [("pool.yaml", EBGP_POOL), ("web.yaml", EBGP_WEB), ("bgp.yaml", &exabgp_dual_stack_manifest(&topo))];
+    let agent = Agent::start_in(topo.node.name(), &files, &[]).expect("agent starts");
+    let ips = agent.service_ips();
+    assert_eq!(ips["default/web"], ["172.29.0.10", "fd00:29::10"], "{ips:?}");
+    let fail = |what: &str| -> String {
+        format!(
+            "{what}\nagent peers: {:#}\nagent log:\n{}\nexabgp events: {:#?}\nexabgp log:\n{}",
+            agent.json(&["bgp", "peers"]),
+            agent.log(),
+            exa.events(),
+            exa.log()
+        )
+    };
+    exa.wait_established(&node4, TIMEOUT);
+    exa.wait_established(&node6, TIMEOUT);
+    for address in [&router4, &router6] {
+        if poll_until(TIMEOUT, || (agent_peer(&agent, address)["state"] == "established").then_some(())).is_none() {
+            panic!("{}", fail(&format!("the agent's session with {address} never came up")));
+        }
+    }
+
+    let attributes = serde_json::json!({
+        "origin": "igp",
+        "as-path": [AGENT_ASN],
+        "confederation-path": [],
+        "community": [[65001, 600], [65535, 65281]],
+        "large-community": [[AGENT_ASN, 6, 1]],
+    });
+    let entry = |hop: &str| (hop.to_string(), attributes.clone());
+    let want = [
+        (&node4, "ipv4 unicast", BTreeMap::from([("172.29.0.10/32".to_string(), entry(&node4))])),
+        (&node4, "ipv6 unicast", BTreeMap::from([("fd00:29::10/128".to_string(), entry(&node6))])),
+        (&node6, "ipv4 unicast", BTreeMap::new()),
+        (&node6, "ipv6 unicast", BTreeMap::from([("fd00:29::10/128".to_string(), entry(&node6))])),
+    ];
+    let mut last = Vec::new();
+    let converged = poll_until(TIMEOUT, || {
+        last = want.iter().map(|(n, family, _)| exabgp_rib(&exa, n, family)).collect();
+        want.iter().zip(&last).all(|((_, _, w), seen)| w == seen).then_some(())
+    });
+    if converged.is_none() {
+        panic!("{}", fail(&format!("ExaBGP's decoded routes never became {want:#?}\nlast seen {last:#?}")));
+    }
+    // IPv6 NLRI only travel in MP_REACH_NLRI (RFC 4760), and ExaBGP files them under its next
+    // hop: every IPv6 announcement on either session named the node's global address and
+    // nothing else (no link-local, no `::`, no IPv4-mapped address).
+    for n in [&node4, &node6] {
+        let updates = exa.received_updates(n);
+        let v6: Vec<&Value> = updates.iter().filter(|u| u["announce"]["ipv6 unicast"].is_object()).collect();
+        assert!(!v6.is_empty(), "{}", fail(&format!("no IPv6 announcement from {n}")));
+        for u in v6 {
+            let hops: Vec<&String> =
+                u["announce"]["ipv6 unicast"].as_object().into_iter().flatten().map(|(h, _)| h).collect();
+            assert_eq!(hops, [&node6], "{u:#}");
+        }
+    }
+    for (address, count) in [(&router4, 2), (&router6, 1)] {
+        let p = agent_peer(&agent, address);
+        assert_eq!(p["advertised"], count, "{p}");
+    }
+    assert_eq!(exa.neighbor_state(&node4).as_deref(), Some("up"));
+    assert_eq!(exa.neighbor_state(&node6).as_deref(), Some("up"));
+    assert!(exa.events_of("notification", &node4).is_empty(), "{}", fail("a NOTIFICATION on v4"));
+    assert!(exa.events_of("notification", &node6).is_empty(), "{}", fail("a NOTIFICATION on v6"));
 }

@@ -1,11 +1,12 @@
 //! The agent advertises LoadBalancer IPs to a real BIRD 2 router over BGP, in network
 //! namespaces. Needs root and bird2 (skips with a message otherwise).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use halyard_tests::Agent;
-use halyard_tests::netns::{Netns, require_program, require_root, veth_pair, wait_until};
-use halyard_tests::peers::{BgpNeighbor, Bird, BirdConfig};
+use halyard_tests::netns::{Netns, poll_until, require_program, require_root, veth_pair, wait_until};
+use halyard_tests::peers::{BgpNeighbor, Bird, BirdConfig, Peer};
 
 const POOL_AND_SERVICES: &str = r#"
 apiVersion: cilium.io/v2
@@ -354,4 +355,223 @@ fn pod_cidr_advertisement_reaches_bird() {
     assert!(routes.contains("(65001,300)"), "PodCIDR communities:\n{routes}");
     let advertised = agent.json(&["bgp", "routes", "advertised"]);
     assert_eq!(advertised.as_array().unwrap().len(), 3, "{advertised}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dual stack: IPv4 and IPv6 LB IPs at BIRD, over an IPv4 and an IPv6 session
+// ---------------------------------------------------------------------------------------------
+
+/// A dual-stack Service (fixed IPs) and an IPv4-only one, both selected for BGP.
+const DUAL_STACK_SERVICES: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata: {name: lb}
+spec:
+  blocks: [{cidr: 172.30.76.0/28}, {cidr: "fd00:30:76::/120"}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+  labels: {bgp: announce}
+  annotations: {lbipam.cilium.io/ips: "172.30.76.10,fd00:30:76::10"}
+spec: {type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: default, labels: {bgp: announce}, annotations: {lbipam.cilium.io/ips: "172.30.76.11"}}
+spec: {type: LoadBalancer, ports: [{port: 443}]}
+"#;
+
+/// Two sessions to one router: `v4` over IPv4 carrying both families (the IPv6 routes get the
+/// Node's IPv6 InternalIP as next hop, in MP_REACH_NLRI), and `v6` over IPv6 carrying IPv6.
+const DUAL_STACK_BGP: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: e2e-node, labels: {bgp: "on"}}
+status:
+  addresses: [{type: InternalIP, address: 10.76.0.2}, {type: InternalIP, address: "fd00:76::2"}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPClusterConfig
+metadata: {name: lab}
+spec:
+  nodeSelector: {matchLabels: {bgp: "on"}}
+  bgpInstances:
+    - name: main
+      localASN: 65001
+      peers:
+        - {name: v4, peerASN: 65000, peerAddress: 10.76.0.1, peerConfigRef: {name: both}}
+        - {name: v6, peerASN: 65000, peerAddress: "fd00:76::1", peerConfigRef: {name: v6only}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPPeerConfig
+metadata: {name: both}
+spec:
+  timers: {holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1}
+  families:
+    - {afi: ipv4, safi: unicast, advertisements: {matchLabels: {advertise: bgp}}}
+    - {afi: ipv6, safi: unicast, advertisements: {matchLabels: {advertise: bgp}}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPPeerConfig
+metadata: {name: v6only}
+spec:
+  timers: {holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1}
+  families:
+    - {afi: ipv6, safi: unicast, advertisements: {matchLabels: {advertise: bgp}}}
+---
+apiVersion: cilium.io/v2
+kind: CiliumBGPAdvertisement
+metadata: {name: lb, labels: {advertise: bgp}}
+spec:
+  advertisements:
+    - advertisementType: Service
+      service: {addresses: [LoadBalancerIP]}
+      selector: {matchLabels: {bgp: announce}}
+      attributes:
+        communities: {standard: ["65001:176"], large: ["65001:7:6"]}
+"#;
+
+/// One route of `birdc show route all`, as BIRD prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BirdRoute {
+    prefix: String,
+    /// The protocol that brought it (`v4`, `v6`).
+    protocol: String,
+    /// The resolved next hop line, without `via ` (`10.76.0.2 on eth0`).
+    via: String,
+    /// `BGP.next_hop`, `BGP.as_path`, `BGP.community`, … → value.
+    attrs: BTreeMap<String, String>,
+}
+
+/// Parses `show route all` output: a route starts at a line beginning with its prefix, or, for
+/// more routes to the same prefix, at an indented line naming the route type (`unicast [...`);
+/// its details are the indented lines that follow (`via …`, `Type: …`, `BGP.x: …`).
+fn parse_bird_routes(text: &str) -> Vec<BirdRoute> {
+    let mut out: Vec<BirdRoute> = Vec::new();
+    let mut prefix = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || line.starts_with("Table ") {
+            continue;
+        }
+        let head = if !line.starts_with(char::is_whitespace) {
+            let mut words = trimmed.splitn(2, char::is_whitespace);
+            prefix = words.next().unwrap_or_default().to_string();
+            Some(words.next().unwrap_or_default().trim())
+        } else if trimmed.starts_with("unicast [") || trimmed.starts_with("unreachable [") {
+            Some(trimmed)
+        } else {
+            None
+        };
+        if let Some(head) = head {
+            let protocol = head.split_once('[').and_then(|(_, r)| r.split_whitespace().next()).unwrap_or_default();
+            out.push(BirdRoute {
+                prefix: prefix.clone(),
+                protocol: protocol.to_string(),
+                via: String::new(),
+                attrs: BTreeMap::new(),
+            });
+            continue;
+        }
+        let Some(route) = out.last_mut() else { continue };
+        if let Some(via) = trimmed.strip_prefix("via ") {
+            route.via = via.to_string();
+        } else if let Some((key, value)) = trimmed.split_once(": ") {
+            route.attrs.insert(key.to_string(), value.trim().to_string());
+        }
+    }
+    out
+}
+
+/// The routes protocol `protocol` put into `table` (`master4`, `master6`).
+fn bird_routes_from(bird: &Bird, table: &str, protocol: &str) -> Vec<BirdRoute> {
+    parse_bird_routes(&bird.birdc(&format!("show route all table {table} protocol {protocol}")))
+}
+
+/// The agent advertises a dual-stack Service to BIRD over two sessions: `v4` (IPv4, both
+/// families; the IPv6 route's next hop is the Node's IPv6 InternalIP) and `v6` (IPv6, IPv6
+/// only). BIRD's `master4` and `master6` hold exactly the expected prefixes per session, each
+/// with the node's address as `BGP.next_hop` and as the resolved gateway, our AS path and
+/// communities.
+#[test]
+fn dual_stack_lb_ips_reach_bird_over_ipv4_and_ipv6_sessions() {
+    if !require_root() || !require_program("bird", "bird2") {
+        return;
+    }
+    let router = Netns::new("rtr6");
+    let node = Netns::new("node6");
+    veth_pair(&router, "eth0", &["10.76.0.1/24", "fd00:76::1/64"], &node, "eth0", &["10.76.0.2/24", "fd00:76::2/64"]);
+    let cfg = BirdConfig::new("10.76.0.1")
+        .neighbor(BgpNeighbor::new("10.76.0.2", 65000, 65001).name("v4"))
+        .neighbor(BgpNeighbor::new("fd00:76::2", 65000, 65001).name("v6"));
+    // BIRD logs "Missing link-local address" for each session when it comes up before DAD is
+    // done with BIRD's own fe80:: address on eth0 (as here: nothing waits for it). That is
+    // about the link-local next hop BIRD would send with its own IPv6 routes (it exports none);
+    // the routes it receives are accepted with the global next hop we send, which `gateway
+    // direct` (the default for a direct eBGP session) resolves on the shared /64. So neither
+    // `next hop keep` nor `gateway recursive` is needed, and the test does not depend on DAD.
+    let bird = Bird::start(&router, &cfg);
+    let agent =
+        Agent::start_in(node.name(), &[("svc.yaml", DUAL_STACK_SERVICES), ("bgp.yaml", DUAL_STACK_BGP)], &[]).unwrap();
+    let ips = agent.service_ips();
+    assert_eq!(ips["default/web"], ["172.30.76.10", "fd00:30:76::10"], "{ips:?}");
+    assert_eq!(ips["default/api"], ["172.30.76.11"], "{ips:?}");
+
+    for name in ["v4", "v6"] {
+        bird.wait_bgp_state(name, &["Established"], Duration::from_secs(20));
+    }
+    let routes = |proto: &str, table: &str, gw: &str, prefixes: &[&str]| {
+        BTreeMap::from_iter(prefixes.iter().map(|p| {
+            let mut attrs = BTreeMap::new();
+            attrs.insert("Type".to_string(), "BGP univ".to_string());
+            attrs.insert("BGP.origin".to_string(), "IGP".to_string());
+            attrs.insert("BGP.as_path".to_string(), "65001".to_string());
+            attrs.insert("BGP.next_hop".to_string(), gw.to_string());
+            attrs.insert("BGP.local_pref".to_string(), "100".to_string());
+            attrs.insert("BGP.community".to_string(), "(65001,176)".to_string());
+            attrs.insert("BGP.large_community".to_string(), "(65001, 7, 6)".to_string());
+            let route =
+                BirdRoute { prefix: p.to_string(), protocol: proto.to_string(), via: format!("{gw} on eth0"), attrs };
+            ((table.to_string(), p.to_string()), route)
+        }))
+    };
+    let mut want = routes("v4", "master4", "10.76.0.2", &["172.30.76.10/32", "172.30.76.11/32"]);
+    want.extend(routes("v4", "master6", "fd00:76::2", &["fd00:30:76::10/128"]));
+    let want_v6 = routes("v6", "master6", "fd00:76::2", &["fd00:30:76::10/128"]);
+    let seen = |proto: &str| {
+        let mut m = BTreeMap::new();
+        for table in ["master4", "master6"] {
+            for r in bird_routes_from(&bird, table, proto) {
+                m.insert((table.to_string(), r.prefix.clone()), r);
+            }
+        }
+        m
+    };
+    let (mut last4, mut last6) = (BTreeMap::new(), BTreeMap::new());
+    let ok = poll_until(Duration::from_secs(20), || {
+        (last4, last6) = (seen("v4"), seen("v6"));
+        (last4 == want && last6 == want_v6).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "BIRD's tables never became\n  v4: {want:#?}\n  v6: {want_v6:#?}\nlast seen\n  v4: {last4:#?}\n  v6: \
+         {last6:#?}\n{}\nagent log:\n{}\nbird log:\n{}",
+        bird.routes(None),
+        agent.log(),
+        bird.log()
+    );
+    // Both sessions are still up (no error on the IPv6 next hops), and the agent lists what it
+    // sent on each.
+    for name in ["v4", "v6"] {
+        assert_eq!(bird.bgp_state(name).as_deref(), Some("Established"), "{}", bird.log());
+    }
+    let peers = agent.json(&["bgp", "peers"]);
+    let advertised = |address: &str| {
+        peers.as_array().into_iter().flatten().find(|p| p["address"] == address).map(|p| p["advertised"].clone())
+    };
+    assert_eq!(advertised("10.76.0.1"), Some(3.into()), "{peers:#}");
+    assert_eq!(advertised("fd00:76::1"), Some(1.into()), "{peers:#}");
 }
