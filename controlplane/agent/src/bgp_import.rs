@@ -76,8 +76,6 @@ pub struct Path {
 /// What happened to a best path in the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// Import is off.
-    Off,
     Installed(IpAddr),
     /// Not installed, and why.
     Skipped(String),
@@ -88,7 +86,6 @@ pub enum Kernel {
 impl Kernel {
     pub fn describe(&self) -> String {
         match self {
-            Kernel::Off => String::new(),
             Kernel::Installed(_) => "installed".into(),
             Kernel::Skipped(why) => format!("skipped: {why}"),
             Kernel::Refused(why) => format!("refused: {why}"),
@@ -103,7 +100,7 @@ pub struct Rib {
     pub peers: BTreeMap<IpAddr, HashMap<Prefix, Path>>,
     /// Best path per prefix: the peer it came from.
     pub best: BTreeMap<Prefix, IpAddr>,
-    /// Kernel state of each best path.
+    /// Kernel state of each best path (empty with import off).
     pub kernel: BTreeMap<Prefix, Kernel>,
     /// Families each peer sent End-of-RIB for since its session came up.
     end_of_rib: BTreeMap<IpAddr, BTreeSet<AfiSafi>>,
@@ -263,7 +260,6 @@ fn sync(
             Some((from, want)) => {
                 rib.best.insert(*p, from);
                 if !settings.enabled {
-                    rib.kernel.insert(*p, Kernel::Off);
                     continue;
                 }
                 match want {
@@ -419,7 +415,8 @@ pub async fn run(
             _ = tick.tick() => full = true,
             _ = shutdown.changed() => break,
         }
-        let ours = our_prefixes(&statuses);
+        // Only needed to decide what goes into the kernel.
+        let ours = if settings.enabled { our_prefixes(&statuses) } else { BTreeSet::new() };
         let mut rib = shared.lock().unwrap_or_else(|e| e.into_inner());
         let rib = &mut *rib;
         if full {
@@ -545,7 +542,8 @@ mod tests {
             best,
             vec![(p("10.1.0.0/16"), "192.0.2.2".parse().unwrap()), (p("10.2.0.0/16"), "192.0.2.2".parse().unwrap())]
         );
-        assert_eq!(rib.kernel[&p("10.1.0.0/16")], Kernel::Off);
+        // Import is off: no kernel state is kept at all.
+        assert!(rib.kernel.is_empty());
         // Peer 2 withdraws 10.1/16: peer 1's path takes over.
         let best = feed(&mut rib, &s, vec![update("192.0.2.2", &[], b.clone(), &[], &["10.1.0.0/16"])], &[]);
         assert_eq!(best[0], (p("10.1.0.0/16"), "192.0.2.1".parse().unwrap()));
